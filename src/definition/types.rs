@@ -1,0 +1,309 @@
+//! The validated form of an image definition. Only these types leave `definition/`:
+//! every path is absolute, every size and duration parsed, every stage's parent resolved.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::units::ByteSize;
+
+/// A validated `images/NAME.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageDefinition {
+    /// The definition file, absolute.
+    pub path: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub source: Source,
+    pub machine: Machine,
+    pub communicator: Communicator,
+    /// Free variables for seed templates and step environments.
+    pub vars: BTreeMap<String, String>,
+    /// Every stage, parents before children (the order of the file when it already is).
+    pub stages: Vec<Stage>,
+    pub export: Export,
+}
+
+impl ImageDefinition {
+    #[must_use]
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|stage| stage.name.as_str() == name)
+    }
+
+    /// The stages from the first layer up to and including `name`, in build order.
+    #[must_use]
+    pub fn chain_to(&self, name: &str) -> Vec<&Stage> {
+        let mut chain = Vec::new();
+        let mut current = self.stage(name);
+        while let Some(stage) = current {
+            chain.push(stage);
+            current = stage.parent.as_ref().and_then(|parent| self.stage(parent.as_str()));
+        }
+        chain.reverse();
+        chain
+    }
+}
+
+/// Where the base image comes from and how it is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub location: Location,
+    pub checksum: Checksum,
+}
+
+/// A URL to fetch, or a local file (file:// URLs and plain paths, made absolute).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Http(String),
+    File(PathBuf),
+}
+
+impl Location {
+    /// The last path segment: what checksum files list and what the cache names after.
+    #[must_use]
+    pub fn file_name(&self) -> String {
+        match self {
+            Location::Http(url) => {
+                let path = url.split(['?', '#']).next().unwrap_or(url);
+                path.rsplit('/').next().unwrap_or(path).to_owned()
+            }
+            Location::File(path) => {
+                path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Http(url) => f.write_str(url),
+            Location::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    Inline(Digest),
+    /// A checksum file (GNU or BSD lines, maybe clear-signed) at this URL or local path.
+    File(Location),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HashAlgo {
+    Sha256,
+    Sha512,
+}
+
+impl HashAlgo {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Sha256 => "sha256",
+            HashAlgo::Sha512 => "sha512",
+        }
+    }
+
+    /// Length of the digest in hex characters.
+    #[must_use]
+    pub fn hex_len(self) -> usize {
+        match self {
+            HashAlgo::Sha256 => 64,
+            HashAlgo::Sha512 => 128,
+        }
+    }
+}
+
+/// An algorithm and a lowercase hex digest of the right length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algo: HashAlgo,
+    hex: String,
+}
+
+impl Digest {
+    /// Returns `None` when `hex` is not hex of the algorithm's length.
+    #[must_use]
+    pub fn new(algo: HashAlgo, hex: &str) -> Option<Self> {
+        let valid = hex.len() == algo.hex_len() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| Digest { algo, hex: hex.to_ascii_lowercase() })
+    }
+
+    #[must_use]
+    pub fn algo(&self) -> HashAlgo {
+        self.algo
+    }
+
+    #[must_use]
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algo.name(), self.hex)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub cpus: u32,
+    pub memory: ByteSize,
+    /// Virtual size of the first layer; `None` keeps the source's size.
+    pub disk_size: Option<ByteSize>,
+    pub firmware: Firmware,
+    pub accel: AccelChoice,
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+impl Firmware {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccelChoice {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Communicator {
+    pub kind: CommunicatorKind,
+    pub user: String,
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommunicatorKind {
+    Ssh,
+    GuestAgent,
+}
+
+/// A stage's name: unique within a definition, `[a-z0-9][a-z0-9_-]*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StageName(String);
+
+impl StageName {
+    /// Returns `None` for names that would not make safe file names.
+    #[must_use]
+    pub fn new(name: &str) -> Option<Self> {
+        let mut chars = name.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        (first_ok && rest_ok && name.len() <= 64).then(|| StageName(name.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub name: StageName,
+    /// `None` for a stage built straight on the source.
+    pub parent: Option<StageName>,
+    /// The seed template, absolute; `None` uses strata's built-in one.
+    pub user_data: Option<PathBuf>,
+    /// The layer expires after this long, so updates get baked in.
+    pub refresh: Option<Duration>,
+    /// `false`: the guest gets no NIC.
+    pub network: bool,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub action: StepAction,
+    /// Values are minijinja templates over `vars`, checked to parse; rendered at run time.
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepAction {
+    /// A local script, uploaded and run as root.
+    Run { script: PathBuf },
+    /// A shell command run as root.
+    Shell { command: String },
+    /// A local file or directory tree copied into the guest, modes kept.
+    Upload { from: PathBuf, to: String },
+    /// Reboot the guest and wait for the communicator again.
+    Reboot,
+}
+
+impl StepAction {
+    /// The step kind as a user writes it.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepAction::Run { .. } => "run",
+            StepAction::Shell { .. } => "shell",
+            StepAction::Upload { .. } => "upload",
+            StepAction::Reboot => "reboot",
+        }
+    }
+}
+
+impl fmt::Display for StepAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepAction::Run { script } => write!(f, "run: {}", script.display()),
+            StepAction::Shell { command } => write!(f, "shell: {command}"),
+            StepAction::Upload { from, to } => write!(f, "upload: {} -> {to}", from.display()),
+            StepAction::Reboot => f.write_str("reboot"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    pub formats: Vec<ExportFormat>,
+    pub compression: Compression,
+    pub targets: Vec<ExportTarget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExportFormat {
+    Qcow2,
+    Raw,
+    Vmdk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Zlib,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExportTarget {
+    Generic,
+    Openstack,
+    Proxmox,
+}

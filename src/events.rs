@@ -1,0 +1,261 @@
+//! Typed events: the engine's only way to tell the outside world what it does.
+//! The engine emits; `report/` renders (bars, plain lines, JSON) and the build log records.
+//! Nothing here prints, and nothing outside `report/` may print either.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Bumped when an event's fields change incompatibly; every JSON line carries it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Which of a step's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    BuildStarted {
+        build_id: String,
+        image: String,
+        stages: Vec<String>,
+        log_dir: PathBuf,
+    },
+    SourceCached {
+        url: String,
+        digest: String,
+    },
+    DownloadStarted {
+        url: String,
+        total_bytes: Option<u64>,
+        resumed_from: u64,
+    },
+    DownloadProgress {
+        url: String,
+        done_bytes: u64,
+        total_bytes: Option<u64>,
+    },
+    DownloadFinished {
+        url: String,
+        digest: String,
+        bytes: u64,
+        seconds: f64,
+    },
+    StageCached {
+        stage: String,
+        key: String,
+    },
+    StageStarted {
+        stage: String,
+        key: String,
+    },
+    QemuStarted {
+        stage: String,
+        accel: String,
+        pid: u32,
+    },
+    /// A line the guest wrote on its serial console.
+    Console {
+        stage: String,
+        line: String,
+    },
+    CommunicatorReady {
+        stage: String,
+        seconds: f64,
+    },
+    CloudInitDone {
+        stage: String,
+        seconds: f64,
+    },
+    StepStarted {
+        stage: String,
+        index: usize,
+        total: usize,
+        description: String,
+    },
+    StepOutput {
+        stage: String,
+        index: usize,
+        stream: Stream,
+        line: String,
+    },
+    StepFinished {
+        stage: String,
+        index: usize,
+        exit_code: i32,
+        seconds: f64,
+    },
+    Sysprep {
+        stage: String,
+    },
+    PoweringOff {
+        stage: String,
+    },
+    Committing {
+        stage: String,
+    },
+    LayerCommitted {
+        stage: String,
+        key: String,
+        bytes: u64,
+        seconds: f64,
+    },
+    ExportArtifact {
+        path: PathBuf,
+        format: String,
+        bytes: u64,
+        sha256: String,
+    },
+    ExportProgress {
+        path: PathBuf,
+        percent: f64,
+    },
+    Warning {
+        message: String,
+    },
+    BuildFinished {
+        seconds: f64,
+        log_dir: Option<PathBuf>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+impl Event {
+    /// The stage an event belongs to, for displays that keep a line per stage.
+    #[must_use]
+    pub fn stage(&self) -> Option<&str> {
+        match self {
+            Event::StageCached { stage, .. }
+            | Event::StageStarted { stage, .. }
+            | Event::QemuStarted { stage, .. }
+            | Event::Console { stage, .. }
+            | Event::CommunicatorReady { stage, .. }
+            | Event::CloudInitDone { stage, .. }
+            | Event::StepStarted { stage, .. }
+            | Event::StepOutput { stage, .. }
+            | Event::StepFinished { stage, .. }
+            | Event::Sysprep { stage }
+            | Event::PoweringOff { stage }
+            | Event::Committing { stage }
+            | Event::LayerCommitted { stage, .. } => Some(stage),
+            _ => None,
+        }
+    }
+}
+
+/// An event with when it happened and the schema version: what JSON lines and events.jsonl hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamped<'a> {
+    pub version: u32,
+    /// Seconds since the Unix epoch, with milliseconds.
+    pub time: f64,
+    #[serde(flatten)]
+    pub event: &'a Event,
+}
+
+impl<'a> Stamped<'a> {
+    #[must_use]
+    pub fn now(event: &'a Event) -> Self {
+        let time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |elapsed| elapsed.as_secs_f64());
+        Stamped { version: SCHEMA_VERSION, time, event }
+    }
+}
+
+/// Whatever wants to see events: a display, a log file, a test's recorder.
+pub trait Observer: Send + Sync {
+    fn observe(&self, event: &Event);
+}
+
+/// The handle the engine emits through. Cheap to clone; fans out to every observer.
+#[derive(Clone, Default)]
+pub struct Events {
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl Events {
+    /// Events that go nowhere: for tests and library callers that do not care.
+    #[must_use]
+    pub fn none() -> Self {
+        Events::default()
+    }
+
+    #[must_use]
+    pub fn with(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    pub fn emit(&self, event: Event) {
+        for observer in &self.observers {
+            observer.observe(&event);
+        }
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.emit(Event::Warning { message: message.into() });
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Events({} observers)", self.observers.len())
+    }
+}
+
+/// Keeps every event: for tests that assert on what the engine said.
+#[derive(Default)]
+pub struct Recorder {
+    events: std::sync::Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    #[must_use]
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|events| events.clone()).unwrap_or_default()
+    }
+}
+
+impl Observer for Recorder {
+    fn observe(&self, event: &Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_version_time_and_tag() {
+        let event = Event::StageCached { stage: "base".into(), key: "abc".into() };
+        let line = serde_json::to_string(&Stamped::now(&event)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["version"], SCHEMA_VERSION);
+        assert_eq!(value["event"], "stage_cached");
+        assert_eq!(value["stage"], "base");
+        assert!(value["time"].as_f64().unwrap() > 1.0e9);
+    }
+
+    #[test]
+    fn events_fan_out_to_every_observer() {
+        let first = Arc::new(Recorder::default());
+        let second = Arc::new(Recorder::default());
+        let events = Events::none().with(first.clone()).with(second.clone());
+        events.warn("careful");
+        assert_eq!(first.events().len(), 1);
+        assert_eq!(second.events(), first.events());
+    }
+}
