@@ -6,14 +6,11 @@ set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
+# Both QEMU packages from the release itself: a preinstalled backport of qemu-utils
+# cannot sit beside the release's qemu-system-x86.
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-utils=qemu-utils
-if apt-cache policy qemu-utils | grep -q 'Installed: .*bpo'; then
-  # a backported qemu-utils cannot sit beside the release's qemu-system-x86
-  utils="qemu-utils/$codename"
-fi
 $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades \
-  qemu-system-x86 qemu-system-data "$utils" ovmf seabios ipxe-qemu \
+  "qemu-system-x86/$codename" "qemu-system-data/$codename" "qemu-utils/$codename" ovmf seabios ipxe-qemu \
   mmdebstrap fdisk gdisk dosfstools mtools bc e2fsprogs zstd \
   grub-pc-bin grub-efi-amd64-bin grub2-common \
   openssh-client python3 tmux ca-certificates curl

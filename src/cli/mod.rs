@@ -2,6 +2,10 @@
 //! Owns exit codes (through `Error::exit_code`); must not print except through `report/`.
 
 mod args;
+mod build;
+mod export;
+mod fetch;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -31,16 +35,35 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Validate { definitions } => validate(&definitions),
-        Command::Fetch { .. } => Err(Error::NotBuiltYet("fetch")),
-        Command::Build(_) => Err(Error::NotBuiltYet("build")),
+        Command::Validate { definitions } => validate::run(&definitions, &cli.global),
+        Command::Fetch { definition, offline } => {
+            fetch::run(&definition, offline, &cli.global).await
+        }
+        Command::Build(args) => build::run(&args, &cli.global).await,
         Command::Layers { .. } => Err(Error::NotBuiltYet("layers")),
-        Command::Export(_) => Err(Error::NotBuiltYet("export")),
+        Command::Export(args) => export::run(&args, &cli.global).await,
         Command::Run { .. } => Err(Error::NotBuiltYet("run")),
         Command::Gc { .. } => Err(Error::NotBuiltYet("gc")),
     }
 }
 
-fn validate(_definitions: &[std::path::PathBuf]) -> Result<(), Error> {
-    Err(Error::NotBuiltYet("validate"))
+impl GlobalArgs {
+    /// Opens the store named by `--store`/`STRATA_STORE`, or the default one.
+    pub fn open_store(&self) -> Result<crate::store::Store, Error> {
+        let root = match &self.store {
+            Some(root) => root.clone(),
+            None => crate::store::Store::default_root()?,
+        };
+        Ok(crate::store::Store::open(&root)?)
+    }
+
+    /// The observer that shows events to the user in the chosen format.
+    #[must_use]
+    pub fn events(&self) -> crate::events::Events {
+        crate::events::Events::none().with(report::observer(
+            self.log_format,
+            self.verbose,
+            self.quiet,
+        ))
+    }
 }

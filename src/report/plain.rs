@@ -1,0 +1,72 @@
+//! Plain lines for people: what a pipe or a CI log gets. No escape codes, no redraws.
+
+use crate::events::{Event, Observer};
+
+pub struct Plain {
+    verbose: u8,
+    quiet: bool,
+}
+
+impl Plain {
+    pub fn new(verbose: u8, quiet: bool) -> Self {
+        Plain { verbose, quiet }
+    }
+
+    fn line(event: &Event, verbose: u8) -> Option<String> {
+        let text = match event {
+            Event::Warning { message } => format!("warning: {message}"),
+            Event::DownloadStarted { url, resumed_from, .. } if *resumed_from > 0 => {
+                format!("downloading {url} (resuming at {resumed_from} bytes)")
+            }
+            Event::DownloadStarted { url, .. } => format!("downloading {url}"),
+            Event::DownloadFinished { url, bytes, seconds, .. } => {
+                format!("downloaded {url}: {} in {seconds:.1}s", crate::units::ByteSize(*bytes))
+            }
+            Event::SourceCached { url, .. } => format!("source cached: {url}"),
+            Event::StageCached { stage, key } => format!("{stage}: cached ({})", short(key)),
+            Event::StageStarted { stage, key } => format!("{stage}: building ({})", short(key)),
+            Event::QemuStarted { stage, accel, .. } => format!("{stage}: booting ({accel})"),
+            Event::CommunicatorReady { stage, seconds } => {
+                format!("{stage}: guest ready after {seconds:.1}s")
+            }
+            Event::StepStarted { stage, index, total, description } => {
+                format!("{stage}: step {}/{total} {description}", index + 1)
+            }
+            Event::StepOutput { stage, line, .. } if verbose > 0 => format!("{stage}  | {line}"),
+            Event::StepFinished { stage, index, exit_code, seconds } => {
+                format!("{stage}: step {} exited {exit_code} after {seconds:.1}s", index + 1)
+            }
+            Event::Sysprep { stage } => format!("{stage}: sysprep"),
+            Event::PoweringOff { stage } => format!("{stage}: powering off"),
+            Event::LayerCommitted { stage, key, bytes, .. } => {
+                format!(
+                    "{stage}: layer {} committed, {}",
+                    short(key),
+                    crate::units::ByteSize(*bytes)
+                )
+            }
+            Event::ExportArtifact { path, bytes, .. } => {
+                format!("exported {} ({})", path.display(), crate::units::ByteSize(*bytes))
+            }
+            Event::BuildFinished { seconds, .. } => format!("done in {seconds:.1}s"),
+            _ => return None,
+        };
+        Some(text)
+    }
+}
+
+fn short(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
+}
+
+impl Observer for Plain {
+    fn observe(&self, event: &Event) {
+        let is_warning = matches!(event, Event::Warning { .. });
+        if self.quiet && !is_warning {
+            return;
+        }
+        if let Some(line) = Self::line(event, self.verbose) {
+            eprintln!("{line}");
+        }
+    }
+}
