@@ -90,6 +90,20 @@ impl Store {
         locked.map_err(|source| StoreError::Lock { path, source })
     }
 
+    /// Takes the lock only if nobody holds it; `None` when somebody does.
+    pub fn try_lock(&self, name: &str) -> Result<Option<File>, StoreError> {
+        let dir = self.root.join("locks");
+        let path = dir.join(format!("{name}.lock"));
+        let file = fs::create_dir_all(&dir)
+            .and_then(|()| File::options().create(true).truncate(false).write(true).open(&path))
+            .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(source)) => Err(StoreError::Lock { path, source }),
+        }
+    }
+
     /// Like [`Store::lock`] but shared: many readers at once, none while a writer holds it.
     pub fn lock_shared(&self, name: &str) -> Result<File, StoreError> {
         let dir = self.root.join("locks");

@@ -1,8 +1,39 @@
-//! The layer store: cache keys, layer folders, the lock, backing chains, and gc.
-//! Must not boot anything.
+//! The layer store: cache keys, layer folders (`layers/KEY/disk.qcow2` + `layer.json`), the
+//! per-key lock, commit by rename from `tmp/`, cheap verification, backing chains, and gc.
+//! Must not boot anything; it only reads and moves files.
+
+mod key;
+mod store;
+
+pub use key::{Foundation, KeyInputs, LayerKey, compute as compute_key, sha256_hex};
+pub use store::{
+    Layer, LayerMetadata, LayerStore, Lookup, WorkDir, backing_for, hash_file, now_secs,
+};
+
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("layers are not built yet")]
-    NotBuiltYet,
+    #[error("failed to read {path}, an input of the stage's cache key")]
+    ReadInput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to encode a cache key")]
+    Encode(#[source] serde_json::Error),
+    #[error("failed to write the layer store at {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read layer metadata {path}: the layer will be rebuilt")]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

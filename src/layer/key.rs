@@ -1,0 +1,389 @@
+//! Layer cache keys: the sha256 of a canonical encoding of everything that changes a stage's
+//! disk, and nothing that does not (cpus, memory, timeouts, names).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::LayerError;
+use crate::definition::{ImageDefinition, Stage, StepAction};
+
+/// Bumped whenever the encoding below changes, so old layers are never mistaken for new ones.
+const KEY_FORMAT: u32 = 1;
+
+/// A layer's content address: 64 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct LayerKey(String);
+
+impl LayerKey {
+    /// Accepts only what `compute` produces, so a key is always safe as a folder name.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid =
+            text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        valid.then(|| LayerKey(text.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 characters: enough to tell layers apart in a table.
+    #[must_use]
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Display for LayerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a stage stands on: the parent layer, or the source image for the first stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Foundation<'a> {
+    /// The source image: its content digest, and its file name in `sources/`.
+    Source {
+        sha256: &'a str,
+        file_name: &'a str,
+    },
+    Layer(&'a LayerKey),
+}
+
+/// The inputs a key is computed from, kept in layer.json so a user can see why a key changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyInputs {
+    pub document: Value,
+    pub key: LayerKey,
+}
+
+/// Computes `stage`'s key. `now` picks the refresh window, so a test can move time.
+pub fn compute(
+    definition: &ImageDefinition,
+    stage: &Stage,
+    foundation: &Foundation<'_>,
+    seed_template: &str,
+    now: SystemTime,
+) -> Result<KeyInputs, LayerError> {
+    let foundation = match foundation {
+        Foundation::Source { sha256, .. } => json!({ "source_sha256": sha256 }),
+        Foundation::Layer(parent) => json!({ "parent": parent.as_str() }),
+    };
+    let first_layer = stage.parent.is_none();
+    let steps = stage.steps.iter().map(step_document).collect::<Result<Vec<_>, _>>()?;
+    let document = json!({
+        "format": KEY_FORMAT,
+        "foundation": foundation,
+        "disk_size": if first_layer { definition.machine.disk_size.map(|size| size.bytes()) } else { None },
+        "firmware": definition.machine.firmware.name(),
+        "user": definition.communicator.user,
+        "network": stage.network,
+        "steps": steps,
+        "seed_template_sha256": sha256_hex(seed_template.as_bytes()),
+        "vars": definition.vars,
+        "refresh_window": stage.refresh.map(|period| refresh_window(period, now)),
+    });
+    // serde_json's Map is a BTreeMap (no preserve_order feature), so keys are sorted:
+    // the text below is canonical.
+    let canonical = serde_json::to_vec(&document).map_err(LayerError::Encode)?;
+    let key = LayerKey(sha256_hex(&canonical));
+    Ok(KeyInputs { document, key })
+}
+
+/// The index of the refresh period `now` falls in; it changes when the period has passed.
+fn refresh_window(period: Duration, now: SystemTime) -> u64 {
+    let since_epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    since_epoch.as_secs() / period.as_secs().max(1)
+}
+
+fn step_document(step: &crate::definition::Step) -> Result<Value, LayerError> {
+    let action = match &step.action {
+        StepAction::Run { script } => json!({ "run": file_document(script)? }),
+        StepAction::Shell { command } => json!({ "shell": command }),
+        StepAction::Upload { from, to } => json!({ "upload": tree_document(from)?, "to": to }),
+        StepAction::Reboot => json!({ "reboot": true }),
+    };
+    // The timeout is deliberately left out: it changes how long we wait, not the disk.
+    Ok(json!({ "action": action, "env": step.env }))
+}
+
+/// A file's content and mode; its name and times do not matter.
+fn file_document(path: &Path) -> Result<Value, LayerError> {
+    let read = |source| LayerError::ReadInput { path: path.to_owned(), source };
+    let bytes = fs::read(path).map_err(read)?;
+    let mode = fs::metadata(path).map_err(read)?.permissions().mode() & 0o7777;
+    Ok(json!({ "sha256": sha256_hex(&bytes), "mode": mode }))
+}
+
+/// Every entry below `root` (sorted), with content, mode and symlink targets.
+fn tree_document(root: &Path) -> Result<Value, LayerError> {
+    let read = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LayerError::ReadInput { path, source }
+    };
+    let meta = fs::symlink_metadata(root).map_err(read(root))?;
+    if !meta.is_dir() {
+        return file_document(root);
+    }
+    let mut entries = BTreeMap::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).map_err(read(&dir))? {
+            let entry = entry.map_err(read(&dir))?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(read(&path))?;
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let mode = meta.permissions().mode() & 0o7777;
+            let value = if meta.is_dir() {
+                pending.push(path.clone());
+                json!({ "dir": true, "mode": mode })
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).map_err(read(&path))?;
+                json!({ "symlink": target.to_string_lossy() })
+            } else {
+                file_document(&path)?
+            };
+            entries.insert(relative, value);
+        }
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    Ok(json!({ "mode": mode, "entries": entries }))
+}
+
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::definition::{
+        AccelChoice, Checksum, Communicator, CommunicatorKind, Compression, Digest, Export,
+        ExportFormat, ExportTarget, Firmware, HashAlgo, Location, Machine, Source, StageName, Step,
+    };
+    use crate::units::ByteSize;
+
+    const TEMPLATE: &str = "#cloud-config\n";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        definition: ImageDefinition,
+    }
+
+    fn step(action: StepAction) -> Step {
+        Step { action, env: BTreeMap::new(), timeout: Duration::from_secs(60) }
+    }
+
+    fn stage(name: &str, parent: Option<&str>, steps: Vec<Step>) -> Stage {
+        Stage {
+            name: StageName::new(name).unwrap(),
+            parent: parent.map(|p| StageName::new(p).unwrap()),
+            user_data: None,
+            refresh: None,
+            network: true,
+            steps,
+        }
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let harden = write("harden.sh", "#!/bin/sh\necho harden\n");
+        let install = write("install.sh", "#!/bin/sh\necho install\n");
+        write("app/app.py", "print('hi')\n");
+        write("app/static/index.html", "<p>hi</p>\n");
+        let definition = ImageDefinition {
+            path: dir.path().join("demo.toml"),
+            name: "demo".into(),
+            description: None,
+            source: Source {
+                location: Location::File(dir.path().join("base.qcow2")),
+                checksum: Checksum::Inline(Digest::new(HashAlgo::Sha256, &"a".repeat(64)).unwrap()),
+            },
+            machine: Machine {
+                cpus: 2,
+                memory: ByteSize(2 * ByteSize::GIB),
+                disk_size: Some(ByteSize(4 * ByteSize::GIB)),
+                firmware: Firmware::Bios,
+                accel: AccelChoice::Auto,
+                extra_args: vec![],
+            },
+            communicator: Communicator {
+                kind: CommunicatorKind::Ssh,
+                user: "builder".into(),
+                ready_timeout: Duration::from_secs(600),
+            },
+            vars: BTreeMap::from([("app_port".to_owned(), "8080".to_owned())]),
+            stages: vec![
+                stage("base", None, vec![step(StepAction::Run { script: harden })]),
+                stage(
+                    "app-base",
+                    Some("base"),
+                    vec![step(StepAction::Shell { command: "useradd app".into() })],
+                ),
+                stage(
+                    "final",
+                    Some("app-base"),
+                    vec![
+                        step(StepAction::Upload {
+                            from: dir.path().join("app"),
+                            to: "/opt/app/".into(),
+                        }),
+                        step(StepAction::Run { script: install }),
+                    ],
+                ),
+            ],
+            export: Export {
+                formats: vec![ExportFormat::Qcow2],
+                compression: Compression::Zstd,
+                targets: vec![ExportTarget::Generic],
+            },
+        };
+        Fixture { dir, definition }
+    }
+
+    /// Each stage's key, computed up the chain as a build does.
+    fn keys(definition: &ImageDefinition, now: SystemTime) -> Vec<LayerKey> {
+        let mut keys: Vec<LayerKey> = Vec::new();
+        for stage in &definition.stages {
+            let foundation = match keys.last() {
+                None => Foundation::Source { sha256: "s", file_name: "sha256-s.qcow2" },
+                Some(parent) => Foundation::Layer(parent),
+            };
+            keys.push(compute(definition, stage, &foundation, TEMPLATE, now).unwrap().key);
+        }
+        keys
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn changed(before: &[LayerKey], after: &[LayerKey]) -> Vec<bool> {
+        before.iter().zip(after).map(|(a, b)| a != b).collect()
+    }
+
+    #[test]
+    fn editing_the_final_script_changes_only_final() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        std::fs::write(fx.dir.path().join("install.sh"), "#!/bin/sh\necho v2\n").unwrap();
+        assert_eq!(changed(&before, &keys(&fx.definition, now())), [false, false, true]);
+    }
+
+    #[test]
+    fn editing_the_base_script_changes_all_three() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        std::fs::write(fx.dir.path().join("harden.sh"), "#!/bin/sh\necho v2\n").unwrap();
+        assert_eq!(changed(&before, &keys(&fx.definition, now())), [true, true, true]);
+    }
+
+    #[test]
+    fn cpus_memory_and_timeouts_change_nothing() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        let mut other = fx.definition.clone();
+        other.machine.cpus = 8;
+        other.machine.memory = ByteSize(8 * ByteSize::GIB);
+        other.communicator.ready_timeout = Duration::from_secs(5);
+        other.stages[2].steps[1].timeout = Duration::from_secs(1);
+        assert_eq!(keys(&other, now()), before);
+    }
+
+    #[test]
+    fn touching_a_file_without_changing_it_changes_nothing() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        let path = fx.dir.path().join("app/app.py");
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(3600)).unwrap();
+        std::fs::write(fx.dir.path().join("harden.sh"), "#!/bin/sh\necho harden\n").unwrap();
+        assert_eq!(keys(&fx.definition, now()), before);
+    }
+
+    #[test]
+    fn changing_an_uploaded_files_mode_changes_its_stage() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        let path = fx.dir.path().join("app/app.py");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(changed(&before, &keys(&fx.definition, now())), [false, false, true]);
+    }
+
+    #[test]
+    fn adding_a_file_to_an_uploaded_tree_changes_its_stage() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        std::fs::write(fx.dir.path().join("app/static/new.css"), "p{}").unwrap();
+        assert_eq!(changed(&before, &keys(&fx.definition, now())), [false, false, true]);
+    }
+
+    #[test]
+    fn vars_and_seed_template_change_every_stage() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        let mut other = fx.definition.clone();
+        other.vars.insert("app_port".into(), "9090".into());
+        assert_eq!(changed(&before, &keys(&other, now())), [true, true, true]);
+        let foundation = Foundation::Source { sha256: "s", file_name: "x" };
+        let a = compute(&fx.definition, &fx.definition.stages[0], &foundation, "a", now()).unwrap();
+        let b = compute(&fx.definition, &fx.definition.stages[0], &foundation, "b", now()).unwrap();
+        assert_ne!(a.key, b.key);
+    }
+
+    #[test]
+    fn refresh_expires_a_layer_and_its_dependents_after_its_period() {
+        let fx = fixture();
+        let mut definition = fx.definition.clone();
+        definition.stages[0].refresh = Some(Duration::from_secs(7 * 86_400));
+        let start = keys(&definition, now());
+        let next_day = keys(&definition, now() + Duration::from_secs(86_400));
+        assert_eq!(start, next_day, "within the period nothing expires");
+        let next_week = keys(&definition, now() + Duration::from_secs(7 * 86_400));
+        assert_eq!(changed(&start, &next_week), [true, true, true]);
+    }
+
+    #[test]
+    fn disk_size_counts_for_the_first_layer_only() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        let mut other = fx.definition.clone();
+        other.machine.disk_size = Some(ByteSize(8 * ByteSize::GIB));
+        // The base key changes, and through it every key above; but the size is not
+        // an input of the upper stages themselves.
+        assert_eq!(changed(&before, &keys(&other, now())), [true, true, true]);
+        let parent = LayerKey::parse(&"b".repeat(64)).unwrap();
+        let upper = |d: &ImageDefinition| {
+            compute(d, &d.stages[1], &Foundation::Layer(&parent), TEMPLATE, now()).unwrap().key
+        };
+        assert_eq!(upper(&fx.definition), upper(&other));
+    }
+
+    #[test]
+    fn keys_are_stable_hex() {
+        let fx = fixture();
+        let first = keys(&fx.definition, now());
+        assert_eq!(first, keys(&fx.definition, now()));
+        for key in first {
+            assert!(LayerKey::parse(key.as_str()).is_some());
+        }
+    }
+}

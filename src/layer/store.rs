@@ -1,0 +1,307 @@
+//! Layer folders on disk: lookup with cheap verification, work folders in `tmp/`, commit.
+//!
+//! A work folder `tmp/KEY.RANDOM/` sits at the same depth as `layers/KEY/`, so the relative
+//! backing path written while building (`../../layers/PARENT/disk.qcow2` or
+//! `../../sources/sha256-….qcow2`) stays right after the rename, and after the whole store moves.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{Foundation, LayerError, LayerKey};
+use crate::store::{Store, sync_dir, write_atomic};
+
+pub const DISK_FILE: &str = "disk.qcow2";
+pub const METADATA_FILE: &str = "layer.json";
+
+/// What `layer.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerMetadata {
+    pub key: String,
+    pub stage: String,
+    pub image: String,
+    /// The parent layer's key; `None` for a layer on the source.
+    pub parent: Option<String>,
+    /// The backing file exactly as written in the qcow2 header (relative).
+    pub backing: String,
+    pub inputs: serde_json::Value,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub strata_version: String,
+    pub disk_bytes: u64,
+    pub virtual_bytes: u64,
+    pub disk_sha256: String,
+    /// The disk's modification time when committed, in nanoseconds: with its size, what a cheap
+    /// check compares before trusting `disk_sha256` without rehashing.
+    pub disk_mtime_ns: i128,
+    pub build_seconds: f64,
+    /// `name version` lines from the guest's package manager.
+    pub packages: Vec<String>,
+    /// `ID` and `VERSION_ID` from the guest's /etc/os-release.
+    pub os_id: Option<String>,
+    pub os_version: Option<String>,
+    pub guest_agent: bool,
+}
+
+/// A committed layer.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub dir: PathBuf,
+    pub metadata: LayerMetadata,
+}
+
+impl Layer {
+    #[must_use]
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(DISK_FILE)
+    }
+}
+
+/// The backing path, relative, that a layer built on `parent` records.
+#[must_use]
+pub fn backing_for(parent: &Foundation) -> String {
+    match parent {
+        Foundation::Layer(key) => format!("../../layers/{key}/{DISK_FILE}"),
+        Foundation::Source { file_name, .. } => format!("../../sources/{file_name}"),
+    }
+}
+
+/// A layer being built: `tmp/KEY.RANDOM/`. Removed on drop unless committed or kept.
+#[derive(Debug)]
+pub struct WorkDir {
+    pub key: LayerKey,
+    pub dir: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    #[must_use]
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(DISK_FILE)
+    }
+
+    /// Keeps the folder after a failure so the user can boot it (`--keep-failed`).
+    pub fn keep(mut self) -> PathBuf {
+        self.keep = true;
+        self.dir.clone()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerStore {
+    store: Store,
+}
+
+impl LayerStore {
+    #[must_use]
+    pub fn new(store: Store) -> Self {
+        LayerStore { store }
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    #[must_use]
+    pub fn dir(&self, key: &LayerKey) -> PathBuf {
+        self.store.layers_dir().join(key.as_str())
+    }
+
+    /// The layer for `key` if it is present and its disk is what was committed.
+    /// Cheap by default (size and mtime); `rehash` recomputes the sha256.
+    /// A layer that fails the check is reported through the returned `Err`-free `None`
+    /// after being moved aside, so it is rebuilt and never used.
+    pub fn lookup(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
+        let dir = self.dir(key);
+        let metadata_path = dir.join(METADATA_FILE);
+        let text = match fs::read_to_string(&metadata_path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Lookup::Missing);
+            }
+            Err(source) => return Err(LayerError::Write { path: metadata_path, source }),
+        };
+        let metadata: LayerMetadata = match serde_json::from_str(&text) {
+            Ok(metadata) => metadata,
+            Err(error) => return Ok(self.discard(key, format!("unreadable layer.json: {error}"))?),
+        };
+        let layer = Layer { dir, metadata };
+        match verify_disk(&layer, rehash) {
+            Ok(()) => Ok(Lookup::Hit(layer)),
+            Err(reason) => self.discard(key, reason),
+        }
+    }
+
+    /// Moves a bad layer out of `layers/` (into `tmp/`, cleaned later), so it is never used.
+    fn discard(&self, key: &LayerKey, reason: String) -> Result<Lookup, LayerError> {
+        let from = self.dir(key);
+        let to = self.store.tmp_dir().join(format!("{key}.corrupt-{}", std::process::id()));
+        fs::rename(&from, &to).map_err(|source| LayerError::Write { path: from, source })?;
+        Ok(Lookup::Corrupt { reason })
+    }
+
+    /// A fresh work folder for building `key`, mode 0700.
+    pub fn begin(&self, key: &LayerKey) -> Result<WorkDir, LayerError> {
+        let tmp = self.store.tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{key}."))
+            .tempdir_in(&tmp)
+            .map_err(|source| LayerError::Write { path: tmp.clone(), source })?
+            .keep();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|source| LayerError::Write { path: dir.clone(), source })?;
+        Ok(WorkDir { key: key.clone(), dir, keep: false })
+    }
+
+    /// Writes layer.json and renames the work folder into `layers/KEY`. The caller holds the
+    /// key's lock, so nobody else commits the same key meanwhile.
+    pub fn commit(
+        &self,
+        mut work: WorkDir,
+        mut metadata: LayerMetadata,
+    ) -> Result<Layer, LayerError> {
+        let disk = work.disk();
+        let write_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LayerError::Write { path, source }
+        };
+        let (sha256, size, mtime_ns) = hash_file(&disk).map_err(write_err(&disk))?;
+        metadata.disk_sha256 = sha256;
+        metadata.disk_bytes = size;
+        metadata.disk_mtime_ns = mtime_ns;
+        let text = serde_json::to_vec_pretty(&metadata).map_err(LayerError::Encode)?;
+        let metadata_path = work.dir.join(METADATA_FILE);
+        write_atomic(&metadata_path, &text).map_err(write_err(&metadata_path))?;
+        fs::File::open(&disk).and_then(|file| file.sync_all()).map_err(write_err(&disk))?;
+        let target = self.dir(&work.key);
+        if target.exists() {
+            // Someone committed it first (a crash between rename and unlock, at worst): theirs wins.
+            return self.lookup(&work.key, false).and_then(|found| match found {
+                Lookup::Hit(layer) => Ok(layer),
+                _ => Err(LayerError::Write {
+                    path: target.clone(),
+                    source: std::io::Error::other("a broken layer folder is in the way"),
+                }),
+            });
+        }
+        fs::set_permissions(&work.dir, fs::Permissions::from_mode(0o755))
+            .map_err(write_err(&work.dir))?;
+        fs::rename(&work.dir, &target).map_err(write_err(&target))?;
+        work.keep = true;
+        sync_dir(&self.store.layers_dir()).map_err(write_err(&target))?;
+        Ok(Layer { dir: target, metadata })
+    }
+
+    /// Every committed layer's metadata (unreadable ones skipped).
+    pub fn all(&self) -> Result<Vec<Layer>, LayerError> {
+        let dir = self.store.layers_dir();
+        let entries =
+            fs::read_dir(&dir).map_err(|source| LayerError::Write { path: dir, source })?;
+        let mut layers = Vec::new();
+        for entry in entries.flatten() {
+            let metadata_path = entry.path().join(METADATA_FILE);
+            let parsed = fs::read_to_string(&metadata_path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<LayerMetadata>(&text).ok());
+            if let Some(metadata) = parsed {
+                layers.push(Layer { dir: entry.path(), metadata });
+            }
+        }
+        Ok(layers)
+    }
+
+    /// Removes work folders left by builds that died. Only folders whose key lock is free are
+    /// touched, so a running build's work is never removed.
+    pub fn clean_stale_tmp(&self) -> Result<usize, LayerError> {
+        let tmp = self.store.tmp_dir();
+        let entries =
+            fs::read_dir(&tmp).map_err(|source| LayerError::Write { path: tmp, source })?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.split('.').next().and_then(LayerKey::parse) else { continue };
+            if let Some(_lock) = self.try_lock(&key)? {
+                if fs::remove_dir_all(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Blocks until this process alone may build `key`.
+    pub fn lock(&self, key: &LayerKey) -> Result<fs::File, LayerError> {
+        Ok(self.store.lock(&format!("layer-{key}"))?)
+    }
+
+    fn try_lock(&self, key: &LayerKey) -> Result<Option<fs::File>, LayerError> {
+        Ok(self.store.try_lock(&format!("layer-{key}"))?)
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Layer),
+    Missing,
+    /// It was there but did not match its record; it has been moved aside.
+    Corrupt {
+        reason: String,
+    },
+}
+
+fn verify_disk(layer: &Layer, rehash: bool) -> Result<(), String> {
+    let disk = layer.disk();
+    let meta = fs::metadata(&disk).map_err(|error| format!("{}: {error}", disk.display()))?;
+    let recorded = &layer.metadata;
+    let same_stat = meta.len() == recorded.disk_bytes && mtime_ns(&meta) == recorded.disk_mtime_ns;
+    if same_stat && !rehash {
+        return Ok(());
+    }
+    let (sha256, _, _) =
+        hash_file(&disk).map_err(|error| format!("{}: {error}", disk.display()))?;
+    if sha256 == recorded.disk_sha256 {
+        Ok(())
+    } else {
+        Err(format!("disk sha256 is {sha256}, layer.json recorded {}", recorded.disk_sha256))
+    }
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+/// The file's sha256, size and mtime, read once.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64, i128)> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    let meta = file.metadata()?;
+    Ok((hex::encode(hasher.finalize()), meta.len(), mtime_ns(&meta)))
+}
+
+#[must_use]
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
