@@ -158,3 +158,44 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
     }
 }
+
+/// A UTC timestamp like `2026-11-28T23:41:05Z` (no time-zone database needed).
+#[must_use]
+pub fn format_utc(time: std::time::SystemTime) -> String {
+    let secs = time.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod time_tests {
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn utc_timestamps_are_civil_dates() {
+        let at = |secs| super::format_utc(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_906_865), "2026-11-28T23:01:05Z");
+    }
+}

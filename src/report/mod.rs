@@ -1,6 +1,7 @@
 //! Everything strata prints: progress for people (indicatif on a terminal, plain lines
 //! otherwise), JSON lines, and errors with their whole chain. The engine never prints.
 
+pub mod buildlog;
 mod plain;
 
 use std::error::Error as _;
