@@ -2,10 +2,12 @@
 //! otherwise), JSON lines, and errors with their whole chain. The engine never prints.
 
 pub mod buildlog;
+pub mod diagnostic;
+mod human;
 mod plain;
 
 use std::error::Error as _;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use crate::cli::LogFormat;
@@ -17,6 +19,9 @@ use crate::events::{Event, Observer, Stamped};
 pub fn observer(format: LogFormat, verbose: u8, quiet: bool) -> Arc<dyn Observer> {
     match format {
         LogFormat::Json => Arc::new(JsonLines),
+        LogFormat::Human if !quiet && std::io::stderr().is_terminal() => {
+            Arc::new(human::Human::new(verbose))
+        }
         LogFormat::Human => Arc::new(plain::Plain::new(verbose, quiet)),
     }
 }
@@ -35,6 +40,10 @@ impl Observer for JsonLines {
 
 /// Prints an error and every cause below it to stderr.
 pub fn print_error(error: &Error) {
+    if let Error::Definition(definition) = error {
+        diagnostic::print(definition);
+        return;
+    }
     let mut message = format!("error: {error}");
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -42,4 +51,37 @@ pub fn print_error(error: &Error) {
         cause = inner.source();
     }
     eprintln!("{message}");
+}
+
+/// One row of the closing table.
+#[derive(Debug, Clone)]
+pub struct SummaryRow {
+    pub stage: String,
+    pub cached: bool,
+    pub seconds: f64,
+    pub bytes: u64,
+}
+
+/// The closing table of a build, for people (JSON consumers have `build_finished`).
+pub fn print_summary(format: LogFormat, quiet: bool, rows: &[SummaryRow], total_seconds: f64) {
+    if format == LogFormat::Json || quiet {
+        return;
+    }
+    let mut table = format!("{:<16} {:<7} {:>8} {:>10}\n", "stage", "", "time", "layer");
+    for row in rows {
+        let state = if row.cached { "cached" } else { "built" };
+        let time = crate::units::format_duration(std::time::Duration::from_secs_f64(row.seconds));
+        let size = crate::units::ByteSize(row.bytes).to_string();
+        table.push_str(&format!("{:<16} {state:<7} {time:>8} {size:>10}\n", row.stage));
+    }
+    let total = crate::units::format_duration(std::time::Duration::from_secs_f64(total_seconds));
+    table.push_str(&format!("{:<16} {:<7} {total:>8}", "total", ""));
+    eprintln!("{table}");
+}
+
+/// A line for the user outside the event stream (e.g. where the logs are, how to ssh in).
+pub fn note(format: LogFormat, quiet: bool, line: &str) {
+    if format == LogFormat::Human && !quiet {
+        eprintln!("{line}");
+    }
 }

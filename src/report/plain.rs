@@ -66,7 +66,9 @@ impl Observer for Plain {
             return;
         }
         if let Some(line) = Self::line(event, self.verbose) {
-            eprintln!("{line}");
+            let stamp = crate::units::format_utc(std::time::SystemTime::now());
+            let clock = stamp.get(11..19).unwrap_or(&stamp);
+            eprintln!("{clock} {line}");
         }
     }
 }

@@ -1,0 +1,352 @@
+//! `qemu-img` wrappers, each with a deadline: overlays with relative backing files, info
+//! (JSON), check, convert with progress, resize. Written against qemu-img 7.2. Must not know
+//! about the store's layout.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+
+use super::QemuError;
+use crate::process::{self, Command, ProcessError};
+
+/// The program.
+pub const QEMU_IMG: &str = "qemu-img";
+/// The deadline of the quick operations (create, info, resize).
+pub const QUICK: Duration = Duration::from_secs(60);
+
+/// What `qemu-img info --output=json` says about one image.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageInfo {
+    pub filename: String,
+    pub format: String,
+    pub virtual_size: u64,
+    /// Bytes allocated on the host file system.
+    pub actual_size: Option<u64>,
+    pub cluster_size: Option<u64>,
+    /// The backing file name as written in the image (relative names stay relative).
+    pub backing_filename: Option<String>,
+    /// The backing file resolved by qemu-img.
+    pub full_backing_filename: Option<String>,
+    #[serde(rename = "backing-filename-format")]
+    pub backing_format: Option<String>,
+    #[serde(default)]
+    pub dirty_flag: bool,
+}
+
+/// What `qemu-img check --output=json` found in an image without corruptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckReport {
+    #[serde(default)]
+    pub corruptions: u64,
+    /// Leaked clusters: wasted space, harmless.
+    #[serde(default)]
+    pub leaks: u64,
+    #[serde(default)]
+    pub check_errors: u64,
+    pub image_end_offset: Option<u64>,
+    pub allocated_clusters: Option<u64>,
+    pub total_clusters: Option<u64>,
+}
+
+/// An output format of [`convert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Qcow2,
+    Raw,
+    Vmdk,
+}
+
+impl ImageFormat {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Raw => "raw",
+            ImageFormat::Vmdk => "vmdk",
+        }
+    }
+}
+
+/// qcow2 compression for [`convert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zlib,
+    Zstd,
+}
+
+/// How [`convert`] writes its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    pub format: ImageFormat,
+    /// qcow2 only (`-c -o compression_type=…`); ignored for other formats.
+    pub compression: Option<Compression>,
+    /// `-W`: out-of-order writes, faster.
+    pub out_of_order: bool,
+    /// `-m N`: parallel coroutines (qemu-img's default is 8).
+    pub coroutines: Option<u32>,
+    /// The deadline of the whole conversion.
+    pub within: Duration,
+}
+
+impl ConvertOptions {
+    #[must_use]
+    pub fn new(format: ImageFormat) -> Self {
+        ConvertOptions {
+            format,
+            compression: None,
+            out_of_order: true,
+            coroutines: None,
+            within: Duration::from_secs(3600),
+        }
+    }
+}
+
+fn img_error(path: &Path) -> impl FnOnce(ProcessError) -> QemuError + '_ {
+    move |source| QemuError::Img { path: path.to_owned(), source }
+}
+
+/// The folder a path lives in, and its file name: qemu-img runs in that folder so that a
+/// relative backing name means the same to it as to QEMU later (relative to the overlay).
+fn split(path: &Path) -> (PathBuf, PathBuf) {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map_or_else(|| path.to_owned(), PathBuf::from);
+    (dir, name)
+}
+
+/// `qemu-img create -f qcow2 -F BACKING_FORMAT -b BACKING PATH [SIZE]`, run in PATH's folder;
+/// `backing` is written into the overlay as given (relative to the overlay's folder).
+pub async fn create_overlay(
+    path: &Path,
+    backing: &str,
+    backing_format: &str,
+    size: Option<u64>,
+) -> Result<(), QemuError> {
+    let (dir, name) = split(path);
+    let mut command = Command::new(QEMU_IMG)
+        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing])
+        .arg(&name)
+        .current_dir(dir);
+    if let Some(size) = size {
+        command = command.arg(size.to_string());
+    }
+    process::output(command, QUICK).await.map_err(img_error(path))?;
+    Ok(())
+}
+
+/// `qemu-img create -f FORMAT PATH SIZE`: a new empty image.
+pub async fn create(path: &Path, format: ImageFormat, size: u64) -> Result<(), QemuError> {
+    let command = Command::new(QEMU_IMG)
+        .args(["create", "-q", "-f", format.name()])
+        .arg(path)
+        .arg(size.to_string());
+    process::output(command, QUICK).await.map_err(img_error(path))?;
+    Ok(())
+}
+
+/// `qemu-img info -U --output=json`. `-U` lets it read an image a running QEMU holds.
+pub async fn info(path: &Path) -> Result<ImageInfo, QemuError> {
+    let command = Command::new(QEMU_IMG).args(["info", "-U", "--output=json"]).arg(path);
+    let output = process::output(command, QUICK).await.map_err(img_error(path))?;
+    serde_json::from_slice(&output.stdout)
+        .map_err(|source| QemuError::ImgReport { path: path.to_owned(), source })
+}
+
+/// `qemu-img info -U --output=json --backing-chain`: the image, then each backing file down.
+pub async fn info_chain(path: &Path) -> Result<Vec<ImageInfo>, QemuError> {
+    let command =
+        Command::new(QEMU_IMG).args(["info", "-U", "--output=json", "--backing-chain"]).arg(path);
+    let output = process::output(command, QUICK).await.map_err(img_error(path))?;
+    serde_json::from_slice(&output.stdout)
+        .map_err(|source| QemuError::ImgReport { path: path.to_owned(), source })
+}
+
+/// `qemu-img check --output=json`: an error when the image has corruptions or could not be
+/// checked; leaks are reported, not refused.
+pub async fn check(path: &Path, within: Duration) -> Result<CheckReport, QemuError> {
+    let command = Command::new(QEMU_IMG).args(["check", "--output=json"]).arg(path);
+    let line = command.display();
+    let output = command.output_unchecked(within).await.map_err(img_error(path))?;
+    // 0: clean, 2: corruptions, 3: leaks; 1 (or anything else): the check itself failed.
+    if !matches!(output.status.code(), Some(0 | 2 | 3)) {
+        return Err(QemuError::Img {
+            path: path.to_owned(),
+            source: ProcessError::Failed {
+                command: line,
+                status: output.status,
+                stderr_tail: output.stderr,
+            },
+        });
+    }
+    let report: CheckReport = serde_json::from_slice(&output.stdout)
+        .map_err(|source| QemuError::ImgReport { path: path.to_owned(), source })?;
+    if report.corruptions > 0 || output.status.code() == Some(2) {
+        return Err(QemuError::ImageCorrupt {
+            path: path.to_owned(),
+            corruptions: report.corruptions,
+            report: String::from_utf8_lossy(&output.stdout).into_owned(),
+        });
+    }
+    Ok(report)
+}
+
+/// `qemu-img resize PATH SIZE` (growing only).
+pub async fn resize(path: &Path, size: u64) -> Result<(), QemuError> {
+    let command = Command::new(QEMU_IMG).args(["resize", "-q"]).arg(path).arg(size.to_string());
+    process::output(command, QUICK).await.map_err(img_error(path))?;
+    Ok(())
+}
+
+/// The argv of [`convert`] (without the program).
+#[must_use]
+pub fn convert_args(src: &Path, dst: &Path, options: &ConvertOptions) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["convert".into(), "-p".into(), "-O".into(), options.format.name().into()];
+    if let (ImageFormat::Qcow2, Some(compression)) = (options.format, options.compression) {
+        let kind = match compression {
+            Compression::Zlib => "zlib",
+            Compression::Zstd => "zstd",
+        };
+        args.extend(["-c".into(), "-o".into(), format!("compression_type={kind}").into()]);
+    }
+    if options.out_of_order {
+        args.push("-W".into());
+    }
+    if let Some(coroutines) = options.coroutines {
+        args.extend(["-m".into(), coroutines.to_string().into()]);
+    }
+    args.extend([src.as_os_str().to_owned(), dst.as_os_str().to_owned()]);
+    args
+}
+
+/// `qemu-img convert -p …`: flattens `src` (and its backing chain) into `dst`, reporting
+/// progress (0.0 to 100.0) as qemu-img prints it.
+pub async fn convert(
+    src: &Path,
+    dst: &Path,
+    options: &ConvertOptions,
+    progress: &mut (dyn FnMut(f64) + Send),
+) -> Result<(), QemuError> {
+    let command = Command::new(QEMU_IMG).args(convert_args(src, dst, options)).stdout_piped();
+    let line = command.display();
+    let mut child = command.spawn().map_err(img_error(dst))?;
+    let mut stdout = child.take_stdout();
+    let run = async {
+        let mut buffer = [0u8; 1024];
+        let mut pending = Vec::new();
+        while let Some(out) = stdout.as_mut() {
+            let read = out.read(&mut buffer).await.unwrap_or(0);
+            if read == 0 {
+                break;
+            }
+            for &byte in &buffer[..read] {
+                if byte == b'\r' || byte == b'\n' {
+                    if let Some(percent) = parse_progress(&pending) {
+                        progress(percent);
+                    }
+                    pending.clear();
+                } else {
+                    pending.push(byte);
+                }
+            }
+        }
+        child.wait_with_deadline(options.within).await
+    };
+    let status = match tokio::time::timeout(options.within, run).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(error)) => {
+            let _ = child.kill().await;
+            return Err(img_error(dst)(error));
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(img_error(dst)(ProcessError::Timeout {
+                command: line,
+                within: options.within,
+                stderr_tail: child.stderr_tail(),
+            }));
+        }
+    };
+    if !status.success() {
+        return Err(img_error(dst)(ProcessError::Failed {
+            command: line,
+            status,
+            stderr_tail: child.stderr_tail(),
+        }));
+    }
+    Ok(())
+}
+
+/// "    (45.31/100%)" → 45.31.
+fn parse_progress(text: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    let inner = text.strip_prefix('(')?.strip_suffix(')')?;
+    let (done, _) = inner.split_once('/')?;
+    done.trim().parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_parse() {
+        assert_eq!(parse_progress(b"    (45.31/100%)"), Some(45.31));
+        assert_eq!(parse_progress(b"    (100.00/100%)"), Some(100.0));
+        assert_eq!(parse_progress(b"garbage"), None);
+    }
+
+    #[test]
+    fn convert_argv() {
+        let mut options = ConvertOptions::new(ImageFormat::Qcow2);
+        options.compression = Some(Compression::Zstd);
+        options.coroutines = Some(4);
+        let args: Vec<String> =
+            convert_args(Path::new("a.qcow2"), Path::new("out/b.qcow2"), &options)
+                .into_iter()
+                .map(|arg| arg.into_string().unwrap())
+                .collect();
+        assert_eq!(
+            args,
+            [
+                "convert",
+                "-p",
+                "-O",
+                "qcow2",
+                "-c",
+                "-o",
+                "compression_type=zstd",
+                "-W",
+                "-m",
+                "4",
+                "a.qcow2",
+                "out/b.qcow2"
+            ]
+        );
+        let raw = ConvertOptions {
+            compression: Some(Compression::Zlib),
+            ..ConvertOptions::new(ImageFormat::Raw)
+        };
+        let args = convert_args(Path::new("a"), Path::new("b"), &raw);
+        assert!(!args.iter().any(|arg| arg == "-c"));
+    }
+
+    #[test]
+    fn split_keeps_the_name() {
+        assert_eq!(
+            split(Path::new("disk.qcow2")),
+            (PathBuf::from("."), PathBuf::from("disk.qcow2"))
+        );
+        assert_eq!(
+            split(Path::new("/s/tmp/x/disk.qcow2")),
+            (PathBuf::from("/s/tmp/x"), PathBuf::from("disk.qcow2"))
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Definition errors for people: miette's graphical report (the file, line:col, the offending
+//! text underlined, help), without colour when stderr is not a terminal or NO_COLOR is set;
+//! and the "ok" line of `strata validate`. Prints; knows nothing of how definitions are checked.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+use crate::definition::DefinitionError;
+
+/// Renders a definition error as text, colour or not.
+#[must_use]
+pub fn render(error: &DefinitionError, color: bool) -> String {
+    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let handler = GraphicalReportHandler::new_themed(theme).with_links(false);
+    let mut out = String::new();
+    if handler.render_report(&mut out, error).is_err() {
+        // Rendering only fails on a broken writer or span; the message still gets out.
+        out = format!("error: {error}\n");
+    }
+    out
+}
+
+/// Prints a definition error to stderr, with colour only on a terminal without NO_COLOR.
+pub fn print(error: &DefinitionError) {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let color = !no_color && std::io::stderr().is_terminal();
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{}", render(error, color));
+}
+
+/// `strata validate`'s line for a definition that passed.
+pub fn validated(path: &Path, stages: usize) {
+    let noun = if stages == 1 { "stage" } else { "stages" };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ok: {} ({stages} {noun})", path.display());
+}
