@@ -6,6 +6,7 @@
 //! store of layers), `export` (images that leave the machine). `events` is the only
 //! way the engine tells the outside world anything; `report` is the only code that prints.
 
+pub mod build;
 pub mod cli;
 pub mod communicator;
 pub mod definition;
