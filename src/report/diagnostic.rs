@@ -15,7 +15,12 @@ pub fn render(error: &DefinitionError, color: bool) -> String {
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let handler = GraphicalReportHandler::new_themed(theme).with_links(false);
     let mut out = String::new();
-    if handler.render_report(&mut out, error).is_err() {
+    // The `Invalid` itself, whose message does not repeat the location miette shows anyway.
+    let diagnostic: &dyn miette::Diagnostic = match error {
+        DefinitionError::Invalid(invalid) => invalid.as_ref(),
+        DefinitionError::Read { .. } => error,
+    };
+    if handler.render_report(&mut out, diagnostic).is_err() {
         // Rendering only fails on a broken writer or span; the message still gets out.
         out = format!("error: {error}\n");
     }

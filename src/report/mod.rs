@@ -38,19 +38,25 @@ impl Observer for JsonLines {
     }
 }
 
+/// An error and its causes on one line each, as the JSON `error` event carries it.
+#[must_use]
+pub fn error_chain(error: &Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(&format!("\n  caused by: {inner}"));
+        cause = inner.source();
+    }
+    message
+}
+
 /// Prints an error and every cause below it to stderr.
 pub fn print_error(error: &Error) {
     if let Error::Definition(definition) = error {
         diagnostic::print(definition);
         return;
     }
-    let mut message = format!("error: {error}");
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        message.push_str(&format!("\n  caused by: {inner}"));
-        cause = inner.source();
-    }
-    eprintln!("{message}");
+    eprintln!("error: {}", error_chain(error));
 }
 
 /// One row of the closing table.

@@ -1,0 +1,684 @@
+//! What can be wrong with a definition, and where: `Problem` says what (message, label,
+//! help), `Invalid` adds the file, the span and the line:column, and carries any further
+//! problems found in the same file. Owns wording and miette plumbing; must not check anything.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode, SourceSpan};
+
+/// One thing wrong with a definition, without its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The file is not TOML.
+    Syntax {
+        message: String,
+    },
+    UnknownKey {
+        key: String,
+        table: &'static str,
+        expected: Vec<String>,
+        suggestion: Option<String>,
+    },
+    MissingKey {
+        key: String,
+        table: &'static str,
+    },
+    /// A value of the wrong type, in serde's words ("invalid type: integer `2`, expected a string").
+    WrongType {
+        message: String,
+    },
+    /// Any other complaint of the deserializer.
+    Malformed {
+        message: String,
+    },
+    BadSize {
+        key: &'static str,
+        text: String,
+    },
+    BadDuration {
+        key: &'static str,
+        text: String,
+    },
+    ZeroDuration {
+        key: &'static str,
+    },
+    BadChecksum {
+        text: String,
+        reason: String,
+    },
+    ChecksumAndChecksumUrl,
+    NoChecksum,
+    NoSource,
+    NoUrl,
+    BadLocation {
+        key: &'static str,
+        text: String,
+        reason: String,
+    },
+    BadChoice {
+        key: &'static str,
+        value: String,
+        choices: &'static [&'static str],
+        suggestion: Option<String>,
+    },
+    EmptyList {
+        key: &'static str,
+    },
+    BadImageName {
+        name: String,
+    },
+    BadStageName {
+        name: String,
+    },
+    NoStages,
+    DuplicateStage {
+        name: String,
+        first_line: usize,
+    },
+    UnknownParent {
+        parent: String,
+        suggestion: Option<String>,
+    },
+    ParentCycle {
+        cycle: Vec<String>,
+    },
+    StepWithoutAction,
+    StepWithManyActions {
+        actions: Vec<&'static str>,
+    },
+    UploadWithoutTo,
+    ToWithoutUpload {
+        action: &'static str,
+    },
+    RelativeTo {
+        to: String,
+    },
+    RebootFalse,
+    EmptyValue {
+        key: &'static str,
+    },
+    MissingFile {
+        what: &'static str,
+        path: PathBuf,
+    },
+    NotAFile {
+        what: &'static str,
+        path: PathBuf,
+    },
+    UnreadableFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    TemplateSyntax {
+        what: String,
+        line: Option<usize>,
+        detail: String,
+    },
+    UnknownVar {
+        name: String,
+        suggestion: Option<String>,
+    },
+    UnknownTemplateVariable {
+        name: String,
+        suggestion: Option<String>,
+    },
+    BadEnvName {
+        name: String,
+    },
+    NetworkNeedsGuestAgent,
+    BadCpus {
+        value: i64,
+    },
+    MemoryTooSmall {
+        text: String,
+    },
+    BadUser {
+        user: String,
+    },
+    RootUser,
+}
+
+/// Valid choices, in the order the help lists them.
+pub(super) const FIRMWARES: &[&str] = &["bios", "uefi"];
+pub(super) const ACCELS: &[&str] = &["auto", "kvm", "tcg"];
+pub(super) const KINDS: &[&str] = &["ssh", "guest-agent"];
+pub(super) const FORMATS: &[&str] = &["qcow2", "raw", "vmdk"];
+pub(super) const COMPRESSIONS: &[&str] = &["none", "zlib", "zstd"];
+pub(super) const TARGETS: &[&str] = &["generic", "openstack", "proxmox"];
+
+fn backticked(items: &[impl AsRef<str>]) -> String {
+    items.iter().map(|item| format!("`{}`", item.as_ref())).collect::<Vec<_>>().join(", ")
+}
+
+fn did_you_mean(suggestion: Option<&String>) -> String {
+    suggestion.map(|s| format!(": did you mean `{s}`?")).unwrap_or_default()
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Syntax { message } => write!(f, "invalid TOML: {message}"),
+            Problem::UnknownKey { key, table, suggestion, .. } => {
+                write!(f, "unknown key `{key}` in {table}{}", did_you_mean(suggestion.as_ref()))
+            }
+            Problem::MissingKey { key, table } => write!(f, "missing key `{key}` in {table}"),
+            Problem::WrongType { message } => write!(f, "wrong type: {message}"),
+            Problem::Malformed { message } => f.write_str(message),
+            Problem::BadSize { key, text } => write!(f, "`{key}` is not a size: \"{text}\""),
+            Problem::BadDuration { key, text } => {
+                write!(f, "`{key}` is not a duration: \"{text}\"")
+            }
+            Problem::ZeroDuration { key } => write!(f, "`{key}` must be longer than zero"),
+            Problem::BadChecksum { text, reason } => {
+                write!(f, "bad checksum \"{text}\": {reason}")
+            }
+            Problem::ChecksumAndChecksumUrl => {
+                f.write_str("[source] has both `checksum` and `checksum_url`")
+            }
+            Problem::NoChecksum => {
+                f.write_str("[source] has neither `checksum` nor `checksum_url`")
+            }
+            Problem::NoSource => f.write_str("missing [source] table"),
+            Problem::NoUrl => f.write_str("missing key `url` in [source]"),
+            Problem::BadLocation { key, text, reason } => {
+                write!(f, "bad `{key}` \"{text}\": {reason}")
+            }
+            Problem::BadChoice { key, value, suggestion, .. } => {
+                write!(f, "unknown {key} \"{value}\"{}", did_you_mean(suggestion.as_ref()))
+            }
+            Problem::EmptyList { key } => write!(f, "`{key}` is an empty list"),
+            Problem::BadImageName { name } => write!(f, "bad image name \"{name}\""),
+            Problem::BadStageName { name } => write!(f, "bad stage name \"{name}\""),
+            Problem::NoStages => f.write_str("the definition has no [[stage]]"),
+            Problem::DuplicateStage { name, first_line } => {
+                write!(f, "duplicate stage name \"{name}\" (first defined on line {first_line})")
+            }
+            Problem::UnknownParent { parent, suggestion } => {
+                write!(f, "unknown parent stage \"{parent}\"{}", did_you_mean(suggestion.as_ref()))
+            }
+            Problem::ParentCycle { cycle } => {
+                write!(f, "stage parents form a cycle: {}", cycle.join(" -> "))
+            }
+            Problem::StepWithoutAction => f.write_str("step has no action"),
+            Problem::StepWithManyActions { actions } => {
+                write!(f, "step has {} actions: {}", actions.len(), backticked(actions))
+            }
+            Problem::UploadWithoutTo => f.write_str("upload step without `to`"),
+            Problem::ToWithoutUpload { action } => write!(f, "`to` on a `{action}` step"),
+            Problem::RelativeTo { to } => write!(f, "upload destination \"{to}\" is not absolute"),
+            Problem::RebootFalse => f.write_str("`reboot = false` is not a step"),
+            Problem::EmptyValue { key } => write!(f, "`{key}` is empty"),
+            Problem::MissingFile { what, path } => {
+                write!(f, "{what} {} does not exist", path.display())
+            }
+            Problem::NotAFile { what, path } => {
+                write!(f, "{what} {} is not a file", path.display())
+            }
+            Problem::UnreadableFile { what, path, reason } => {
+                write!(f, "failed to read {what} {}: {reason}", path.display())
+            }
+            Problem::TemplateSyntax { what, line: Some(line), detail } => {
+                write!(f, "syntax error in {what} at template line {line}: {detail}")
+            }
+            Problem::TemplateSyntax { what, line: None, detail } => {
+                write!(f, "syntax error in {what}: {detail}")
+            }
+            Problem::UnknownVar { name, suggestion } => {
+                write!(f, "unknown variable `vars.{name}`{}", did_you_mean(suggestion.as_ref()))
+            }
+            Problem::UnknownTemplateVariable { name, suggestion } => {
+                write!(f, "unknown template variable `{name}`{}", did_you_mean(suggestion.as_ref()))
+            }
+            Problem::BadEnvName { name } => write!(f, "bad environment variable name \"{name}\""),
+            Problem::NetworkNeedsGuestAgent => {
+                f.write_str("`network = false` needs the guest-agent communicator")
+            }
+            Problem::BadCpus { value } => write!(f, "`cpus` must be at least 1, not {value}"),
+            Problem::MemoryTooSmall { text } => {
+                write!(f, "`memory` \"{text}\" is below the minimum of 256M")
+            }
+            Problem::BadUser { user } => write!(f, "bad user name \"{user}\""),
+            Problem::RootUser => f.write_str("the communicator user must not be root"),
+        }
+    }
+}
+
+impl Problem {
+    /// The short text under the underlined span.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self {
+            Problem::Syntax { .. } => "invalid TOML here".into(),
+            Problem::UnknownKey { suggestion: Some(s), .. } => format!("did you mean `{s}`?"),
+            Problem::UnknownKey { .. } => "unknown key".into(),
+            Problem::MissingKey { key, .. } => format!("this table needs `{key}`"),
+            Problem::WrongType { message } => message.split_once(", expected ").map_or_else(
+                || "wrong type".into(),
+                |(_, expected)| format!("expected {expected}"),
+            ),
+            Problem::Malformed { .. } => "here".into(),
+            Problem::BadSize { .. } => "not a size".into(),
+            Problem::BadDuration { .. } => "not a duration".into(),
+            Problem::ZeroDuration { .. } => "zero".into(),
+            Problem::BadChecksum { reason, .. }
+            | Problem::BadLocation { reason, .. }
+            | Problem::UnreadableFile { reason, .. } => reason.clone(),
+            Problem::ChecksumAndChecksumUrl => "only one of these".into(),
+            Problem::NoChecksum => "this table needs `checksum` or `checksum_url`".into(),
+            Problem::NoSource => "no [source] in this file".into(),
+            Problem::NoUrl => "this table needs `url`".into(),
+            Problem::BadChoice { suggestion: Some(s), .. }
+            | Problem::UnknownParent { suggestion: Some(s), .. } => {
+                format!("did you mean \"{s}\"?")
+            }
+            Problem::BadChoice { choices, .. } => format!("one of {}", quoted(choices)),
+            Problem::EmptyList { .. } | Problem::EmptyValue { .. } => "empty".into(),
+            Problem::BadImageName { .. } | Problem::BadStageName { .. } => "bad name".into(),
+            Problem::NoStages => "no [[stage]] in this file".into(),
+            Problem::DuplicateStage { .. } => "second stage with this name".into(),
+            Problem::UnknownParent { .. } => "no stage has this name".into(),
+            Problem::ParentCycle { .. } => "this parent closes the cycle".into(),
+            Problem::StepWithoutAction => "no action".into(),
+            Problem::StepWithManyActions { .. } => "more than one action".into(),
+            Problem::UploadWithoutTo => "needs `to`".into(),
+            Problem::ToWithoutUpload { .. } => "only upload steps take `to`".into(),
+            Problem::RelativeTo { .. } => "relative path".into(),
+            Problem::RebootFalse => "false".into(),
+            Problem::MissingFile { path, .. } => format!("{} not found", path.display()),
+            Problem::NotAFile { .. } => "not a file".into(),
+            Problem::TemplateSyntax { line: Some(line), detail, .. } => {
+                format!("line {line}: {detail}")
+            }
+            Problem::TemplateSyntax { detail, .. } => detail.clone(),
+            Problem::UnknownVar { .. } | Problem::UnknownTemplateVariable { .. } => {
+                "not defined".into()
+            }
+            Problem::BadEnvName { .. } => "not a variable name".into(),
+            Problem::NetworkNeedsGuestAgent => "no network for an ssh communicator".into(),
+            Problem::BadCpus { .. } => "must be 1 or more".into(),
+            Problem::MemoryTooSmall { .. } => "too small".into(),
+            Problem::BadUser { .. } | Problem::RootUser => "bad user".into(),
+        }
+    }
+
+    /// What to do about it.
+    #[must_use]
+    pub fn help(&self) -> String {
+        match self {
+            Problem::Syntax { .. } => {
+                "fix the TOML syntax here; strings need double quotes, tables [name], arrays of \
+                 tables [[name]]"
+                    .into()
+            }
+            Problem::UnknownKey { suggestion: Some(s), .. } => format!("rename it to `{s}`"),
+            Problem::UnknownKey { expected, .. } if expected.is_empty() => {
+                "remove it: this table takes no keys".into()
+            }
+            Problem::UnknownKey { table, expected, .. } => {
+                format!("remove it; {table} takes {}", backticked(expected))
+            }
+            Problem::MissingKey { key, .. } => format!("add `{key} = ...` to this table"),
+            Problem::WrongType { message } if message.contains("expected a string") => {
+                "write this value as a string, in double quotes (sizes and durations too: \
+                 \"2G\", \"10m\")"
+                    .into()
+            }
+            Problem::WrongType { .. } => "change the value to the expected type".into(),
+            Problem::Malformed { .. } => "fix the value here".into(),
+            Problem::BadSize { .. } => {
+                "write a number with an optional unit, like \"512M\", \"2G\" or \"20G\"".into()
+            }
+            Problem::BadDuration { .. } => {
+                "write a number with a unit, like \"90s\", \"10m\", \"1h30m\" or \"7d\"".into()
+            }
+            Problem::ZeroDuration { key } => {
+                format!("give `{key}` a positive duration, like \"10m\"")
+            }
+            Problem::BadChecksum { .. } => {
+                "write \"sha256:\" followed by 64 hex digits, or \"sha512:\" followed by 128".into()
+            }
+            Problem::ChecksumAndChecksumUrl => {
+                "keep one: an inline `checksum`, or a `checksum_url` that lists the file".into()
+            }
+            Problem::NoChecksum => {
+                "add `checksum = \"sha256:HEX\"` or `checksum_url = \"URL or path of a SHA256SUMS \
+                 file\"`"
+                    .into()
+            }
+            Problem::NoSource => {
+                "add a [source] table with `url` and `checksum` (or `checksum_url`)".into()
+            }
+            Problem::NoUrl => {
+                "add `url = \"https://...\"` (or a file:// URL, or a path relative to this file)"
+                    .into()
+            }
+            Problem::BadLocation { .. } => {
+                "write an http(s):// URL, a file:///absolute/path URL, or a path relative to \
+                 this file"
+                    .into()
+            }
+            Problem::BadChoice { key, choices, .. } => {
+                format!("set {key} to one of {}", quoted(choices))
+            }
+            Problem::EmptyList { key } => {
+                format!("list at least one value in `{key}`, or remove it")
+            }
+            Problem::EmptyValue { key } => format!("give `{key}` a value"),
+            Problem::BadImageName { .. } => {
+                "use lowercase letters, digits, `-` and `_`, starting with a letter or digit (it \
+                 names exported files)"
+                    .into()
+            }
+            Problem::BadStageName { .. } => {
+                "use lowercase letters, digits, `-` and `_`, starting with a letter or digit, at \
+                 most 64 characters"
+                    .into()
+            }
+            Problem::NoStages => {
+                "add at least one stage: [[stage]] with `name` and `steps = [...]`".into()
+            }
+            Problem::DuplicateStage { .. } => "give each stage its own name".into(),
+            Problem::UnknownParent { suggestion: Some(s), .. } => {
+                format!("set `parent` to \"{s}\", or remove it to build on the stage above")
+            }
+            Problem::UnknownParent { .. } => {
+                "name a stage of this file, or remove `parent` to build on the stage above".into()
+            }
+            Problem::ParentCycle { .. } => {
+                "a stage cannot be built on itself or its own descendants: change one `parent` \
+                 (without `parent`, a stage builds on the one above it)"
+                    .into()
+            }
+            Problem::StepWithoutAction | Problem::StepWithManyActions { .. } => {
+                "give each step exactly one of `run = \"script\"`, `shell = \"command\"`, `upload \
+                 = \"path\", to = \"/guest/path\"` or `reboot = true`"
+                    .into()
+            }
+            Problem::UploadWithoutTo => {
+                "add `to = \"/absolute/path/in/the/guest\"` to this step".into()
+            }
+            Problem::ToWithoutUpload { .. } => {
+                "remove `to`, or make the step `upload = \"path\", to = \"/guest/path\"`".into()
+            }
+            Problem::RelativeTo { to } => format!("write the guest path absolute, like \"/{to}\""),
+            Problem::RebootFalse => "remove the step, or write `reboot = true`".into(),
+            Problem::MissingFile { .. } => {
+                "paths are relative to the definition file's folder: fix the path or create the \
+                 file"
+                    .into()
+            }
+            Problem::NotAFile { .. } | Problem::UnreadableFile { .. } => {
+                "point this at a readable file".into()
+            }
+            Problem::TemplateSyntax { .. } => "fix the minijinja template syntax".into(),
+            Problem::UnknownVar { name, suggestion: Some(s) } => {
+                format!("use `vars.{s}`, or add `{name} = \"...\"` to [vars]")
+            }
+            Problem::UnknownVar { name, .. } => format!("add `{name} = \"...\"` to [vars]"),
+            Problem::UnknownTemplateVariable { .. } => format!(
+                "seed templates get {}",
+                backticked(super::validate::SEED_TEMPLATE_VARIABLES)
+            ),
+            Problem::BadEnvName { .. } => {
+                "use letters, digits and `_`, not starting with a digit".into()
+            }
+            Problem::NetworkNeedsGuestAgent => {
+                "set [communicator] kind = \"guest-agent\", or remove `network = false`".into()
+            }
+            Problem::BadCpus { .. } => "set `cpus` to 1 or more".into(),
+            Problem::MemoryTooSmall { .. } => {
+                "give the guest at least \"256M\"; cloud images want \"1G\" or more".into()
+            }
+            Problem::BadUser { .. } => {
+                "use a Linux user name: lowercase letters, digits, `_` and `-`, starting with a \
+                 letter or `_`, at most 32 characters"
+                    .into()
+            }
+            Problem::RootUser => {
+                "use an unprivileged account (steps run as root through sudo), like \"strata\""
+                    .into()
+            }
+        }
+    }
+}
+
+fn quoted(items: &[&str]) -> String {
+    items.iter().map(|item| format!("\"{item}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// A problem with its place in the file: 1-based line and column (in characters).
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    path: PathBuf,
+    problem: Problem,
+    span: Range<usize>,
+    line: usize,
+    column: usize,
+    /// A second place worth showing, like the first stage of a duplicated name.
+    secondary: Option<(Range<usize>, String)>,
+    source: NamedSource<Arc<String>>,
+    /// Further problems in the same file, after this one.
+    others: Vec<Invalid>,
+}
+
+impl Invalid {
+    pub(super) fn new(
+        path: &Path,
+        text: &Arc<String>,
+        problem: Problem,
+        span: Range<usize>,
+    ) -> Self {
+        let span = clamp(text, span);
+        let (line, column) = line_column(text, span.start);
+        Invalid {
+            path: path.to_owned(),
+            problem,
+            span,
+            line,
+            column,
+            secondary: None,
+            source: NamedSource::new(path.display().to_string(), Arc::clone(text))
+                .with_language("toml"),
+            others: Vec::new(),
+        }
+    }
+
+    pub(super) fn with_secondary(mut self, span: Range<usize>, label: String) -> Self {
+        let span = clamp(self.source.inner(), span);
+        self.secondary = Some((span, label));
+        self
+    }
+
+    pub(super) fn with_others(mut self, others: Vec<Invalid>) -> Self {
+        self.others = others;
+        self
+    }
+
+    /// The definition file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    #[must_use]
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    /// 1-based line of the span's start.
+    #[must_use]
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// 1-based column, in characters, of the span's start.
+    #[must_use]
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// Byte range of the offending text.
+    #[must_use]
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    /// The offending text itself.
+    #[must_use]
+    pub fn snippet(&self) -> &str {
+        self.source.inner().get(self.span.clone()).unwrap_or("")
+    }
+
+    /// "FILE:LINE:COL", as editors and compilers write it.
+    #[must_use]
+    pub fn location(&self) -> String {
+        format!("{}:{}:{}", self.path.display(), self.line, self.column)
+    }
+
+    /// Every further problem found in the same file.
+    #[must_use]
+    pub fn others(&self) -> &[Invalid] {
+        &self.others
+    }
+
+    /// This problem and the others, in file order.
+    pub fn all(&self) -> impl Iterator<Item = &Invalid> {
+        std::iter::once(self).chain(self.others.iter())
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.problem)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+impl Diagnostic for Invalid {
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.problem.help()))
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(&self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let primary = LabeledSpan::new_primary_with_span(
+            Some(self.problem.label()),
+            SourceSpan::from(self.span.clone()),
+        );
+        let secondary = self.secondary.as_ref().map(|(span, label)| {
+            LabeledSpan::new_with_span(Some(label.clone()), SourceSpan::from(span.clone()))
+        });
+        Some(Box::new(std::iter::once(primary).chain(secondary)))
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        if self.others.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.others.iter().map(|other| other as &dyn Diagnostic)))
+    }
+}
+
+/// Keeps a span inside the text and on character boundaries.
+fn clamp(text: &str, span: Range<usize>) -> Range<usize> {
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    if span.end <= span.start {
+        return start..start;
+    }
+    let mut end = span.end.clamp(start, text.len());
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    start..end
+}
+
+/// 1-based line and character column of a byte offset.
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The closest candidate by edit distance, when it is close enough to be a likely typo.
+pub(super) fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 6);
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(word, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= limit && *candidate != word)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate.to_owned())
+}
+
+/// Levenshtein distance over characters, counting a swap of neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best =
+                (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, text.rfind('=').unwrap_or(0)), (2, 4));
+    }
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        let keys = ["name", "parent", "user_data", "refresh", "network", "steps"];
+        assert_eq!(suggest("nmae", keys), Some("name".into()));
+        assert_eq!(suggest("step", keys), Some("steps".into()));
+        assert_eq!(suggest("userdata", keys), Some("user_data".into()));
+        assert_eq!(suggest("zzz", keys), None);
+        assert_eq!(suggest("memory", keys), None);
+    }
+
+    #[test]
+    fn clamp_keeps_char_boundaries() {
+        let text = "é";
+        assert_eq!(clamp(text, 1..1), 0..0);
+        assert_eq!(clamp(text, 0..1), 0..2);
+        assert_eq!(clamp(text, 5..9), 2..2);
+    }
+}
