@@ -28,13 +28,15 @@ pub enum Error {
     #[error(transparent)]
     Communicator(#[from] CommunicatorError),
     #[error(transparent)]
-    Stage(#[from] StageError),
+    Stage(#[from] Box<StageError>),
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Build(Box<crate::build::BuildFailed>),
 }
 
 impl From<DefinitionError> for Error {
@@ -52,5 +54,11 @@ impl Error {
             Error::Interrupted => 130,
             _ => 1,
         }
+    }
+}
+
+impl From<StageError> for Error {
+    fn from(error: StageError) -> Self {
+        Error::Stage(Box::new(error))
     }
 }

@@ -1,10 +1,17 @@
-//! `strata fetch DEF [--offline]`
+//! `strata fetch DEF [--offline]`: loads the definition and makes sure its source is in the
+//! store. Prints nothing itself: progress goes through events, errors through `cli::main`.
 
 use std::path::Path;
 
 use super::GlobalArgs;
 use crate::error::Error;
+use crate::source::{self, FetchOptions};
 
-pub async fn run(_definition: &Path, _offline: bool, _global: &GlobalArgs) -> Result<(), Error> {
-    Err(Error::NotBuiltYet("fetch"))
+pub async fn run(definition: &Path, offline: bool, global: &GlobalArgs) -> Result<(), Error> {
+    let definition = crate::definition::load(definition)?;
+    let store = global.open_store()?;
+    let events = global.events();
+    let options = FetchOptions { offline, verify: false };
+    source::fetch(&store, &definition.source, options, &events).await?;
+    Ok(())
 }

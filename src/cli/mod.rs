@@ -67,3 +67,13 @@ impl GlobalArgs {
         ))
     }
 }
+
+/// Runs `work` until it finishes or the user presses Ctrl-C. On Ctrl-C the work is dropped:
+/// QEMU is killed with its process group and temporary folders are removed by their guards,
+/// so the store is left as it was.
+pub async fn interruptible<T>(work: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+    }
+}

@@ -18,6 +18,8 @@ use crate::store::{Store, sync_dir, write_atomic};
 
 pub const DISK_FILE: &str = "disk.qcow2";
 pub const METADATA_FILE: &str = "layer.json";
+/// A work folder with this file was kept for the user and is not stale.
+const KEPT_MARKER: &str = "KEPT";
 
 /// What `layer.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +90,8 @@ impl WorkDir {
     /// Keeps the folder after a failure so the user can boot it (`--keep-failed`).
     pub fn keep(mut self) -> PathBuf {
         self.keep = true;
+        // Stale-tmp cleaning leaves marked folders alone; `strata gc` removes them.
+        let _ = fs::write(self.dir.join(KEPT_MARKER), b"kept by --keep-failed\n");
         self.dir.clone()
     }
 }
@@ -152,6 +156,17 @@ impl LayerStore {
         let to = self.store.tmp_dir().join(format!("{key}.corrupt-{}", std::process::id()));
         fs::rename(&from, &to).map_err(|source| LayerError::Write { path: from, source })?;
         Ok(Lookup::Corrupt { reason })
+    }
+
+    /// Moves `key`'s layer out of `layers/` (into `tmp/`, removed later) so a rebuild can take
+    /// its place. Layers above it keep pointing at the same path, now the new build's.
+    pub fn retire(&self, key: &LayerKey) -> Result<(), LayerError> {
+        let from = self.dir(key);
+        if !from.exists() {
+            return Ok(());
+        }
+        let to = self.store.tmp_dir().join(format!("{key}.retired-{}", std::process::id()));
+        fs::rename(&from, &to).map_err(|source| LayerError::Write { path: from, source })
     }
 
     /// A fresh work folder for building `key`, mode 0700.
@@ -234,6 +249,9 @@ impl LayerStore {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(key) = name.split('.').next().and_then(LayerKey::parse) else { continue };
+            if entry.path().join(KEPT_MARKER).exists() {
+                continue;
+            }
             if let Some(_lock) = self.try_lock(&key)? {
                 if fs::remove_dir_all(entry.path()).is_ok() {
                     removed += 1;
