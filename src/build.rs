@@ -288,6 +288,7 @@ async fn build_one(
         accel,
         log_dir,
         events,
+        snapshot: false,
     };
     let output = match crate::stage::build(job).await {
         Ok(output) => output,
@@ -340,4 +341,19 @@ async fn blocking_lock(
     .await
     .map_err(|error| Error::Usage(format!("failed to wait for a store lock: {error}")))?;
     Ok(locked?)
+}
+
+/// The plan as the store has it now, without any network: `None` when the source has not
+/// been fetched (then no key can be known).
+pub fn plan_from_store(
+    definition: &ImageDefinition,
+    layers: &LayerStore,
+    options: &BuildOptions,
+) -> Result<Option<Vec<PlannedStage>>, Error> {
+    let Some(source) = crate::source::lookup(layers.store(), &definition.source) else {
+        return Ok(None);
+    };
+    let file_name =
+        source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    plan(definition, layers, source.digest.hex(), &file_name, options, SystemTime::now()).map(Some)
 }

@@ -117,6 +117,14 @@ pub enum Event {
         path: PathBuf,
         percent: f64,
     },
+    /// `strata run`: the throwaway VM is up and this is how to log in.
+    VmReady {
+        stage: String,
+        user: String,
+        port: u16,
+        key_path: PathBuf,
+        ssh_command: String,
+    },
     Warning {
         message: String,
     },

@@ -5,6 +5,8 @@ mod args;
 mod build;
 mod export;
 mod fetch;
+mod layers;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -40,9 +42,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             fetch::run(&definition, offline, &cli.global).await
         }
         Command::Build(args) => build::run(&args, &cli.global).await,
-        Command::Layers { .. } => Err(Error::NotBuiltYet("layers")),
+        Command::Layers { definition } => layers::run(&definition, &cli.global),
         Command::Export(args) => export::run(&args, &cli.global).await,
-        Command::Run { .. } => Err(Error::NotBuiltYet("run")),
+        Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), &cli.global).await,
         Command::Gc { .. } => Err(Error::NotBuiltYet("gc")),
     }
 }

@@ -91,3 +91,22 @@ pub fn note(format: LogFormat, quiet: bool, line: &str) {
         eprintln!("{line}");
     }
 }
+
+/// A table on stdout for people, or its JSON form for `--log-format json`.
+pub fn table(format: LogFormat, rows: &[[String; 7]], json: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    if format == LogFormat::Json {
+        let _ = writeln!(out, "{json}");
+        return;
+    }
+    let mut widths = [0usize; 7];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+}

@@ -148,6 +148,8 @@ pub struct StageJob<'a> {
     /// `logs/BUILD/STAGE/`: console.log, qemu.stderr.
     pub log_dir: PathBuf,
     pub events: &'a Events,
+    /// Boot `disk` without writing to it (`strata run`).
+    pub snapshot: bool,
 }
 
 /// What a built stage leaves for its layer.json.
@@ -389,7 +391,8 @@ fn machine_spec(
     spec.accel = job.accel;
     spec.cpus = machine.cpus;
     spec.memory_mib = machine.memory.mebibytes();
-    spec.disk.cache = CacheMode::Unsafe;
+    spec.disk.cache = if job.snapshot { CacheMode::Writeback } else { CacheMode::Unsafe };
+    spec.snapshot = job.snapshot;
     spec.seed = Some(seed.to_owned());
     spec.network = if job.stage.network { Network::User { ssh_port } } else { Network::None };
     spec.serial_log = job.log_dir.join("console.log");
@@ -441,4 +444,21 @@ impl Tail {
     pub fn lines(&self) -> Vec<String> {
         self.lines.iter().cloned().collect()
     }
+}
+
+/// Writes the VM's client key (0600) and a known_hosts line pinning its host key, so a user
+/// can `ssh` into a `strata run` VM with no trust on first use.
+pub fn write_login_files(vm: &Vm, key_path: &Path, known_hosts: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let private = vm
+        .target
+        .client_key
+        .private()
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(std::io::Error::other)?;
+    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(key_path)?;
+    file.write_all(private.as_bytes())?;
+    let host = vm.target.host_key.to_openssh().map_err(std::io::Error::other)?;
+    std::fs::write(known_hosts, format!("[127.0.0.1]:{} {host}\n", vm.target.addr.port()))
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the demo image from nothing: host packages, the local Debian base image (the demo's
+# source when no other is configured), strata itself, then `strata build` and `strata export`
+# of images/demo.toml into out/. Run from anywhere; needs root (or sudo) for apt.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+
+$SUDO bash scripts/install-host-deps.sh
+$SUDO bash scripts/build-base-image.sh
+cargo build --release
+./target/release/strata validate images/demo.toml
+./target/release/strata build images/demo.toml
+./target/release/strata layers images/demo.toml

@@ -1,0 +1,61 @@
+//! `strata layers DEF`: each stage's key, whether its layer is cached, sizes, age, parent.
+
+use std::path::Path;
+
+use super::GlobalArgs;
+use crate::build::{BuildOptions, Status, plan_from_store};
+use crate::error::Error;
+use crate::layer::LayerStore;
+use crate::units::{ByteSize, format_duration};
+
+pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
+    let definition = crate::definition::load(definition_path)?;
+    let layers = LayerStore::new(global.open_store()?);
+    let Some(plan) = plan_from_store(&definition, &layers, &BuildOptions::default())? else {
+        return Err(Error::Usage(format!(
+            "the source of {} is not in the store, so no key can be computed: run `strata fetch {}`",
+            definition_path.display(),
+            definition_path.display()
+        )));
+    };
+    let now = crate::layer::now_secs();
+    let mut rows = vec![["stage", "key", "state", "layer", "virtual", "age", "parent"].map(String::from)];
+    for planned in &plan {
+        let parent = planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
+        let (state, size, virtual_size, age) = match &planned.status {
+            Status::Cached(layer) => (
+                "cached".to_owned(),
+                ByteSize(layer.metadata.disk_bytes).to_string(),
+                ByteSize(layer.metadata.virtual_bytes).to_string(),
+                format_duration(std::time::Duration::from_secs(now.saturating_sub(layer.metadata.created))),
+            ),
+            Status::Corrupt(_) => ("corrupt".to_owned(), "-".into(), "-".into(), "-".into()),
+            Status::Missing | Status::Forced => ("missing".to_owned(), "-".into(), "-".into(), "-".into()),
+        };
+        rows.push([planned.stage.name.to_string(), planned.key.short().to_owned(), state, size, virtual_size, age, parent]);
+    }
+    crate::report::table(global.log_format, &rows, &plan_json(&plan));
+    Ok(())
+}
+
+fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
+    let stages: Vec<serde_json::Value> = plan
+        .iter()
+        .map(|planned| {
+            let layer = match &planned.status {
+                Status::Cached(layer) => Some(&layer.metadata),
+                _ => None,
+            };
+            serde_json::json!({
+                "stage": planned.stage.name.as_str(),
+                "key": planned.key.as_str(),
+                "cached": layer.is_some(),
+                "parent": planned.stage.parent.as_ref().map(|parent| parent.as_str()),
+                "layer_bytes": layer.map(|metadata| metadata.disk_bytes),
+                "virtual_bytes": layer.map(|metadata| metadata.virtual_bytes),
+                "created": layer.map(|metadata| metadata.created),
+            })
+        })
+        .collect();
+    serde_json::json!({ "stages": stages })
+}

@@ -1,0 +1,81 @@
+//! `strata run DEF [--stage NAME]`: boots a throwaway VM on a built layer (nothing is written
+//! to it), prints how to ssh in, and stops the VM on Ctrl-C.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::GlobalArgs;
+use crate::build::{BuildOptions, Status, plan_from_store};
+use crate::error::Error;
+use crate::events::Event;
+use crate::layer::{LayerError, LayerStore};
+use crate::report::buildlog::BuildLog;
+use crate::stage::{StageError, StageJob};
+
+pub async fn run(definition_path: &Path, stage: Option<&str>, global: &GlobalArgs) -> Result<(), Error> {
+    let definition = crate::definition::load(definition_path)?;
+    let store = global.open_store()?;
+    let layers = LayerStore::new(store.clone());
+    let stage_name = match stage {
+        Some(name) => name.to_owned(),
+        None => definition.stages.last().map(|stage| stage.name.to_string()).unwrap_or_default(),
+    };
+    let options = BuildOptions { stop_at: Some(stage_name.clone()), ..BuildOptions::default() };
+    let not_built = || {
+        Error::Usage(format!(
+            "stage `{stage_name}` of {} is not built: run `strata build {} --stage {stage_name}` first",
+            definition_path.display(),
+            definition_path.display()
+        ))
+    };
+    let plan = plan_from_store(&definition, &layers, &options)?.ok_or_else(not_built)?;
+    let Some(Status::Cached(layer)) = plan.last().map(|planned| &planned.status) else {
+        return Err(not_built());
+    };
+    let log = Arc::new(BuildLog::create(&store.logs_dir()).map_err(|source| LayerError::Write {
+        path: store.logs_dir(),
+        source,
+    })?);
+    let events = global.events().with(log.clone());
+    let planned = plan.last().ok_or_else(not_built)?;
+    let log_dir = log.stage_dir(&stage_name).map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
+    let accel = crate::qemu::accel::detect(definition.machine.accel);
+    let job = StageJob {
+        definition: &definition,
+        stage: &planned.stage,
+        disk: layer.disk(),
+        backing: String::new(),
+        parent_disk: layer.disk(),
+        grow_to: None,
+        accel: accel.accel,
+        log_dir,
+        events: &events,
+        snapshot: true,
+    };
+    let run_dir = tempfile::Builder::new()
+        .prefix("strata-run-")
+        .tempdir()
+        .map_err(|source| StageError::Prepare { stage: stage_name.clone(), path: std::env::temp_dir(), source })?;
+    let vm = super::interruptible(async { Ok(crate::stage::boot(&job, run_dir.path()).await?) }).await?;
+    let key_path = run_dir.path().join("id_ed25519");
+    let known_hosts = run_dir.path().join("known_hosts");
+    crate::stage::write_login_files(&vm, &key_path, &known_hosts)
+        .map_err(|source| StageError::Prepare { stage: stage_name.clone(), path: key_path.clone(), source })?;
+    let port = vm.target.addr.port();
+    let user = vm.target.user.clone();
+    let ssh_command = format!(
+        "ssh -i {} -o UserKnownHostsFile={} -p {port} {user}@127.0.0.1",
+        key_path.display(),
+        known_hosts.display()
+    );
+    events.emit(Event::VmReady { stage: stage_name.clone(), user, port, key_path: key_path.clone(), ssh_command: ssh_command.clone() });
+    crate::report::note(global.log_format, global.quiet, &format!(
+        "{stage_name} is running (changes are discarded):\n  {ssh_command}\nCtrl-C stops it."
+    ));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = vm.machine.died() => {}
+    }
+    let _ = vm.machine.kill().await;
+    Ok(())
+}

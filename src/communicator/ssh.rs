@@ -1,0 +1,656 @@
+//! The SSH communicator (russh): connects with a pinned host key, retrying while the guest
+//! boots; runs commands with streamed output and a timeout enforced in the guest; uploads
+//! with tar over an exec channel; reboots and reconnects. Must not start or stop QEMU.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::keys::ssh_key::{Algorithm, PublicKey};
+use russh::{ChannelMsg, Disconnect, Sig, client};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::keys::{ClientKey, fingerprint};
+use super::tar::{TarWriter, append_tree};
+use super::{Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER, shell};
+use crate::events::Stream;
+
+/// The first pause between connection attempts; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest pause between attempts: strata notices a ready guest at most this late.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a TCP connect may take (QEMU's forwarder answers at once).
+const TCP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for the server's banner. QEMU's user networking accepts a forwarded
+/// connection before the guest does, so a guest that is not up yet shows as silence.
+const BANNER_TIMEOUT: Duration = Duration::from_secs(4);
+/// Key exchange and authentication, once the banner came.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time past a command's timeout (and KILL_AFTER) before strata stops waiting for it.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Where and as whom to log in, and the host key to expect there.
+#[derive(Clone)]
+pub struct SshTarget {
+    pub addr: SocketAddr,
+    pub user: String,
+    pub client_key: ClientKey,
+    /// The guest's host key: any other is refused at once.
+    pub host_key: PublicKey,
+}
+
+impl fmt::Debug for SshTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshTarget")
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("client_key", &self.client_key)
+            .field("host_key", &fingerprint(&self.host_key))
+            .finish()
+    }
+}
+
+/// Why one connection attempt failed; the last one is the source of a connect timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("could not connect")]
+    Connect(#[source] std::io::Error),
+    #[error("the TCP connection was not accepted in time")]
+    ConnectTimeout,
+    #[error("no SSH banner came in time (the guest's sshd is not up yet)")]
+    NoBanner,
+    #[error("the connection was closed before the SSH banner (the guest's sshd is not up yet)")]
+    ClosedEarly,
+    #[error("the SSH handshake failed")]
+    Handshake(#[source] russh::Error),
+    #[error("the SSH handshake did not finish in time")]
+    HandshakeTimeout,
+    #[error(
+        "the guest refused the key for user `{user}` (cloud-init may not have created the user yet, or the seed's user differs)"
+    )]
+    AuthRejected { user: String },
+}
+
+impl AttemptError {
+    fn refused(&self) -> bool {
+        matches!(self, AttemptError::ClosedEarly)
+            || matches!(self, AttemptError::Connect(error) if error.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+}
+
+/// A logged-in SSH session to one guest.
+pub struct SshCommunicator {
+    target: SshTarget,
+    handle: client::Handle<PinnedHostKey>,
+}
+
+impl fmt::Debug for SshCommunicator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshCommunicator").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl SshCommunicator {
+    /// Connects and logs in, retrying refused, reset and silent connections (backoff from
+    /// 250 ms to 1 s) until `deadline`; `on_wait` hears about each failed attempt. A host key
+    /// other than `target.host_key` fails at once with [`CommunicatorError::HostKeyMismatch`].
+    pub async fn connect(
+        target: SshTarget,
+        deadline: Instant,
+        on_wait: &mut (dyn FnMut(&ConnectWait) + Send),
+    ) -> Result<SshCommunicator, CommunicatorError> {
+        let started = Instant::now();
+        let config = Arc::new(client_config());
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let error = match try_connect(&target, &config, deadline).await {
+                Ok(handle) => return Ok(SshCommunicator { target, handle }),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retry(error)) => error,
+            };
+            on_wait(&ConnectWait {
+                attempt,
+                elapsed: started.elapsed(),
+                reason: error.to_string(),
+            });
+            // Refused means nothing listens yet: poll briskly. Other failures cost time
+            // themselves, so back off.
+            let pause = if error.refused() { backoff } else { FIRST_BACKOFF };
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return Err(CommunicatorError::ConnectTimeout {
+                    addr: target.addr,
+                    user: target.user.clone(),
+                    waited: started.elapsed(),
+                    attempts: attempt,
+                    last: Box::new(error),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    #[must_use]
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    fn login_is_root(&self) -> bool {
+        self.target.user == "root"
+    }
+
+    fn session_error(&self, action: &str, source: russh::Error) -> CommunicatorError {
+        CommunicatorError::Session {
+            addr: self.target.addr,
+            user: self.target.user.clone(),
+            action: action.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Sends `bytes` (a tar stream) to `tar -x` in `dir` as root; `what` names the upload in
+    /// errors.
+    async fn untar(
+        &self,
+        dir: &str,
+        chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        local: &str,
+        remote: &str,
+    ) -> Result<(), CommunicatorError> {
+        let quoted = shell::quote(dir);
+        let script =
+            format!("mkdir -p -- {quoted} && exec tar -x --no-same-owner -f - -C {quoted}");
+        let command = if self.login_is_root() {
+            format!("/bin/sh -c {}", shell::quote(&script))
+        } else {
+            format!("sudo -n -- /bin/sh -c {}", shell::quote(&script))
+        };
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|error| self.session_error("open a channel", error))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|error| self.session_error("start tar", error))?;
+        let mut writer = channel.make_writer();
+        let send = async move {
+            let mut chunks = chunks;
+            while let Some(chunk) = chunks.recv().await {
+                let chunk = chunk?;
+                writer.write_all(&chunk).await?;
+            }
+            writer.shutdown().await
+        };
+        let mut stderr = String::new();
+        let mut on_output = |stream: Stream, line: &str| {
+            if stream == Stream::Stderr {
+                stderr.push_str(line);
+                stderr.push('\n');
+            }
+        };
+        // Send and read together; when tar ends early, what is left unsent does not matter.
+        let (sent, code) = {
+            let received = collect(&mut channel, &mut on_output);
+            tokio::pin!(send, received);
+            let mut sent = None;
+            let (code, _) = loop {
+                tokio::select! {
+                    result = &mut send, if sent.is_none() => sent = Some(result),
+                    outcome = &mut received => break outcome,
+                }
+            };
+            (sent, code)
+        };
+        let code = code.unwrap_or(-1);
+        let sent = sent.unwrap_or_else(|| {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "tar ended before the upload"))
+        });
+        if let Err(error) = sent {
+            // A local read error is ours; a write error means tar ended early, and its
+            // stderr says why.
+            if code == 0 || stderr.is_empty() {
+                return Err(CommunicatorError::ReadLocal { path: local.into(), source: error });
+            }
+        }
+        if code != 0 {
+            return Err(CommunicatorError::Upload {
+                guest: self.describe(),
+                local: local.to_owned(),
+                remote: remote.to_owned(),
+                code,
+                stderr: stderr.trim_end().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Tar chunks produced on a blocking thread, 256 KiB at a time.
+struct ChunkSender {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buffer));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload ended"))
+    }
+}
+
+/// Runs `build` on a blocking thread, streaming the tar it writes; an error goes down the
+/// stream last.
+fn produce_tar(
+    build: impl FnOnce(&mut TarWriter<ChunkSender>) -> std::io::Result<()> + Send + 'static,
+) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(8);
+    let errors = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut tar = TarWriter::new(ChunkSender { tx, buffer: Vec::with_capacity(CHUNK) });
+        let result = build(&mut tar).and_then(|()| tar.finish()).and_then(|mut out| {
+            use std::io::Write;
+            out.flush()
+        });
+        if let Err(error) = result {
+            // When the receiver is gone there is nobody left to tell.
+            let _ = errors.blocking_send(Err(error));
+        }
+    });
+    rx
+}
+
+impl Communicator for SshCommunicator {
+    fn describe(&self) -> String {
+        format!("{}@{}", self.target.user, self.target.addr)
+    }
+
+    async fn run(
+        &self,
+        spec: ExecSpec<'_>,
+        on_output: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<ExitInfo, CommunicatorError> {
+        let line = shell::command_line(&spec, self.login_is_root())?;
+        let started = Instant::now();
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|error| self.session_error("open a channel", error))?;
+        channel
+            .exec(true, line)
+            .await
+            .map_err(|error| self.session_error(&format!("start `{}`", spec.command), error))?;
+        // The command gets no input.
+        channel.eof().await.map_err(|error| self.session_error("close stdin", error))?;
+        let limit = spec.timeout + KILL_AFTER + EXIT_GRACE;
+        let timed_out = || CommunicatorError::Timeout {
+            guest: self.describe(),
+            command: spec.command.to_owned(),
+            timeout: spec.timeout,
+        };
+        let Ok((code, signal)) =
+            tokio::time::timeout(limit, collect(&mut channel, on_output)).await
+        else {
+            // `timeout` in the guest should have ended it; give up on the channel anyway.
+            let _ = channel.close().await;
+            return Err(timed_out());
+        };
+        let duration = started.elapsed();
+        let Some(code) = code else {
+            return Err(self.session_error(
+                &format!("get the exit status of `{}`", spec.command),
+                russh::Error::Disconnect,
+            ));
+        };
+        // 124: timeout(1) sent TERM; 137: it had to send KILL too.
+        if matches!(code, 124 | 137) && duration >= spec.timeout {
+            return Err(timed_out());
+        }
+        Ok(ExitInfo { code, signal, duration })
+    }
+
+    async fn upload(&self, local: &Path, remote: &str) -> Result<(), CommunicatorError> {
+        let meta = std::fs::metadata(local)
+            .map_err(|source| CommunicatorError::ReadLocal { path: local.to_owned(), source })?;
+        let local_name = local.display().to_string();
+        if meta.is_dir() {
+            let root = local.to_owned();
+            let chunks = produce_tar(move |tar| append_tree(tar, &root));
+            return self.untar(remote, chunks, &local_name, remote).await;
+        }
+        let (dir, name) = split_remote(remote, local);
+        let path = local.to_owned();
+        let chunks = produce_tar(move |tar| {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let file = std::fs::File::open(&path)?;
+            let meta = file.metadata()?;
+            let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+            tar.append_file(name.as_bytes(), meta.permissions().mode(), mtime, meta.len(), file)
+        });
+        self.untar(&dir, chunks, &local_name, remote).await
+    }
+
+    async fn upload_bytes(
+        &self,
+        bytes: &[u8],
+        remote: &str,
+        mode: u32,
+    ) -> Result<(), CommunicatorError> {
+        let (dir, name) = split_remote(remote, Path::new("file"));
+        let content = bytes.to_vec();
+        let chunks = produce_tar(move |tar| {
+            let mtime = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            tar.append_file(name.as_bytes(), mode, mtime, content.len() as u64, content.as_slice())
+        });
+        self.untar(&dir, chunks, &format!("{} bytes", bytes.len()), remote).await
+    }
+
+    async fn reboot(
+        &mut self,
+        deadline: Instant,
+        on_wait: &mut (dyn FnMut(&ConnectWait) + Send),
+    ) -> Result<(), CommunicatorError> {
+        let before = self.boot_id().await?;
+        let env = BTreeMap::new();
+        let spec = ExecSpec {
+            command: "systemctl --no-block reboot || reboot",
+            env: &env,
+            timeout: Duration::from_secs(30),
+            as_root: true,
+        };
+        // The connection may drop before the command reports back: that is the point.
+        let _ = self.run(spec, &mut |_, _| {}).await;
+        loop {
+            let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+            let fresh = SshCommunicator::connect(self.target.clone(), deadline, on_wait).await?;
+            self.handle = fresh.handle;
+            // A connection that slipped in before sshd stopped still sees the old boot.
+            match self.boot_id().await {
+                Ok(id) if id != before => return Ok(()),
+                Ok(_) | Err(_) if Instant::now() + FIRST_BACKOFF < deadline => {
+                    tokio::time::sleep(FIRST_BACKOFF).await;
+                }
+                _ => {
+                    return Err(CommunicatorError::NoReboot {
+                        guest: self.describe(),
+                        boot_id: before,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+/// For a file upload: the remote folder and file name. `remote` ending in `/` is a folder
+/// that gets the local file's name.
+fn split_remote(remote: &str, local: &Path) -> (String, String) {
+    let local_name = || {
+        local
+            .file_name()
+            .map_or_else(|| "file".to_owned(), |name| name.to_string_lossy().into_owned())
+    };
+    if remote.ends_with('/') {
+        return (remote.to_owned(), local_name());
+    }
+    match remote.rsplit_once('/') {
+        Some(("", name)) => ("/".to_owned(), name.to_owned()),
+        Some((dir, name)) => (dir.to_owned(), name.to_owned()),
+        None => (".".to_owned(), remote.to_owned()),
+    }
+}
+
+/// Reads a channel until it closes, calling `on_output` once per line.
+/// Returns the exit status (128 + signal when killed) and the signal's name.
+async fn collect(
+    channel: &mut russh::Channel<client::Msg>,
+    on_output: &mut (dyn FnMut(Stream, &str) + Send),
+) -> (Option<i32>, Option<String>) {
+    let mut stdout = Lines::default();
+    let mut stderr = Lines::default();
+    let mut code = None;
+    let mut signal = None;
+    while let Some(message) = channel.wait().await {
+        match message {
+            ChannelMsg::Data { data } => stdout.push(&data, Stream::Stdout, on_output),
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                stderr.push(&data, Stream::Stderr, on_output);
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                code = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+            }
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                let (name, number) = signal_info(&signal_name);
+                code = code.or(Some(128 + number));
+                signal = Some(name);
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    stdout.finish(Stream::Stdout, on_output);
+    stderr.finish(Stream::Stderr, on_output);
+    (code, signal)
+}
+
+fn signal_info(signal: &Sig) -> (String, i32) {
+    let number = match signal {
+        Sig::ABRT => libc::SIGABRT,
+        Sig::ALRM => libc::SIGALRM,
+        Sig::FPE => libc::SIGFPE,
+        Sig::HUP => libc::SIGHUP,
+        Sig::ILL => libc::SIGILL,
+        Sig::INT => libc::SIGINT,
+        Sig::KILL => libc::SIGKILL,
+        Sig::PIPE => libc::SIGPIPE,
+        Sig::QUIT => libc::SIGQUIT,
+        Sig::SEGV => libc::SIGSEGV,
+        Sig::TERM => libc::SIGTERM,
+        Sig::USR1 => libc::SIGUSR1,
+        Sig::Custom(_) => 0,
+    };
+    let name = match signal {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    };
+    (name, number)
+}
+
+/// Splits a byte stream into lines (lossy UTF-8, `\r\n` and `\n`).
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn push(
+        &mut self,
+        data: &[u8],
+        stream: Stream,
+        on_output: &mut (dyn FnMut(Stream, &str) + Send),
+    ) {
+        self.partial.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(end) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.partial[start..start + end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            on_output(stream, &String::from_utf8_lossy(line));
+            start += end + 1;
+        }
+        self.partial.drain(..start);
+    }
+
+    fn finish(&mut self, stream: Stream, on_output: &mut (dyn FnMut(Stream, &str) + Send)) {
+        if !self.partial.is_empty() {
+            let line = String::from_utf8_lossy(&self.partial).into_owned();
+            self.partial.clear();
+            on_output(stream, &line);
+        }
+    }
+}
+
+fn client_config() -> client::Config {
+    let mut config = client::Config::default();
+    // We pin an ed25519 host key, so ask for that algorithm only: a guest that also has other
+    // host keys must present the one we know.
+    config.preferred.key = std::borrow::Cow::Owned(vec![Algorithm::Ed25519]);
+    config
+}
+
+enum Failure {
+    Retry(AttemptError),
+    Fatal(CommunicatorError),
+}
+
+/// The handler's error: russh's own, or the host key mismatch that must not be retried.
+#[derive(Debug)]
+enum HandlerError {
+    Ssh(russh::Error),
+    Mismatch { got: String },
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(error: russh::Error) -> Self {
+        HandlerError::Ssh(error)
+    }
+}
+
+struct PinnedHostKey {
+    expected: PublicKey,
+}
+
+impl client::Handler for PinnedHostKey {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match server_key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. }
+                if key.key_data() == self.expected.key_data() =>
+            {
+                Ok(true)
+            }
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                Err(HandlerError::Mismatch { got: fingerprint(key) })
+            }
+            russh::keys::PublicKeyOrCertificate::Certificate(certificate) => {
+                Err(HandlerError::Mismatch {
+                    got: format!(
+                        "a certificate for {}",
+                        fingerprint(&PublicKey::from(certificate.public_key().clone()))
+                    ),
+                })
+            }
+        }
+    }
+}
+
+async fn try_connect(
+    target: &SshTarget,
+    config: &Arc<client::Config>,
+    deadline: Instant,
+) -> Result<client::Handle<PinnedHostKey>, Failure> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let retry = |error| Err(Failure::Retry(error));
+    let stream = match tokio::time::timeout(
+        TCP_TIMEOUT.min(left()),
+        TcpStream::connect(target.addr),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return retry(AttemptError::Connect(error)),
+        Err(_) => return retry(AttemptError::ConnectTimeout),
+    };
+    // Without this every small request waits on Nagle and delayed ACKs.
+    let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 4];
+    match tokio::time::timeout(BANNER_TIMEOUT.min(left()), stream.peek(&mut first)).await {
+        Ok(Ok(0)) => return retry(AttemptError::ClosedEarly),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return retry(AttemptError::Connect(error)),
+        Err(_) => return retry(AttemptError::NoBanner),
+    }
+    let handler = PinnedHostKey { expected: target.host_key.clone() };
+    let handshake = async {
+        let mut handle = client::connect_stream(Arc::clone(config), stream, handler).await?;
+        let key = PrivateKeyWithHashAlg::new(target.client_key.private(), None);
+        let auth = handle.authenticate_publickey(target.user.clone(), key).await?;
+        Ok::<_, HandlerError>((handle, auth.success()))
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT.min(left()), handshake).await {
+        Ok(Ok((handle, true))) => Ok(handle),
+        Ok(Ok((_, false))) => retry(AttemptError::AuthRejected { user: target.user.clone() }),
+        Ok(Err(HandlerError::Mismatch { got })) => {
+            Err(Failure::Fatal(CommunicatorError::HostKeyMismatch {
+                addr: target.addr,
+                expected: fingerprint(&target.host_key),
+                got,
+            }))
+        }
+        Ok(Err(HandlerError::Ssh(error))) => retry(AttemptError::Handshake(error)),
+        Err(_) => retry(AttemptError::HandshakeTimeout),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_across_chunks_and_keep_streams_apart() {
+        let mut seen = Vec::new();
+        let mut on_output = |stream: Stream, line: &str| seen.push((stream, line.to_owned()));
+        let mut lines = Lines::default();
+        lines.push(b"one\r\ntw", Stream::Stdout, &mut on_output);
+        lines.push(b"o\n\nthr", Stream::Stdout, &mut on_output);
+        lines.push(b"\xffee", Stream::Stdout, &mut on_output);
+        lines.finish(Stream::Stdout, &mut on_output);
+        let texts: Vec<&str> = seen.iter().map(|(_, line)| line.as_str()).collect();
+        assert_eq!(texts, ["one", "two", "", "thr\u{fffd}ee"]);
+    }
+
+    #[test]
+    fn remote_paths_split_into_folder_and_name() {
+        let local = Path::new("/src/app.conf");
+        assert_eq!(split_remote("/etc/app/", local), ("/etc/app/".into(), "app.conf".into()));
+        assert_eq!(split_remote("/etc/app/x.conf", local), ("/etc/app".into(), "x.conf".into()));
+        assert_eq!(split_remote("/x.conf", local), ("/".into(), "x.conf".into()));
+        assert_eq!(split_remote("x.conf", local), (".".into(), "x.conf".into()));
+    }
+}

@@ -1,0 +1,312 @@
+//! Builds real guests under QEMU (TCG here, KVM where it works): the demo's layered build from
+//! cold, the cache, partial rebuilds, booting a layer with a fresh seed from a moved store, and
+//! the faults a user meets (failing and timed-out steps, QEMU killed, strata killed, Ctrl-C,
+//! a guest that never answers).
+//!
+//! Each boot costs about a minute under TCG, so tests share boots where they can. They run only
+//! with `STRATA_GUEST_TESTS=1` (CI sets it) and need the local base image that
+//! `scripts/build-base-image.sh` makes (or `STRATA_BASE_IMAGE_DIR`).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn enabled() -> bool {
+    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
+    false
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn base_image_dir() -> PathBuf {
+    std::env::var_os("STRATA_BASE_IMAGE_DIR")
+        .map_or_else(|| repo().join(".cache/base-image"), PathBuf::from)
+}
+
+/// Serves the base image over loopback HTTP, so the real download path is exercised.
+struct HttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 serves the base image");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the HTTP server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A copy of the demo (definition, scripts, app) in a temp folder, its source served over HTTP.
+struct Project {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    _server: HttpServer,
+}
+
+impl Project {
+    fn demo() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let server = HttpServer::start(&base_image_dir());
+        copy_tree(&repo().join("images"), &dir.path().join("images"));
+        copy_tree(&repo().join("scripts"), &dir.path().join("scripts"));
+        let definition = dir.path().join("images/demo.toml");
+        let text = std::fs::read_to_string(&definition).unwrap();
+        let url = format!("http://127.0.0.1:{}", server.port);
+        let text = text
+            .replace("\"../.cache/base-image/debian-12-strata-amd64.qcow2\"", &format!("\"{url}/debian-12-strata-amd64.qcow2\""))
+            .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{url}/SHA256SUMS\""));
+        assert!(text.contains(&url), "the demo's [source] is the local base image");
+        std::fs::write(&definition, text).unwrap();
+        let store = dir.path().join("store");
+        Project { dir, store, _server: server }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn strata(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        command.arg("--store").arg(&self.store).env_remove("STRATA_STORE");
+        command
+    }
+
+    /// Runs strata with JSON events; returns the output and the parsed events.
+    fn run_json(&self, args: &[&str]) -> (Output, Vec<Value>) {
+        let output = self.strata().arg("--log-format").arg("json").args(args).output().unwrap();
+        let events = parse_events(&output.stdout);
+        (output, events)
+    }
+
+    fn write(&self, relative: &str, text: &str) {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(status.success());
+}
+
+fn parse_events(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|event| event["event"] == name).collect()
+}
+
+fn stages_of(events: &[Value], name: &str) -> Vec<String> {
+    named(events, name).iter().map(|event| event["stage"].as_str().unwrap().to_owned()).collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_success(output: &Output) {
+    assert!(output.status.success(), "strata failed: {:?}\n{}", output.status, stderr(output));
+}
+
+fn layer_dirs(store: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(store.join("layers")).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    dirs
+}
+
+/// `qemu-img info --backing-chain` of a disk, as JSON.
+fn backing_chain(disk: &Path) -> Vec<Value> {
+    let output = Command::new("qemu-img")
+        .args(["info", "-U", "--backing-chain", "--output=json"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A `strata run` VM: started, waited for, and stopped with Ctrl-C.
+struct RunningVm {
+    child: Child,
+    ready: Value,
+}
+
+impl RunningVm {
+    fn start(project: &Project, store: &Path, stage: &str) -> RunningVm {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--store")
+            .arg(store)
+            .args(["--log-format", "json", "run"])
+            .arg(project.path("images/demo.toml"))
+            .args(["--stage", stage])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut ready = None;
+        for line in BufReader::new(stdout).lines() {
+            let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if event["event"] == "vm_ready" {
+                ready = Some(event);
+                break;
+            }
+        }
+        let ready = ready.unwrap_or_else(|| panic!("strata run ended before the VM was ready: {:?}", child.wait()));
+        RunningVm { child, ready }
+    }
+
+    /// Runs a command in the VM with the host's own ssh client, as a user would.
+    fn ssh(&self, command: &str) -> Output {
+        let words: Vec<String> = self.ready["ssh_command"].as_str().unwrap().split(' ').map(String::from).collect();
+        Command::new(&words[0])
+            .args(&words[1..])
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=30"])
+            .arg(command)
+            .output()
+            .unwrap()
+    }
+
+    fn ssh_ok(&self, command: &str) -> String {
+        let output = self.ssh(command);
+        assert!(output.status.success(), "`{command}` failed in the VM: {}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    fn stop(mut self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "strata run should stop cleanly on Ctrl-C: {status:?}");
+    }
+}
+
+#[test]
+fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
+    if !enabled() {
+        return;
+    }
+    let project = Project::demo();
+    let definition = project.path("images/demo.toml");
+    let definition = definition.to_str().unwrap();
+
+    // Cold: three stages built, each a layer.
+    let started = Instant::now();
+    let (output, events) = project.run_json(&["build", definition]);
+    assert_success(&output);
+    eprintln!("cold build: {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(stages_of(&events, "layer_committed"), ["base", "app-base", "final"]);
+    assert_eq!(named(&events, "download_finished").len(), 1, "the source came over HTTP");
+    for ready in named(&events, "communicator_ready") {
+        eprintln!("{}: ssh ready after {:.1}s", ready["stage"], ready["seconds"].as_f64().unwrap());
+    }
+    let layers = layer_dirs(&project.store);
+    assert_eq!(layers.len(), 3);
+
+    // The final layer's chain: final -> app-base -> base -> source, every link relative.
+    let final_key = named(&events, "layer_committed")[2]["key"].as_str().unwrap().to_owned();
+    let final_disk = project.store.join("layers").join(&final_key).join("disk.qcow2");
+    let chain = backing_chain(&final_disk);
+    assert_eq!(chain.len(), 4, "{chain:#?}");
+    for link in &chain[..3] {
+        let backing = link["backing-filename"].as_str().unwrap();
+        assert!(backing.starts_with("../../"), "backing file {backing} is relative");
+        assert_eq!(link["backing-filename-format"], "qcow2");
+    }
+    assert!(chain[3]["filename"].as_str().unwrap().contains("/sources/sha256-"));
+    for layer in &layers {
+        let size = std::fs::metadata(layer.join("disk.qcow2")).unwrap().len();
+        let metadata: Value = serde_json::from_slice(&std::fs::read(layer.join("layer.json")).unwrap()).unwrap();
+        eprintln!("layer {}: {size} bytes, {} packages", metadata["stage"], metadata["packages"].as_array().unwrap().len());
+        assert_eq!(metadata["os_id"], "debian");
+    }
+
+    // Warm: nothing to build, well under a second of work.
+    let started = Instant::now();
+    let (output, events) = project.run_json(&["build", definition]);
+    let warm = started.elapsed();
+    assert_success(&output);
+    eprintln!("cached build: {:.3}s", warm.as_secs_f64());
+    assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base", "final"]);
+    assert!(named(&events, "stage_started").is_empty());
+    assert!(warm < Duration::from_secs(3), "a fully cached build took {warm:?}");
+
+    // The app changed: only final is built again.
+    let script = project.path("scripts/install-app.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, format!("{text}\n# a change to the app's install\n")).unwrap();
+    let (output, events) = project.run_json(&["build", definition]);
+    assert_success(&output);
+    assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
+    assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
+    let final_key = named(&events, "layer_committed")[0]["key"].as_str().unwrap().to_owned();
+    let build_machine_id_layer = project.store.join("layers").join(&final_key);
+
+    // The hardening changed: every stage's key changes (shown without building it all again).
+    let harden = project.path("scripts/harden.sh");
+    let original_harden = std::fs::read_to_string(&harden).unwrap();
+    std::fs::write(&harden, format!("{original_harden}\n# stricter\n")).unwrap();
+    let output = project.strata().args(["--log-format", "json", "layers", definition]).output().unwrap();
+    assert_success(&output);
+    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cached: Vec<bool> = table["stages"].as_array().unwrap().iter().map(|s| s["cached"].as_bool().unwrap()).collect();
+    assert_eq!(cached, [false, false, false]);
+    std::fs::write(&harden, original_harden).unwrap();
+
+    // Move the whole store: relative backing files keep every layer usable.
+    let moved = project.path("moved-store");
+    std::fs::rename(&project.store, &moved).unwrap();
+    assert!(build_machine_id_layer.strip_prefix(&project.store).is_ok());
+
+    // Boot the final layer as a fresh instance: new seed, new key, the app answers.
+    let vm = RunningVm::start(&project, &moved, "final");
+    let health = vm.ssh_ok("python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/health').read().decode())\"");
+    assert!(health.contains("ok"), "health endpoint: {health}");
+    let keys = vm.ssh_ok("cat ~/.ssh/authorized_keys");
+    assert_eq!(keys.lines().count(), 1, "only this boot's key is authorized, the build's is gone: {keys}");
+    let machine_id = vm.ssh_ok("cat /etc/machine-id");
+    assert_eq!(machine_id.len(), 32, "a new machine-id was made at boot: {machine_id:?}");
+    let host_keys = vm.ssh_ok("ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true");
+    assert_eq!(host_keys, "1", "only the seed's host key, none from the build");
+    let status = vm.ssh_ok("cloud-init status --long | head -3");
+    assert!(status.contains("done"), "cloud-init ran again: {status}");
+    vm.stop();
+
+    // Nothing was written to the layer by `strata run`.
+    let after = std::fs::read(moved.join("layers").join(&final_key).join("layer.json")).unwrap();
+    let metadata: Value = serde_json::from_slice(&after).unwrap();
+    let disk = moved.join("layers").join(&final_key).join("disk.qcow2");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), metadata["disk_bytes"].as_u64().unwrap());
+}
