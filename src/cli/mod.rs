@@ -5,6 +5,7 @@ mod args;
 mod build;
 mod export;
 mod fetch;
+mod gc;
 mod layers;
 mod run;
 mod validate;
@@ -45,7 +46,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Layers { definition } => layers::run(&definition, &cli.global),
         Command::Export(args) => export::run(&args, &cli.global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), &cli.global).await,
-        Command::Gc { .. } => Err(Error::NotBuiltYet("gc")),
+        Command::Gc { definitions, dry_run } => gc::run(&definitions, dry_run, &cli.global),
     }
 }
 

@@ -2,6 +2,7 @@
 //! per-key lock, commit by rename from `tmp/`, cheap verification, backing chains, and gc.
 //! Must not boot anything; it only reads and moves files.
 
+pub mod gc;
 mod key;
 mod store;
 
