@@ -11,8 +11,9 @@ use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::definition::{Digest, HashAlgo};
 
-/// Large writes keep syscalls few; reqwest hands over chunks of a few KiB.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Chunks at least this big go straight to the file (no copy); smaller ones are gathered
+/// into one write. Measured: a 1 MiB buffer (a copy of every byte) cost 0.15 s CPU per GiB.
+const WRITE_BUFFER: usize = 64 << 10;
 /// Read size when hashing a file already on disk.
 const READ_BUFFER: usize = 1 << 20;
 
