@@ -9,7 +9,9 @@ use std::time::{Instant, SystemTime};
 use crate::definition::{ImageDefinition, Stage};
 use crate::error::Error;
 use crate::events::{Event, Events};
-use crate::layer::{Foundation, Layer, LayerError, LayerKey, LayerStore, Lookup, compute_key};
+use crate::layer::{
+    Foundation, Layer, LayerError, LayerKey, LayerStore, Lookup, WorkDir, compute_key,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -190,6 +192,7 @@ fn kept_note(kept: &Option<PathBuf>) -> String {
 }
 
 /// Fetches the source, plans, and builds every stage that is not cached, in order.
+/// Consecutive stages to build share one boot: each one's layer is cut from the running guest.
 pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, Error> {
     let BuildContext { definition, layers, events, options, .. } = *context;
     let store = layers.store();
@@ -199,27 +202,57 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, Error>
     // gc takes this lock exclusively: it never removes what a running build stands on.
     let _gc_guard = blocking_lock(store.clone(), "gc".to_owned(), true).await?;
     layers.clean_stale_tmp()?;
-    let file_name = source
-        .path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let plan = plan(definition, layers, source.digest.hex(), &file_name, options, SystemTime::now())?;
+    let plan = plan(
+        definition,
+        layers,
+        source.digest.hex(),
+        &source_file_name(&source),
+        options,
+        SystemTime::now(),
+    )?;
     announce(&plan, events);
-    let accel = crate::qemu::accel::detect(definition.machine.accel);
-    let mut outcomes: Vec<StageOutcome> = Vec::new();
-    for planned in &plan {
-        let started = Instant::now();
-        if let Status::Cached(layer) = &planned.status {
-            events.emit(cached_event(planned));
-            outcomes.push(outcome(planned, layer, true, started));
+    let mut builder = Builder {
+        context,
+        source: &source,
+        accel: crate::qemu::accel::detect(definition.machine.accel).accel,
+        outcomes: Vec::new(),
+        live_cuts: true,
+    };
+    let mut index = 0;
+    while index < plan.len() {
+        if let Status::Cached(layer) = &plan[index].status {
+            events.emit(cached_event(&plan[index]));
+            builder.outcomes.push(outcome(&plan[index], layer, true, Instant::now()));
+            index += 1;
             continue;
         }
-        let layer = build_one(context, planned, &source, &outcomes, accel.accel).await?;
-        let is_hit = layer.1;
-        outcomes.push(outcome(planned, &layer.0, is_hit, started));
+        let run = one_boot_run(&plan[index..]);
+        builder.build_run(&plan[index..index + run]).await?;
+        index += run;
     }
-    Ok(outcomes)
+    Ok(builder.outcomes)
+}
+
+fn source_file_name(source: &crate::source::FetchedSource) -> String {
+    source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// How many stages from the start of `plan` one guest can build in a row: each to be built,
+/// standing on the one before, booting with the same seed template and network.
+fn one_boot_run(plan: &[PlannedStage]) -> usize {
+    let mut run = 1;
+    while let Some(next) = plan.get(run) {
+        let previous = &plan[run - 1];
+        let continues = !matches!(next.status, Status::Cached(_))
+            && next.stage.parent.as_ref() == Some(&previous.stage.name)
+            && next.stage.user_data == previous.stage.user_data
+            && next.stage.network == previous.stage.network;
+        if !continues {
+            break;
+        }
+        run += 1;
+    }
+    run
 }
 
 fn outcome(planned: &PlannedStage, layer: &Layer, cached: bool, started: Instant) -> StageOutcome {
@@ -233,100 +266,220 @@ fn outcome(planned: &PlannedStage, layer: &Layer, cached: bool, started: Instant
     }
 }
 
-/// Builds one stage under its key's lock. Returns the layer and whether someone else built it
-/// while this build waited for the lock.
-async fn build_one(
-    context: &BuildContext<'_>,
-    planned: &PlannedStage,
-    source: &crate::source::FetchedSource,
-    below: &[StageOutcome],
+/// The state of a build between stages.
+struct Builder<'a, 'b> {
+    context: &'a BuildContext<'b>,
+    source: &'a crate::source::FetchedSource,
     accel: crate::qemu::spec::Accel,
-) -> Result<(Layer, bool), Error> {
-    let BuildContext { definition, layers, log, events, options } = *context;
-    let key_name = format!("layer-{}", planned.key);
-    let _lock = blocking_lock(layers.store().clone(), key_name, false).await?;
-    let forced = matches!(planned.status, Status::Forced);
-    if !forced && let Lookup::Hit(layer) = layers.lookup(&planned.key, false)? {
-        events.emit(cached_event(planned));
-        return Ok((layer, true));
-    }
-    let started = Instant::now();
-    let stage_name = planned.stage.name.to_string();
-    events.emit(Event::StageStarted { stage: stage_name.clone(), key: planned.key.to_string() });
-    let work = layers.begin(&planned.key)?;
-    let file_name =
-        source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let (foundation, parent_disk) = match &planned.parent {
-        Some(parent) => {
-            let disk = below
-                .iter()
-                .find(|outcome| &outcome.key == parent)
-                .map_or_else(|| layers.dir(parent).join("disk.qcow2"), |outcome| outcome.disk.clone());
-            (Foundation::Layer(parent), disk)
+    outcomes: Vec<StageOutcome>,
+    /// False once a guest could not be frozen: from then on, one boot per stage.
+    live_cuts: bool,
+}
+
+/// A stage being built: its plan entry, work folder and job.
+struct InFlight<'p> {
+    planned: &'p PlannedStage,
+    work: WorkDir,
+    started: Instant,
+    _lock: std::fs::File,
+}
+
+impl<'a, 'b> Builder<'a, 'b> {
+    /// Builds `run` (stages that stand on each other) in as few boots as the guest allows.
+    async fn build_run(&mut self, run: &[PlannedStage]) -> Result<(), Error> {
+        let mut index = 0;
+        while index < run.len() {
+            let Some(first) = self.begin(&run[index]).await? else {
+                index += 1;
+                continue;
+            };
+            let job = self.job(&first)?;
+            let mut session = match crate::stage::Session::start(&job).await {
+                Ok(session) => session,
+                Err(error) => return Err(self.failed(first, error)),
+            };
+            let mut current = first;
+            loop {
+                let job = self.job(&current)?;
+                let facts = match session.provision(&job).await {
+                    Ok(facts) => facts,
+                    Err(error) => {
+                        session.kill().await;
+                        return Err(self.failed(current, error));
+                    }
+                };
+                index += 1;
+                let next = match run.get(index) {
+                    Some(planned) if self.live_cuts => self.begin(planned).await?,
+                    _ => None,
+                };
+                let Some(next) = next else {
+                    if let Err(error) = session.power_off(&job).await {
+                        return Err(self.failed(current, error));
+                    }
+                    self.finish(current, facts, false).await?;
+                    break;
+                };
+                let backing = crate::layer::backing_for(&Foundation::Layer(&current.planned.key));
+                match session.cut(&job, &next.work.disk(), &backing).await {
+                    Ok(crate::stage::Cut::Done) => {
+                        self.finish(current, facts, true).await?;
+                        current = next;
+                    }
+                    Ok(crate::stage::Cut::Unsupported(why)) => {
+                        self.context.events.warn(format!(
+                            "cannot freeze the guest to cut layers from it ({why}): \
+                             building one boot per stage instead"
+                        ));
+                        self.live_cuts = false;
+                        // The next stage gets a boot of its own, from the outer loop.
+                        drop(next);
+                        if let Err(error) = session.power_off(&job).await {
+                            return Err(self.failed(current, error));
+                        }
+                        self.finish(current, facts, false).await?;
+                        break;
+                    }
+                    Err(error) => {
+                        session.kill().await;
+                        return Err(self.failed(current, error));
+                    }
+                }
+            }
         }
-        None => (
-            Foundation::Source { sha256: source.digest.hex(), file_name: &file_name },
-            source.path.clone(),
-        ),
-    };
-    let backing = crate::layer::backing_for(&foundation);
-    let log_dir = log.stage_dir(&stage_name).map_err(|source| LayerError::Write {
-        path: log.dir().to_owned(),
-        source,
-    })?;
-    let job = crate::stage::StageJob {
-        definition,
-        stage: &planned.stage,
-        disk: work.disk(),
-        backing: backing.clone(),
-        parent_disk,
-        grow_to: if planned.parent.is_none() {
-            definition.machine.disk_size.map(crate::units::ByteSize::bytes)
-        } else {
-            None
-        },
-        accel,
-        log_dir,
-        events,
-        snapshot: false,
-    };
-    let output = match crate::stage::build(job).await {
-        Ok(output) => output,
-        Err(error) => {
-            let kept = options.keep_failed.then(|| work.keep());
-            return Err(Error::Build(Box::new(BuildFailed { stage: stage_name, source: error, kept })));
-        }
-    };
-    if forced {
-        layers.retire(&planned.key)?;
+        Ok(())
     }
-    let metadata = crate::layer::LayerMetadata {
-        key: planned.key.to_string(),
-        stage: stage_name.clone(),
-        image: definition.name.clone(),
-        parent: planned.parent.as_ref().map(ToString::to_string),
-        backing,
-        inputs: planned.inputs.clone(),
-        created: crate::layer::now_secs(),
-        strata_version: env!("CARGO_PKG_VERSION").to_owned(),
-        disk_bytes: 0,
-        virtual_bytes: output.virtual_bytes,
-        disk_sha256: String::new(),
-        disk_mtime_ns: 0,
-        build_seconds: seconds_since(started),
-        packages: output.facts.packages,
-        os_id: output.facts.os_id,
-        os_version: output.facts.os_version,
-        guest_agent: output.facts.guest_agent,
-    };
-    let layer = layers.commit(work, metadata)?;
-    events.emit(Event::LayerCommitted {
-        stage: stage_name,
-        key: planned.key.to_string(),
-        bytes: layer.metadata.disk_bytes,
-        seconds: seconds_since(started),
-    });
-    Ok((layer, false))
+
+    /// Locks `planned`'s key and opens its work folder; `None` when another build committed it
+    /// while this one waited for the lock.
+    async fn begin<'p>(
+        &mut self,
+        planned: &'p PlannedStage,
+    ) -> Result<Option<InFlight<'p>>, Error> {
+        let layers = self.context.layers;
+        let key_name = format!("layer-{}", planned.key);
+        let lock = blocking_lock(layers.store().clone(), key_name, false).await?;
+        if !matches!(planned.status, Status::Forced)
+            && let Lookup::Hit(layer) = layers.lookup(&planned.key, false)?
+        {
+            self.context.events.emit(cached_event(planned));
+            self.outcomes.push(outcome(planned, &layer, true, Instant::now()));
+            return Ok(None);
+        }
+        self.context.events.emit(Event::StageStarted {
+            stage: planned.stage.name.to_string(),
+            key: planned.key.to_string(),
+        });
+        let work = layers.begin(&planned.key)?;
+        Ok(Some(InFlight { planned, work, started: Instant::now(), _lock: lock }))
+    }
+
+    /// The stage job for a stage in flight: its overlay on its parent (the layer built or found
+    /// below, or the source).
+    fn job<'s>(&self, flight: &InFlight<'s>) -> Result<crate::stage::StageJob<'s>, Error>
+    where
+        'a: 's,
+        'b: 's,
+    {
+        let BuildContext { definition, layers, log, events, .. } = *self.context;
+        let planned = flight.planned;
+        let file_name = source_file_name(self.source);
+        let (backing, parent_disk) = match &planned.parent {
+            Some(parent) => {
+                let disk = self.outcomes.iter().find(|outcome| &outcome.key == parent).map_or_else(
+                    || layers.dir(parent).join("disk.qcow2"),
+                    |outcome| outcome.disk.clone(),
+                );
+                (crate::layer::backing_for(&Foundation::Layer(parent)), disk)
+            }
+            None => {
+                let foundation =
+                    Foundation::Source { sha256: self.source.digest.hex(), file_name: &file_name };
+                (crate::layer::backing_for(&foundation), self.source.path.clone())
+            }
+        };
+        let stage_name = planned.stage.name.to_string();
+        let log_dir = log
+            .stage_dir(&stage_name)
+            .map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
+        let first_layer = planned.parent.is_none();
+        Ok(crate::stage::StageJob {
+            definition,
+            stage: &planned.stage,
+            disk: flight.work.disk(),
+            backing,
+            parent_disk,
+            grow_to: if first_layer {
+                definition.machine.disk_size.map(crate::units::ByteSize::bytes)
+            } else {
+                None
+            },
+            accel: self.accel,
+            log_dir,
+            events,
+            snapshot: false,
+        })
+    }
+
+    /// Checks the stage's disk and commits it as its layer.
+    async fn finish(
+        &mut self,
+        flight: InFlight<'_>,
+        facts: crate::stage::GuestFacts,
+        in_use: bool,
+    ) -> Result<(), Error> {
+        let BuildContext { definition, layers, events, .. } = *self.context;
+        let output = {
+            let job = self.job(&flight)?;
+            match crate::stage::finish_disk(&job, facts, in_use).await {
+                Ok(output) => output,
+                Err(error) => return Err(self.failed(flight, error)),
+            }
+        };
+        let planned = flight.planned;
+        if matches!(planned.status, Status::Forced) {
+            layers.retire(&planned.key)?;
+        }
+        let metadata = crate::layer::LayerMetadata {
+            key: planned.key.to_string(),
+            stage: planned.stage.name.to_string(),
+            image: definition.name.clone(),
+            parent: planned.parent.as_ref().map(ToString::to_string),
+            backing: self.job(&flight)?.backing,
+            inputs: planned.inputs.clone(),
+            created: crate::layer::now_secs(),
+            strata_version: env!("CARGO_PKG_VERSION").to_owned(),
+            disk_bytes: 0,
+            virtual_bytes: output.virtual_bytes,
+            disk_sha256: String::new(),
+            disk_mtime_ns: 0,
+            build_seconds: seconds_since(flight.started),
+            packages: output.facts.packages,
+            os_id: output.facts.os_id,
+            os_version: output.facts.os_version,
+            guest_agent: output.facts.guest_agent,
+        };
+        let started = flight.started;
+        let layer = layers.commit(flight.work, metadata)?;
+        events.emit(Event::LayerCommitted {
+            stage: planned.stage.name.to_string(),
+            key: planned.key.to_string(),
+            bytes: layer.metadata.disk_bytes,
+            seconds: seconds_since(started),
+        });
+        self.outcomes.push(outcome(planned, &layer, false, started));
+        Ok(())
+    }
+
+    /// The error for a failed stage; with `--keep-failed` its work folder stays.
+    fn failed(&self, flight: InFlight<'_>, error: crate::stage::StageError) -> Error {
+        let kept = self.context.options.keep_failed.then(|| flight.work.keep());
+        Error::Build(Box::new(BuildFailed {
+            stage: flight.planned.stage.name.to_string(),
+            source: error,
+            kept,
+        }))
+    }
 }
 
 /// Takes a store lock on a blocking thread, so the runtime keeps running meanwhile.

@@ -81,7 +81,10 @@ impl Project {
         let text = std::fs::read_to_string(&definition).unwrap();
         let url = format!("http://127.0.0.1:{}", server.port);
         let text = text
-            .replace("\"../.cache/base-image/debian-12-strata-amd64.qcow2\"", &format!("\"{url}/debian-12-strata-amd64.qcow2\""))
+            .replace(
+                "\"../.cache/base-image/debian-12-strata-amd64.qcow2\"",
+                &format!("\"{url}/debian-12-strata-amd64.qcow2\""),
+            )
             .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{url}/SHA256SUMS\""));
         assert!(text.contains(&url), "the demo's [source] is the local base image");
         std::fs::write(&definition, text).unwrap();
@@ -104,12 +107,6 @@ impl Project {
         let output = self.strata().arg("--log-format").arg("json").args(args).output().unwrap();
         let events = parse_events(&output.stdout);
         (output, events)
-    }
-
-    fn write(&self, relative: &str, text: &str) {
-        let path = self.path(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
     }
 }
 
@@ -142,7 +139,8 @@ fn assert_success(output: &Output) {
 }
 
 fn layer_dirs(store: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(store.join("layers")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(store.join("layers")).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.sort();
     dirs
 }
@@ -185,16 +183,26 @@ impl RunningVm {
                 break;
             }
         }
-        let ready = ready.unwrap_or_else(|| panic!("strata run ended before the VM was ready: {:?}", child.wait()));
+        let ready = ready.unwrap_or_else(|| {
+            panic!("strata run ended before the VM was ready: {:?}", child.wait())
+        });
         RunningVm { child, ready }
     }
 
     /// Runs a command in the VM with the host's own ssh client, as a user would.
     fn ssh(&self, command: &str) -> Output {
-        let words: Vec<String> = self.ready["ssh_command"].as_str().unwrap().split(' ').map(String::from).collect();
+        let words: Vec<String> =
+            self.ready["ssh_command"].as_str().unwrap().split(' ').map(String::from).collect();
         Command::new(&words[0])
             .args(&words[1..])
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=30"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=30",
+            ])
             .arg(command)
             .output()
             .unwrap()
@@ -207,7 +215,11 @@ impl RunningVm {
     }
 
     fn stop(mut self) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "strata run should stop cleanly on Ctrl-C: {status:?}");
     }
@@ -229,6 +241,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     eprintln!("cold build: {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(stages_of(&events, "layer_committed"), ["base", "app-base", "final"]);
     assert_eq!(named(&events, "download_finished").len(), 1, "the source came over HTTP");
+    assert_eq!(named(&events, "qemu_started").len(), 1, "one boot for the whole cold build");
     for ready in named(&events, "communicator_ready") {
         eprintln!("{}: ssh ready after {:.1}s", ready["stage"], ready["seconds"].as_f64().unwrap());
     }
@@ -248,8 +261,13 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     assert!(chain[3]["filename"].as_str().unwrap().contains("/sources/sha256-"));
     for layer in &layers {
         let size = std::fs::metadata(layer.join("disk.qcow2")).unwrap().len();
-        let metadata: Value = serde_json::from_slice(&std::fs::read(layer.join("layer.json")).unwrap()).unwrap();
-        eprintln!("layer {}: {size} bytes, {} packages", metadata["stage"], metadata["packages"].as_array().unwrap().len());
+        let metadata: Value =
+            serde_json::from_slice(&std::fs::read(layer.join("layer.json")).unwrap()).unwrap();
+        eprintln!(
+            "layer {}: {size} bytes, {} packages",
+            metadata["stage"],
+            metadata["packages"].as_array().unwrap().len()
+        );
         assert_eq!(metadata["os_id"], "debian");
     }
 
@@ -278,10 +296,16 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let harden = project.path("scripts/harden.sh");
     let original_harden = std::fs::read_to_string(&harden).unwrap();
     std::fs::write(&harden, format!("{original_harden}\n# stricter\n")).unwrap();
-    let output = project.strata().args(["--log-format", "json", "layers", definition]).output().unwrap();
+    let output =
+        project.strata().args(["--log-format", "json", "layers", definition]).output().unwrap();
     assert_success(&output);
     let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let cached: Vec<bool> = table["stages"].as_array().unwrap().iter().map(|s| s["cached"].as_bool().unwrap()).collect();
+    let cached: Vec<bool> = table["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cached"].as_bool().unwrap())
+        .collect();
     assert_eq!(cached, [false, false, false]);
     std::fs::write(&harden, original_harden).unwrap();
 
@@ -294,19 +318,81 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let vm = RunningVm::start(&project, &moved, "final");
     let health = vm.ssh_ok("python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/health').read().decode())\"");
     assert!(health.contains("ok"), "health endpoint: {health}");
-    let keys = vm.ssh_ok("cat ~/.ssh/authorized_keys");
-    assert_eq!(keys.lines().count(), 1, "only this boot's key is authorized, the build's is gone: {keys}");
-    let machine_id = vm.ssh_ok("cat /etc/machine-id");
-    assert_eq!(machine_id.len(), 32, "a new machine-id was made at boot: {machine_id:?}");
-    let host_keys = vm.ssh_ok("ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true");
-    assert_eq!(host_keys, "1", "only the seed's host key, none from the build");
-    let status = vm.ssh_ok("cloud-init status --long | head -3");
-    assert!(status.contains("done"), "cloud-init ran again: {status}");
+    assert_clean_template(&vm);
     vm.stop();
+
+    // A layer cut from the running guest (app-base) is as clean a template as a powered-off one.
+    let vm = RunningVm::start(&project, &moved, "app-base");
+    assert_clean_template(&vm);
+    assert_eq!(
+        vm.ssh_ok("id -u app >/dev/null && echo yes"),
+        "yes",
+        "app-base's work is in its layer"
+    );
+    assert_eq!(
+        vm.ssh_ok("test -e /opt/app/app.py && echo leaked || echo clean"),
+        "clean",
+        "final's work is not"
+    );
+    vm.stop();
+
+    // Every layer's root filesystem is clean, checked offline.
+    for layer in layer_dirs(&moved) {
+        assert_fsck_clean(&layer.join("disk.qcow2"));
+    }
 
     // Nothing was written to the layer by `strata run`.
     let after = std::fs::read(moved.join("layers").join(&final_key).join("layer.json")).unwrap();
     let metadata: Value = serde_json::from_slice(&after).unwrap();
     let disk = moved.join("layers").join(&final_key).join("disk.qcow2");
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), metadata["disk_bytes"].as_u64().unwrap());
+}
+
+/// What every layer must be when booted on its own with a fresh seed: only the new key
+/// authorized (the build's is refused), a machine-id made at this boot, only the seed's host
+/// key, cloud-init run again.
+fn assert_clean_template(vm: &RunningVm) {
+    let keys = vm.ssh_ok("cat ~/.ssh/authorized_keys");
+    assert_eq!(
+        keys.lines().count(),
+        1,
+        "only this boot's key is authorized, the build's is gone: {keys}"
+    );
+    let machine_id = vm.ssh_ok("cat /etc/machine-id");
+    assert_eq!(machine_id.len(), 32, "a new machine-id was made at boot: {machine_id:?}");
+    let host_keys = vm.ssh_ok("ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true");
+    assert_eq!(host_keys, "1", "only the seed's host key, none from the build");
+    let status = vm.ssh_ok("cloud-init status --long | head -3");
+    assert!(status.contains("done"), "cloud-init ran again: {status}");
+}
+
+/// `e2fsck -fn` of the layer's root filesystem, on a raw copy of its whole chain.
+fn assert_fsck_clean(disk: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    let status = Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(disk)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let table = Command::new("sfdisk").arg("--json").arg(&raw).output().unwrap();
+    let table: Value = serde_json::from_slice(&table.stdout).unwrap();
+    let partitions = table["partitiontable"]["partitions"].as_array().unwrap();
+    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let root = partitions.iter().max_by_key(|p| p["size"].as_u64().unwrap()).unwrap();
+    let offset = root["start"].as_u64().unwrap() * sector;
+    let output = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={offset}", raw.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fsck of {} found problems:\n{}{}",
+        disk.display(),
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
 }

@@ -6,6 +6,7 @@
 //! provided methods (`exec`, `exec_as_root`, `run_script`, `boot_id`, `wait_cloud_init`) are
 //! built on the three required ones, so a guest-agent implementation gets them for free.
 
+mod held;
 mod keys;
 pub mod shell;
 mod ssh;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use held::Held;
 pub use keys::{ClientKey, HostKey, fingerprint};
 pub use russh::keys::ssh_key::PublicKey;
 pub use ssh::{AttemptError, SshCommunicator, SshTarget};

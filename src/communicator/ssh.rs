@@ -145,6 +145,23 @@ impl SshCommunicator {
         &self.target
     }
 
+    pub(super) async fn open_channel(
+        &self,
+    ) -> Result<russh::Channel<client::Msg>, CommunicatorError> {
+        self.handle
+            .channel_open_session()
+            .await
+            .map_err(|error| self.session_error("open a channel", error))
+    }
+
+    pub(super) fn describe_target(&self) -> String {
+        format!("{}@{}", self.target.user, self.target.addr)
+    }
+
+    pub(super) fn error(&self, action: &str, source: russh::Error) -> CommunicatorError {
+        self.session_error(action, source)
+    }
+
     fn login_is_root(&self) -> bool {
         self.target.user == "root"
     }

@@ -140,6 +140,25 @@ pub async fn create_overlay(
     Ok(())
 }
 
+/// Like [`create_overlay`], but the backing file need not exist yet (`-u`): for a live
+/// snapshot's overlay, whose backing layer is committed to its final path only afterwards.
+/// The size must be given, since the backing file is not opened.
+pub async fn create_overlay_unchecked(
+    path: &Path,
+    backing: &str,
+    backing_format: &str,
+    size: u64,
+) -> Result<(), QemuError> {
+    let (dir, name) = split(path);
+    let command = Command::new(QEMU_IMG)
+        .args(["create", "-q", "-u", "-f", "qcow2", "-F", backing_format, "-b", backing])
+        .arg(&name)
+        .arg(size.to_string())
+        .current_dir(dir);
+    process::output(command, QUICK).await.map_err(img_error(path))?;
+    Ok(())
+}
+
 /// `qemu-img create -f FORMAT PATH SIZE`: a new empty image.
 pub async fn create(path: &Path, format: ImageFormat, size: u64) -> Result<(), QemuError> {
     let command = Command::new(QEMU_IMG)
@@ -170,7 +189,21 @@ pub async fn info_chain(path: &Path) -> Result<Vec<ImageInfo>, QemuError> {
 /// `qemu-img check --output=json`: an error when the image has corruptions or could not be
 /// checked; leaks are reported, not refused.
 pub async fn check(path: &Path, within: Duration) -> Result<CheckReport, QemuError> {
-    let command = Command::new(QEMU_IMG).args(["check", "--output=json"]).arg(path);
+    check_with(path, within, false).await
+}
+
+/// [`check`] for an image a running QEMU holds read-only (a live snapshot's frozen layer):
+/// `-U` shares it instead of failing on QEMU's lock.
+pub async fn check_in_use(path: &Path, within: Duration) -> Result<CheckReport, QemuError> {
+    check_with(path, within, true).await
+}
+
+async fn check_with(path: &Path, within: Duration, share: bool) -> Result<CheckReport, QemuError> {
+    let mut command = Command::new(QEMU_IMG).args(["check", "--output=json"]);
+    if share {
+        command = command.arg("-U");
+    }
+    let command = command.arg(path);
     let line = command.display();
     let output = command.output_unchecked(within).await.map_err(img_error(path))?;
     // 0: clean, 2: corruptions, 3: leaks; 1 (or anything else): the check itself failed.

@@ -77,7 +77,9 @@ pub async fn sysprep(ssh: &SshCommunicator, user: &str) -> Result<(), Communicat
     let env = BTreeMap::from([("STRATA_USER".to_owned(), user.to_owned())]);
     let mut output = Vec::new();
     let exit = ssh
-        .exec_as_root(SYSPREP, &env, Duration::from_secs(600), |_, line| output.push(line.to_owned()))
+        .exec_as_root(SYSPREP, &env, Duration::from_secs(600), |_, line| {
+            output.push(line.to_owned())
+        })
         .await?;
     if exit.success() {
         Ok(())
@@ -103,9 +105,13 @@ pub async fn reboot(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(),
         race_death(&vm.machine, &stage, during, ssh.reboot(deadline, &mut on_wait)).await?
     };
     vm.ssh = Some(ssh);
-    rebooted.map_err(|source| communicator_error(vm, &stage, "the guest did not come back from a reboot", source))?;
+    rebooted.map_err(|source| {
+        communicator_error(vm, &stage, "the guest did not come back from a reboot", source)
+    })?;
     let ssh = self::ssh(vm, &stage)?;
     let outcome = race_death(&vm.machine, &stage, during, ssh.wait_cloud_init(deadline)).await?;
-    outcome.map_err(|source| communicator_error(vm, &stage, "cloud-init failed after a reboot", source))?;
+    outcome.map_err(|source| {
+        communicator_error(vm, &stage, "cloud-init failed after a reboot", source)
+    })?;
     Ok(())
 }

@@ -4,18 +4,19 @@
 //! `layer/`'s, through `build`).
 
 mod guest;
+mod session;
 mod steps;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::communicator::{
     ClientKey, CloudInitOutcome, Communicator, CommunicatorError, HostKey, SshCommunicator,
     SshTarget,
 };
-use crate::definition::{CommunicatorKind, Firmware as FirmwareChoice, ImageDefinition, Stage};
+use crate::definition::{Firmware as FirmwareChoice, ImageDefinition, Stage};
 use crate::events::{Event, Events};
 use crate::qemu::accel::{BOOT_WATCHDOG, start_with_fallback};
 use crate::qemu::firmware::Ovmf;
@@ -25,11 +26,10 @@ use crate::qemu::{self, QemuError, img};
 use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 
 pub use guest::GuestFacts;
+pub use session::{Cut, Session, finish_disk};
 
 /// How many lines of a failing step's output and of the console a failure shows.
 pub const TAIL_LINES: usize = 20;
-/// How long a clean ACPI power-off may take before QEMU is told to quit.
-const POWER_OFF_GRACE: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -84,10 +84,7 @@ pub enum StageError {
         #[source]
         source: CommunicatorError,
     },
-    #[error(
-        "stage `{stage}`: qemu died {during}{}",
-        console_section(console)
-    )]
+    #[error("stage `{stage}`: qemu died {during}{}", console_section(console))]
     QemuDied {
         stage: String,
         during: String,
@@ -159,41 +156,8 @@ pub struct StageOutput {
     pub virtual_bytes: u64,
 }
 
-/// Builds one stage. The disk is left powered off, checked, and ready to commit.
-pub async fn build(job: StageJob<'_>) -> Result<StageOutput, StageError> {
-    let stage = job.stage.name.to_string();
-    if job.definition.communicator.kind == CommunicatorKind::GuestAgent {
-        return Err(StageError::GuestAgentNotBuilt { stage });
-    }
-    create_overlay(&job).await?;
-    let run_dir = run_dir(&stage)?;
-    let mut vm = boot(&job, run_dir.path()).await?;
-    let facts = match provision(&job, &mut vm).await {
-        Ok(facts) => facts,
-        Err(error) => {
-            // A failed stage's guest is of no further use: QEMU does not outlive it.
-            let _ = vm.machine.kill().await;
-            return Err(error);
-        }
-    };
-    job.events.emit(Event::PoweringOff { stage: stage.clone() });
-    vm.machine
-        .power_off(POWER_OFF_GRACE)
-        .await
-        .map_err(|source| StageError::Qemu { stage: stage.clone(), what: "failed to power off", source })?;
-    drop(run_dir);
-    job.events.emit(Event::Committing { stage: stage.clone() });
-    let qemu_err = |what| {
-        let stage = stage.clone();
-        move |source| StageError::Qemu { stage, what, source }
-    };
-    img::check(&job.disk, Duration::from_secs(300)).await.map_err(qemu_err("the layer's disk failed `qemu-img check`"))?;
-    let info = img::info(&job.disk).await.map_err(qemu_err("failed to read the layer's disk"))?;
-    Ok(StageOutput { facts, virtual_bytes: info.virtual_size })
-}
-
 /// `qemu-img create -f qcow2 -F qcow2 -b BACKING DISK [SIZE]`, refusing to shrink.
-async fn create_overlay(job: &StageJob<'_>) -> Result<(), StageError> {
+pub(crate) async fn create_overlay(job: &StageJob<'_>) -> Result<(), StageError> {
     let stage = job.stage.name.to_string();
     let qemu_err = |what| {
         let stage = stage.clone();
@@ -202,7 +166,9 @@ async fn create_overlay(job: &StageJob<'_>) -> Result<(), StageError> {
     let size = match job.grow_to {
         None => None,
         Some(wanted) => {
-            let parent = img::info(&job.parent_disk).await.map_err(qemu_err("failed to read the source image"))?;
+            let parent = img::info(&job.parent_disk)
+                .await
+                .map_err(qemu_err("failed to read the source image"))?;
             if wanted < parent.virtual_size {
                 return Err(StageError::DiskTooSmall {
                     stage,
@@ -221,7 +187,7 @@ async fn create_overlay(job: &StageJob<'_>) -> Result<(), StageError> {
 /// A 0700 folder for the seed (it holds the guest's host private key), the QMP socket and
 /// the UEFI variables; removed when dropped. Under the system temp folder, so the socket
 /// path stays short.
-fn run_dir(stage: &str) -> Result<tempfile::TempDir, StageError> {
+pub(crate) fn run_dir(stage: &str) -> Result<tempfile::TempDir, StageError> {
     tempfile::Builder::new().prefix("strata-run-").tempdir().map_err(|source| StageError::Prepare {
         stage: stage.to_owned(),
         path: std::env::temp_dir(),
@@ -235,6 +201,8 @@ pub struct Vm {
     pub ssh: Option<SshCommunicator>,
     pub target: SshTarget,
     pub started: Instant,
+    /// The guest's host key, kept so a live cut can put it back after sysprep removed it.
+    pub host_key: HostKey,
 }
 
 /// Writes a fresh seed, starts QEMU and waits until SSH works and cloud-init is done.
@@ -249,9 +217,10 @@ pub async fn boot(job: &StageJob<'_>, run_dir: &Path) -> Result<Vm, StageError> 
         source,
     })?;
     let spec = machine_spec(job, run_dir, &seed_path, port)?;
-    let machine = start_with_fallback(spec, job.events, &stage, BOOT_WATCHDOG)
-        .await
-        .map_err(|source| StageError::Qemu { stage: stage.clone(), what: "failed to start qemu", source })?;
+    let machine =
+        start_with_fallback(spec, job.events, &stage, BOOT_WATCHDOG).await.map_err(|source| {
+            StageError::Qemu { stage: stage.clone(), what: "failed to start qemu", source }
+        })?;
     let target = SshTarget {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         user: job.definition.communicator.user.clone(),
@@ -259,7 +228,7 @@ pub async fn boot(job: &StageJob<'_>, run_dir: &Path) -> Result<Vm, StageError> 
         host_key: keys.host_public,
     };
     let started = machine.started();
-    let mut vm = Vm { machine, ssh: None, target, started };
+    let mut vm = Vm { machine, ssh: None, target, started, host_key: keys.host };
     connect(job, &mut vm, "while booting").await?;
     Ok(vm)
 }
@@ -273,9 +242,15 @@ async fn connect(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(), St
         let connecting = SshCommunicator::connect(vm.target.clone(), deadline, &mut on_wait);
         race_death(&vm.machine, &stage, during, connecting).await?
     };
-    let ssh = connected.map_err(|source| communicator_error(vm, &stage, "SSH did not become ready", source))?;
-    job.events.emit(Event::CommunicatorReady { stage: stage.clone(), seconds: vm.started.elapsed().as_secs_f64() });
-    let outcome = race_death(&vm.machine, &stage, "waiting for cloud-init", ssh.wait_cloud_init(deadline)).await?;
+    let ssh = connected
+        .map_err(|source| communicator_error(vm, &stage, "SSH did not become ready", source))?;
+    job.events.emit(Event::CommunicatorReady {
+        stage: stage.clone(),
+        seconds: vm.started.elapsed().as_secs_f64(),
+    });
+    let outcome =
+        race_death(&vm.machine, &stage, "waiting for cloud-init", ssh.wait_cloud_init(deadline))
+            .await?;
     match outcome.map_err(|source| communicator_error(vm, &stage, "cloud-init failed", source))? {
         CloudInitOutcome::Done => {}
         CloudInitOutcome::Degraded { detail } => job.events.warn(format!(
@@ -315,14 +290,15 @@ pub async fn race_death<T>(
 }
 
 /// Steps, facts and sysprep on a booted guest.
-async fn provision(job: &StageJob<'_>, vm: &mut Vm) -> Result<GuestFacts, StageError> {
+pub(crate) async fn provision(job: &StageJob<'_>, vm: &mut Vm) -> Result<GuestFacts, StageError> {
     steps::run_all(job, vm).await?;
     let stage = job.stage.name.to_string();
     let ssh = guest::ssh(vm, &stage)?;
     let facts = race_death(&vm.machine, &stage, "collecting facts", guest::facts(ssh)).await?;
     job.events.emit(Event::Sysprep { stage: stage.clone() });
     let user = &job.definition.communicator.user;
-    let swept = race_death(&vm.machine, &stage, "during sysprep", guest::sysprep(ssh, user)).await?;
+    let swept =
+        race_death(&vm.machine, &stage, "during sysprep", guest::sysprep(ssh, user)).await?;
     swept.map_err(|source| communicator_error(vm, &stage, "sysprep failed", source))?;
     Ok(facts)
 }
@@ -359,17 +335,16 @@ fn write_seed(job: &StageJob<'_>, keys: &BootKeys, path: &Path) -> Result<(), St
         stage: stage.clone(),
         vars: job.definition.vars.clone(),
     };
-    let user_data = match &job.stage.user_data {
-        Some(template) => {
-            let text = std::fs::read_to_string(template).map_err(|source| StageError::Prepare {
-                stage: stage.clone(),
-                path: template.clone(),
-                source,
-            })?;
-            seed::render(&text, &template.display().to_string(), &input).map_err(wrap)?
-        }
-        None => seed::render_default(&input).map_err(wrap)?,
-    };
+    let user_data =
+        match &job.stage.user_data {
+            Some(template) => {
+                let text = std::fs::read_to_string(template).map_err(|source| {
+                    StageError::Prepare { stage: stage.clone(), path: template.clone(), source }
+                })?;
+                seed::render(&text, &template.display().to_string(), &input).map_err(wrap)?
+            }
+            None => seed::render_default(&input).map_err(wrap)?,
+        };
     let instance_id = seed::InstanceId::random().map_err(wrap)?;
     let files = SeedFiles {
         user_data,
@@ -387,7 +362,8 @@ fn machine_spec(
 ) -> Result<MachineSpec, StageError> {
     let stage = job.stage.name.to_string();
     let machine = &job.definition.machine;
-    let mut spec = MachineSpec::new(&format!("strata-{}-{stage}", job.definition.name), &job.disk, run_dir);
+    let mut spec =
+        MachineSpec::new(&format!("strata-{}-{stage}", job.definition.name), &job.disk, run_dir);
     spec.accel = job.accel;
     spec.cpus = machine.cpus;
     spec.memory_mib = machine.memory.mebibytes();
@@ -399,7 +375,11 @@ fn machine_spec(
     spec.stderr_log = Some(job.log_dir.join("qemu.stderr"));
     spec.extra_args = machine.extra_args.clone();
     if machine.firmware == FirmwareChoice::Uefi {
-        let qemu_err = |source| StageError::Qemu { stage: stage.clone(), what: "failed to set up UEFI", source };
+        let qemu_err = |source| StageError::Qemu {
+            stage: stage.clone(),
+            what: "failed to set up UEFI",
+            source,
+        };
         spec.firmware = Ovmf::find().and_then(|ovmf| ovmf.for_boot(run_dir)).map_err(qemu_err)?;
     } else {
         spec.firmware = Firmware::Bios;
@@ -457,7 +437,8 @@ pub fn write_login_files(vm: &Vm, key_path: &Path, known_hosts: &Path) -> std::i
         .private()
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(std::io::Error::other)?;
-    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(key_path)?;
+    let mut file =
+        std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(key_path)?;
     file.write_all(private.as_bytes())?;
     let host = vm.target.host_key.to_openssh().map_err(std::io::Error::other)?;
     std::fs::write(known_hosts, format!("[127.0.0.1]:{} {host}\n", vm.target.addr.port()))

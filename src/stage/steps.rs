@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use super::{StageError, StageJob, TAIL_LINES, Tail, Vm, communicator_error, race_death, render_env};
+use super::{
+    StageError, StageJob, TAIL_LINES, Tail, Vm, communicator_error, race_death, render_env,
+};
 use crate::communicator::{Communicator, CommunicatorError, ExitInfo};
 use crate::definition::{Step, StepAction};
 use crate::events::{Event, Stream};
@@ -26,17 +28,24 @@ async fn run_one(
 ) -> Result<(), StageError> {
     let stage = job.stage.name.to_string();
     let description = describe(job, step);
-    let env = render_env(&step.env, &job.definition.vars).map_err(|source| StageError::StepEnv {
+    let env = render_env(&step.env, &job.definition.vars)
+        .map_err(|source| StageError::StepEnv { stage: stage.clone(), step: index + 1, source })?;
+    job.events.emit(Event::StepStarted {
         stage: stage.clone(),
-        step: index + 1,
-        source,
-    })?;
-    job.events.emit(Event::StepStarted { stage: stage.clone(), index, total, description: description.clone() });
+        index,
+        total,
+        description: description.clone(),
+    });
     let started = Instant::now();
     let mut tail = Tail::new(TAIL_LINES);
     let mut on_output = |stream: Stream, line: &str| {
         tail.push(line);
-        job.events.emit(Event::StepOutput { stage: stage.clone(), index, stream, line: line.to_owned() });
+        job.events.emit(Event::StepOutput {
+            stage: stage.clone(),
+            index,
+            stream,
+            line: line.to_owned(),
+        });
     };
     let during = format!("during step {}/{total} ({description})", index + 1);
     let outcome: Result<ExitInfo, CommunicatorError> = match &step.action {
@@ -57,7 +66,11 @@ async fn run_one(
                     StepAction::Upload { from, to } => {
                         let upload = tokio::time::timeout(step.timeout, ssh.upload(from, to));
                         match upload.await {
-                            Ok(result) => result.map(|()| ExitInfo { code: 0, signal: None, duration: started.elapsed() }),
+                            Ok(result) => result.map(|()| ExitInfo {
+                                code: 0,
+                                signal: None,
+                                duration: started.elapsed(),
+                            }),
                             Err(_) => Err(CommunicatorError::Timeout {
                                 guest: ssh.describe(),
                                 command: format!("upload {}", from.display()),
@@ -65,7 +78,9 @@ async fn run_one(
                             }),
                         }
                     }
-                    StepAction::Reboot => Ok(ExitInfo { code: 0, signal: None, duration: started.elapsed() }),
+                    StepAction::Reboot => {
+                        Ok(ExitInfo { code: 0, signal: None, duration: started.elapsed() })
+                    }
                 }
             };
             race_death(&vm.machine, &stage, &during, work).await?
@@ -83,7 +98,12 @@ async fn run_one(
     };
     match outcome {
         Ok(exit) => {
-            job.events.emit(Event::StepFinished { stage: stage.clone(), index, exit_code: exit.code, seconds });
+            job.events.emit(Event::StepFinished {
+                stage: stage.clone(),
+                index,
+                exit_code: exit.code,
+                seconds,
+            });
             if exit.success() {
                 Ok(())
             } else {
@@ -95,22 +115,47 @@ async fn run_one(
             }
         }
         Err(CommunicatorError::Timeout { timeout, .. }) => {
-            job.events.emit(Event::StepFinished { stage: stage.clone(), index, exit_code: 124, seconds });
-            Err(failed(format!("timed out after {} and was killed", format_duration(timeout)), &tail))
+            job.events.emit(Event::StepFinished {
+                stage: stage.clone(),
+                index,
+                exit_code: 124,
+                seconds,
+            });
+            Err(failed(format!("timed out after {} and was killed", as_written(timeout)), &tail))
         }
         Err(source) => {
-            job.events.emit(Event::StepFinished { stage: stage.clone(), index, exit_code: -1, seconds });
-            Err(communicator_error(vm, &stage, &format!("step {}/{total} ({description}) failed", index + 1), source))
+            job.events.emit(Event::StepFinished {
+                stage: stage.clone(),
+                index,
+                exit_code: -1,
+                seconds,
+            });
+            Err(communicator_error(
+                vm,
+                &stage,
+                &format!("step {}/{total} ({description}) failed", index + 1),
+                source,
+            ))
         }
+    }
+}
+
+/// A configured duration as a user writes it ("5s", "15m", "2h"), else as `units` shows one.
+fn as_written(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    match (duration.subsec_nanos(), secs) {
+        (0, 0) => format_duration(duration),
+        (0, _) if secs % 3600 == 0 => format!("{}h", secs / 3600),
+        (0, _) if secs % 60 == 0 => format!("{}m", secs / 60),
+        (0, _) if secs < 60 => format!("{secs}s"),
+        _ => format_duration(duration),
     }
 }
 
 /// "shell: apt-get install …", "run: scripts/harden.sh": paths shown relative to the definition.
 fn describe(job: &StageJob<'_>, step: &Step) -> String {
     let base = job.definition.path.parent().unwrap_or(std::path::Path::new("/"));
-    let show = |path: &std::path::Path| {
-        pathdiff(path, base)
-    };
+    let show = |path: &std::path::Path| pathdiff(path, base);
     let text = match &step.action {
         StepAction::Run { script } => format!("run {}", show(script)),
         StepAction::Shell { command } => format!("shell: {}", command.lines().next().unwrap_or("")),
@@ -136,4 +181,20 @@ fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> String {
         return format!("../{}", beside.display());
     }
     path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::as_written;
+
+    #[test]
+    fn timeouts_read_as_they_were_written() {
+        assert_eq!(as_written(Duration::from_secs(5)), "5s");
+        assert_eq!(as_written(Duration::from_secs(900)), "15m");
+        assert_eq!(as_written(Duration::from_secs(7200)), "2h");
+        assert_eq!(as_written(Duration::from_secs(90)), "1m30s");
+        assert_eq!(as_written(Duration::from_millis(1500)), "1.5s");
+    }
 }

@@ -1,0 +1,244 @@
+//! A guest that lives across stages (one boot for a whole build): after a stage's sysprep, its
+//! filesystems are frozen, QEMU switches the running disk onto a new overlay for the next
+//! stage (a live external snapshot), the guest is thawed and given back the build's keys,
+//! and the frozen overlay becomes the stage's layer. Must not commit layers itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{
+    StageError, StageJob, StageOutput, Vm, boot, create_overlay, provision, race_death, run_dir,
+};
+use crate::communicator::{Communicator, CommunicatorError, ExecSpec};
+use crate::events::Event;
+use crate::qemu::img;
+
+/// How long the guest may take to freeze, and to thaw and answer.
+const FREEZE_WITHIN: Duration = Duration::from_secs(60);
+/// The freeze command thaws by itself after this long even if strata never answers.
+const HOLD_SECONDS: u32 = 60;
+const POWER_OFF_GRACE: Duration = Duration::from_secs(90);
+const CHECK_WITHIN: Duration = Duration::from_secs(300);
+
+/// Freezes every local journaled filesystem, says `frozen`, waits for a line on stdin (or EOF,
+/// or the timeout), then thaws. `head` and `timeout` are run once before the freeze so that
+/// nothing has to be read from a frozen disk for the first time.
+const FREEZE: &str = r#"set -u
+mounts=$(awk '$3 ~ /^(ext[234]|xfs|btrfs)$/ {print $2}' /proc/mounts | sort -r)
+timeout 1 head -c0 </dev/null; command -v fsfreeze >/dev/null || { echo "no fsfreeze" >&2; exit 3; }
+sync
+fstrim -a >/dev/null 2>&1 || true
+sync
+frozen=""
+for m in $mounts; do
+  if fsfreeze -f "$m"; then frozen="$m $frozen"; else
+    for t in $frozen; do fsfreeze -u "$t"; done
+    echo "cannot freeze $m" >&2; exit 3
+  fi
+done
+echo frozen
+timeout HOLD head -n1 >/dev/null
+for m in $frozen; do fsfreeze -u "$m"; done
+"#;
+
+/// What a cut did.
+#[derive(Debug)]
+pub enum Cut {
+    /// The old disk is frozen and ready to commit; the guest now writes to the new overlay.
+    Done,
+    /// The guest could not be frozen (no fsfreeze, a filesystem that refuses): nothing changed,
+    /// the caller should power off and boot per stage.
+    Unsupported(String),
+}
+
+/// A booted guest that may serve several stages.
+pub struct Session {
+    vm: Vm,
+    _run_dir: tempfile::TempDir,
+    /// The block node the guest writes to now (`disk0`, then `layer1`, `layer2`, …).
+    top_node: String,
+    cuts: u32,
+}
+
+impl Session {
+    /// Creates the first stage's overlay and boots the guest on it.
+    pub async fn start(job: &StageJob<'_>) -> Result<Session, StageError> {
+        if job.definition.communicator.kind == crate::definition::CommunicatorKind::GuestAgent {
+            return Err(StageError::GuestAgentNotBuilt { stage: job.stage.name.to_string() });
+        }
+        create_overlay(job).await?;
+        let run_dir = run_dir(job.stage.name.as_str())?;
+        let vm = boot(job, run_dir.path()).await?;
+        Ok(Session { vm, _run_dir: run_dir, top_node: "disk0".to_owned(), cuts: 0 })
+    }
+
+    /// Runs the stage's steps, collects its facts, and sysprepps the guest.
+    pub async fn provision(&mut self, job: &StageJob<'_>) -> Result<super::GuestFacts, StageError> {
+        provision(job, &mut self.vm).await
+    }
+
+    /// Cuts `job`'s layer from the running guest: its disk stops taking writes, and the guest
+    /// goes on on `next_disk`, a new overlay whose backing file is written as `next_backing`.
+    pub async fn cut(
+        &mut self,
+        job: &StageJob<'_>,
+        next_disk: &Path,
+        next_backing: &str,
+    ) -> Result<Cut, StageError> {
+        let stage = job.stage.name.to_string();
+        let qemu_err = |what| {
+            let stage = stage.clone();
+            move |source| StageError::Qemu { stage, what, source }
+        };
+        let size = img::info(&job.disk)
+            .await
+            .map_err(qemu_err("failed to read the stage's disk"))?
+            .virtual_size;
+        img::create_overlay_unchecked(next_disk, next_backing, "qcow2", size)
+            .await
+            .map_err(qemu_err("failed to create the next stage's overlay"))?;
+        let ssh = super::guest::ssh(&self.vm, &stage)?;
+        let script = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
+        let env = BTreeMap::new();
+        let spec = ExecSpec {
+            command: &script,
+            env: &env,
+            timeout: Duration::from_secs(u64::from(HOLD_SECONDS) * 2),
+            as_root: true,
+        };
+        let held = match race_death(
+            &self.vm.machine,
+            &stage,
+            "freezing the guest",
+            ssh.hold(spec, "frozen", FREEZE_WITHIN),
+        )
+        .await?
+        {
+            Ok(held) => held,
+            Err(error) => return Ok(Cut::Unsupported(error.to_string())),
+        };
+        let node = format!("layer{}", self.cuts + 1);
+        let snapshot = self.snapshot(next_disk, &node).await;
+        let thawed = held.release(FREEZE_WITHIN).await;
+        snapshot.map_err(qemu_err("failed to take a live snapshot"))?;
+        thawed.map_err(|source| {
+            self.communicator_error(&stage, "failed to thaw the guest", source)
+        })?;
+        self.top_node = node;
+        self.cuts += 1;
+        self.restore_keys(job).await?;
+        Ok(Cut::Done)
+    }
+
+    /// `blockdev-add` of the new overlay (its backing is the running top, not its header's
+    /// path), then `blockdev-snapshot` so the guest's writes go there.
+    async fn snapshot(&self, next_disk: &Path, node: &str) -> Result<(), crate::qemu::QemuError> {
+        let qmp = self.vm.machine.qmp();
+        let add = json!({
+            "driver": "qcow2",
+            "node-name": node,
+            "discard": "unmap",
+            "detect-zeroes": "unmap",
+            "cache": { "direct": false, "no-flush": true },
+            "file": { "driver": "file", "filename": next_disk.to_string_lossy() },
+            "backing": null,
+        });
+        qmp.execute("blockdev-add", Some(add)).await?;
+        qmp.execute("blockdev-snapshot", Some(json!({ "node": self.top_node, "overlay": node })))
+            .await?;
+        Ok(())
+    }
+
+    /// Sysprep removed the build's client key and the host keys; the next stage needs both.
+    async fn restore_keys(&self, job: &StageJob<'_>) -> Result<(), StageError> {
+        let stage = job.stage.name.to_string();
+        let comm =
+            |source| self.communicator_error(&stage, "failed to restore the build's keys", source);
+        let keys = |source| StageError::Keys { stage: stage.clone(), source };
+        let ssh = super::guest::ssh(&self.vm, &stage)?;
+        let private = self.vm.host_key.private_openssh().map_err(keys)?;
+        let public = self.vm.host_key.public_openssh().map_err(keys)?;
+        let client = self.vm.target.client_key.public_openssh().map_err(keys)?;
+        ssh.upload_bytes(private.as_bytes(), "/etc/ssh/ssh_host_ed25519_key", 0o600)
+            .await
+            .map_err(comm)?;
+        ssh.upload_bytes(
+            format!("{public}\n").as_bytes(),
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+            0o644,
+        )
+        .await
+        .map_err(comm)?;
+        let env = BTreeMap::from([
+            ("STRATA_USER".to_owned(), job.definition.communicator.user.clone()),
+            ("STRATA_KEY".to_owned(), client),
+        ]);
+        let command = r#"set -e
+home=$(getent passwd "$STRATA_USER" | cut -d: -f6)
+install -d -m 700 -o "$STRATA_USER" -g "$(id -gn "$STRATA_USER")" "$home/.ssh"
+printf '%s\n' "$STRATA_KEY" > "$home/.ssh/authorized_keys"
+chown "$STRATA_USER:$(id -gn "$STRATA_USER")" "$home/.ssh/authorized_keys"
+chmod 600 "$home/.ssh/authorized_keys""#;
+        let exit = ssh
+            .exec_as_root(command, &env, Duration::from_secs(60), |_, _| {})
+            .await
+            .map_err(comm)?;
+        if exit.success() {
+            Ok(())
+        } else {
+            Err(comm(CommunicatorError::Command {
+                guest: ssh.describe(),
+                command: "restore the build's keys".to_owned(),
+                code: exit.code,
+                stderr: String::new(),
+            }))
+        }
+    }
+
+    fn communicator_error(&self, stage: &str, what: &str, source: CommunicatorError) -> StageError {
+        super::communicator_error(&self.vm, stage, what, source)
+    }
+
+    /// Powers the guest off (the last stage of a session).
+    pub async fn power_off(self, job: &StageJob<'_>) -> Result<(), StageError> {
+        let stage = job.stage.name.to_string();
+        job.events.emit(Event::PoweringOff { stage: stage.clone() });
+        self.vm
+            .machine
+            .power_off(POWER_OFF_GRACE)
+            .await
+            .map(|_| ())
+            .map_err(|source| StageError::Qemu { stage, what: "failed to power off", source })
+    }
+
+    /// Stops the guest at once: after a failure, nothing in it matters any more.
+    pub async fn kill(self) {
+        let _ = self.vm.machine.kill().await;
+    }
+}
+
+/// Checks a finished stage's disk and reads its virtual size. `in_use`: a running QEMU still
+/// holds it read-only (a layer cut from a live guest).
+pub async fn finish_disk(
+    job: &StageJob<'_>,
+    facts: super::GuestFacts,
+    in_use: bool,
+) -> Result<StageOutput, StageError> {
+    let stage = job.stage.name.to_string();
+    job.events.emit(Event::Committing { stage: stage.clone() });
+    let qemu_err = |what| {
+        let stage = stage.clone();
+        move |source| StageError::Qemu { stage, what, source }
+    };
+    let checked = if in_use {
+        img::check_in_use(&job.disk, CHECK_WITHIN).await
+    } else {
+        img::check(&job.disk, CHECK_WITHIN).await
+    };
+    checked.map_err(qemu_err("the layer's disk failed `qemu-img check`"))?;
+    let info = img::info(&job.disk).await.map_err(qemu_err("failed to read the layer's disk"))?;
+    Ok(StageOutput { facts, virtual_bytes: info.virtual_size })
+}
