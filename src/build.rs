@@ -23,6 +23,8 @@ pub struct BuildOptions {
     pub keep_failed: bool,
     /// Rehash cached layers and sources instead of trusting size and mtime.
     pub verify: bool,
+    /// Never save nor resume restore points: every stage boots.
+    pub no_warm: bool,
 }
 
 /// One stage of a plan: its key, and whether a layer is there for it.
@@ -294,9 +296,12 @@ impl<'a, 'b> Builder<'a, 'b> {
                 continue;
             };
             let job = self.job(&first)?;
-            let mut session = match crate::stage::Session::start(&job).await {
-                Ok(session) => session,
-                Err(error) => return Err(self.failed(first, error)),
+            let mut session = match self.resume(&first, &job).await {
+                Some(session) => session,
+                None => match crate::stage::Session::start(&job).await {
+                    Ok(session) => session,
+                    Err(error) => return Err(self.failed(first, error)),
+                },
             };
             let mut current = first;
             loop {
@@ -323,7 +328,9 @@ impl<'a, 'b> Builder<'a, 'b> {
                 let backing = crate::layer::backing_for(&Foundation::Layer(&current.planned.key));
                 match session.cut(&job, &next.work.disk(), &backing).await {
                     Ok(crate::stage::Cut::Done) => {
+                        let below = current.planned.key.clone();
                         self.finish(current, facts, true).await?;
+                        self.save_restore_point(&session, &next, &below).await;
                         current = next;
                     }
                     Ok(crate::stage::Cut::Unsupported(why)) => {
@@ -348,6 +355,75 @@ impl<'a, 'b> Builder<'a, 'b> {
             }
         }
         Ok(())
+    }
+
+    /// Resumes the restore point of the layer `flight` stands on, when there is one that fits;
+    /// says in one line why not when there is one that does not.
+    async fn resume(
+        &self,
+        flight: &InFlight<'_>,
+        job: &crate::stage::StageJob<'_>,
+    ) -> Option<crate::stage::Session> {
+        let parent = flight.planned.parent.as_ref()?;
+        if self.context.options.no_warm {
+            return None;
+        }
+        let restore = crate::stage::restore::find(&self.context.layers.dir(parent))?;
+        match crate::stage::Session::resume(job, &restore).await {
+            Ok(session) => Some(session),
+            Err(why) => {
+                self.context.events.warn(format!(
+                    "stage `{}`: not resuming the restore point of the layer below ({why}); booting instead",
+                    flight.planned.stage.name
+                ));
+                let _ = std::fs::remove_file(&job.disk);
+                None
+            }
+        }
+    }
+
+    /// Saves the running guest as the restore point of the layer `below` (just committed), so
+    /// that the next build of the stage above can resume it. A failure costs only the warm
+    /// start, so it is a warning.
+    async fn save_restore_point(
+        &self,
+        session: &crate::stage::Session,
+        next: &InFlight<'_>,
+        below: &LayerKey,
+    ) {
+        if self.context.options.no_warm {
+            return;
+        }
+        let Ok(job) = self.job(next) else { return };
+        let layers = self.context.layers;
+        // Named after the next key, whose lock this build holds: stale-tmp cleaning leaves it be.
+        let temp = layers.store().tmp_dir().join(format!("{}.restore", next.planned.key));
+        let saved = session.save_restore_point(&job, &temp).await;
+        let target = layers.dir(below).join(crate::stage::restore::RESTORE_DIR);
+        let result = saved.and_then(|meta| {
+            let _ = std::fs::remove_dir_all(&target);
+            std::fs::rename(&temp, &target).map(|()| meta).map_err(|source| {
+                crate::stage::StageError::Prepare {
+                    stage: job.stage.name.to_string(),
+                    path: target.clone(),
+                    source,
+                }
+            })
+        });
+        match result {
+            Ok(meta) => self.context.events.emit(Event::RestoreSaved {
+                stage: next.planned.stage.name.to_string(),
+                bytes: meta.state_bytes,
+                seconds: meta.save_seconds,
+            }),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&temp);
+                self.context.events.warn(format!(
+                    "failed to save a restore point: {}",
+                    crate::report::error_chain(&Error::from(error))
+                ));
+            }
+        }
     }
 
     /// Locks `planned`'s key and opens its work folder; `None` when another build committed it

@@ -117,6 +117,18 @@ pub enum Event {
         path: PathBuf,
         percent: f64,
     },
+    /// A running guest was saved as a restore point for the stage above `stage`.
+    RestoreSaved {
+        stage: String,
+        bytes: u64,
+        seconds: f64,
+    },
+    /// `stage` resumed a saved guest instead of booting one.
+    RestoreResumed {
+        stage: String,
+        from: String,
+        seconds: f64,
+    },
     /// `strata run`: the throwaway VM is up and this is how to log in.
     VmReady {
         stage: String,
@@ -134,6 +146,18 @@ pub enum Event {
     },
     Error {
         message: String,
+    },
+    /// `strata export`: flattening a stage's layers into one image has begun.
+    ExportStarted {
+        path: PathBuf,
+        format: String,
+        virtual_bytes: u64,
+    },
+    /// `strata export`: how much of the image's virtual size is converted so far.
+    ExportConvertProgress {
+        path: PathBuf,
+        done_bytes: u64,
+        total_bytes: u64,
     },
 }
 

@@ -285,10 +285,36 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let script = project.path("scripts/install-app.sh");
     let text = std::fs::read_to_string(&script).unwrap();
     std::fs::write(&script, format!("{text}\n# a change to the app's install\n")).unwrap();
+    let started = Instant::now();
     let (output, events) = project.run_json(&["build", definition]);
     assert_success(&output);
+    eprintln!("app-only rebuild, warm: {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
     assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
+    // It resumed app-base's saved guest: no boot, no cloud-init run.
+    assert_eq!(stages_of(&events, "restore_resumed"), ["final"], "{}", stderr(&output));
+    assert!(named(&events, "cloud_init_done").is_empty(), "a resumed guest does not boot");
+    let console =
+        std::fs::read_to_string(log_dir(&events).join("final/console.log")).unwrap_or_default();
+    assert!(!console.contains("Linux version"), "the kernel did not start again:\n{console}");
+
+    // Other machine settings: the restore point is refused and the stage boots as usual.
+    let toml = project.path("images/demo.toml");
+    let original_toml = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, original_toml.replace("memory = \"1G\"", "memory = \"1280M\"")).unwrap();
+    let started = Instant::now();
+    let (output, events) = project.run_json(&["build", definition, "--rebuild", "final"]);
+    assert_success(&output);
+    eprintln!("app-only rebuild, booted: {:.1}s", started.elapsed().as_secs_f64());
+    let warnings: Vec<&str> =
+        named(&events, "warning").iter().map(|w| w["message"].as_str().unwrap()).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("not resuming") && w.contains("machine settings")),
+        "{warnings:?}"
+    );
+    assert!(named(&events, "restore_resumed").is_empty());
+    assert_eq!(stages_of(&events, "cloud_init_done"), ["final"], "it booted instead");
+    std::fs::write(&toml, original_toml).unwrap();
     let final_key = named(&events, "layer_committed")[0]["key"].as_str().unwrap().to_owned();
     let build_machine_id_layer = project.store.join("layers").join(&final_key);
 
@@ -395,4 +421,9 @@ fn assert_fsck_clean(disk: &Path) {
         String::from_utf8_lossy(&output.stdout),
         stderr(&output)
     );
+}
+
+/// The build's log folder, from its `build_started` event.
+fn log_dir(events: &[Value]) -> PathBuf {
+    PathBuf::from(named(events, "build_started")[0]["log_dir"].as_str().unwrap())
 }

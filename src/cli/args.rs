@@ -122,6 +122,9 @@ pub struct BuildArgs {
     /// Rehash cached layers and sources instead of trusting their recorded size and time
     #[arg(long)]
     pub verify: bool,
+    /// Do not save or resume restore points (saved running guests): every stage boots
+    #[arg(long)]
+    pub no_warm: bool,
 }
 
 #[derive(Debug, Args)]

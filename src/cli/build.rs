@@ -1,22 +1,24 @@
 //! `strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed] [--verify]`
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{BuildArgs, GlobalArgs};
+use super::{BuildArgs, Failure, GlobalArgs};
 use crate::build::{BuildContext, BuildOptions};
 use crate::error::Error;
 use crate::events::Event;
 use crate::layer::{LayerError, LayerStore};
 use crate::report::{self, SummaryRow, buildlog::BuildLog};
+use crate::stage::StageError;
 
-pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Error> {
-    let definition = crate::definition::load(&args.definition)?;
+pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
+    let definition = crate::definition::load(&args.definition).map_err(Error::from)?;
     let store = global.open_store()?;
-    let log = Arc::new(BuildLog::create(&store.logs_dir()).map_err(|source| LayerError::Write {
-        path: store.logs_dir(),
-        source,
-    })?);
+    let log = Arc::new(
+        BuildLog::create(&store.logs_dir())
+            .map_err(|source| Error::from(LayerError::Write { path: store.logs_dir(), source }))?,
+    );
     let events = global.events().with(log.clone());
     let options = BuildOptions {
         stop_at: args.stage.clone(),
@@ -24,6 +26,7 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Error> {
         offline: args.offline,
         keep_failed: args.keep_failed,
         verify: args.verify,
+        no_warm: args.no_warm,
     };
     let layers = LayerStore::new(store);
     let stages = definition.stages.iter().map(|stage| stage.name.to_string()).collect();
@@ -34,7 +37,13 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Error> {
         log_dir: log.dir().to_owned(),
     });
     let started = Instant::now();
-    let context = BuildContext { definition: &definition, layers: &layers, log: &log, events: &events, options: &options };
+    let context = BuildContext {
+        definition: &definition,
+        layers: &layers,
+        log: &log,
+        events: &events,
+        options: &options,
+    };
     let outcome = super::interruptible(crate::build::run(&context)).await;
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
@@ -51,29 +60,62 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Error> {
                 .collect();
             report::print_summary(global.log_format, global.quiet, &rows, seconds);
             if outcomes.iter().any(|outcome| !outcome.cached) {
-                report::note(global.log_format, global.quiet, &format!("logs: {}", log.dir().display()));
+                report::note(
+                    global.log_format,
+                    global.quiet,
+                    &format!("logs: {}", log.dir().display()),
+                );
             }
             Ok(())
         }
         Err(error) => {
             events.emit(Event::Error { message: report::error_chain(&error) });
-            let hint = next_step_hint(&error, args, log.dir());
-            report::note(global.log_format, false, &hint);
-            Err(error)
+            let hint = next_step_hint(&error, args, &definition, log.dir());
+            Err(Failure { error, hint: Some(hint) })
         }
     }
 }
 
-/// What to try after a failure: where the logs are, and how to look closer.
-fn next_step_hint(error: &Error, args: &BuildArgs, log_dir: &std::path::Path) -> String {
+/// What to try after a failure, printed after the error: where the logs are, and how to look
+/// closer (keep the failed disk, or boot the one that was kept).
+fn next_step_hint(
+    error: &Error,
+    args: &BuildArgs,
+    definition: &crate::definition::ImageDefinition,
+    log_dir: &Path,
+) -> String {
     let mut hint = format!("logs: {}", log_dir.display());
-    if matches!(error, Error::Build(_) | Error::Stage(_)) && !args.keep_failed {
-        hint.push_str(&format!(
-            "\nto look closer: `strata build {} --keep-failed` keeps the failed stage's disk; \
-             `strata run {} --stage NAME` boots a built layer",
-            args.definition.display(),
-            args.definition.display()
-        ));
+    let Error::Build(failed) = error else { return hint };
+    // Only where the guest's disk can tell more: not when QEMU could not even start.
+    let in_guest = matches!(
+        failed.source,
+        StageError::StepFailed { .. }
+            | StageError::Communicator { .. }
+            | StageError::QemuDied { .. }
+    );
+    match &failed.kept {
+        Some(dir) => {
+            let machine = &definition.machine;
+            hint.push_str(&format!(
+                "\nboot the kept disk (changes discarded; Ctrl-A X quits): qemu-system-x86_64 \
+                 -machine q35 -accel kvm -accel tcg -cpu max -smp {} -m {}M -nographic -snapshot \
+                 -drive file={},if=virtio,format=qcow2 -nic user,model=virtio-net-pci\n\
+                 or inspect it: qemu-img info --backing-chain {}; remove it when done: rm -r {}",
+                machine.cpus,
+                machine.memory.mebibytes(),
+                dir.join("disk.qcow2").display(),
+                dir.join("disk.qcow2").display(),
+                dir.display(),
+            ));
+        }
+        None if in_guest => {
+            let def = args.definition.display();
+            hint.push_str(&format!(
+                "\nto look closer: `strata build {def} --keep-failed` keeps the failed stage's disk; \
+                 `strata run {def} --stage NAME` boots a built layer"
+            ));
+        }
+        None => {}
     }
     hint
 }

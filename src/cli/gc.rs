@@ -19,9 +19,12 @@ pub fn run(definitions: &[PathBuf], dry_run: bool, global: &GlobalArgs) -> Resul
     for path in definitions {
         let definition = crate::definition::load(path)?;
         if let Some(source) = crate::source::lookup(&store, &definition.source) {
-            keep_sources.extend(source.path.file_name().map(|name| name.to_string_lossy().into_owned()));
+            keep_sources
+                .extend(source.path.file_name().map(|name| name.to_string_lossy().into_owned()));
         }
-        for planned in plan_from_store(&definition, &layers, &BuildOptions::default())?.unwrap_or_default() {
+        for planned in
+            plan_from_store(&definition, &layers, &BuildOptions::default())?.unwrap_or_default()
+        {
             if let Status::Cached(layer) = planned.status {
                 keep_layers.insert(layer.metadata.key);
             }
@@ -29,8 +32,14 @@ pub fn run(definitions: &[PathBuf], dry_run: bool, global: &GlobalArgs) -> Resul
     }
     let garbage = gc::find(&layers, &keep_layers, &keep_sources)?;
     let verb = if dry_run { "would delete" } else { "deleting" };
-    let mut lines: Vec<String> = garbage.paths.iter().map(|path| format!("{verb} {}", path.display())).collect();
-    lines.push(format!("{} {} in {} entries", if dry_run { "would free" } else { "freed" }, ByteSize(garbage.bytes), garbage.paths.len()));
+    let mut lines: Vec<String> =
+        garbage.paths.iter().map(|path| format!("{verb} {}", path.display())).collect();
+    lines.push(format!(
+        "{} {} in {} entries",
+        if dry_run { "would free" } else { "freed" },
+        ByteSize(garbage.bytes),
+        garbage.paths.len()
+    ));
     if !dry_run {
         garbage.delete(&layers)?;
     }

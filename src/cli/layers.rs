@@ -19,20 +19,34 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
         )));
     };
     let now = crate::layer::now_secs();
-    let mut rows = vec![["stage", "key", "state", "layer", "virtual", "age", "parent"].map(String::from)];
+    let mut rows =
+        vec![["stage", "key", "state", "layer", "virtual", "age", "parent"].map(String::from)];
     for planned in &plan {
-        let parent = planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
+        let parent =
+            planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
         let (state, size, virtual_size, age) = match &planned.status {
             Status::Cached(layer) => (
                 "cached".to_owned(),
                 ByteSize(layer.metadata.disk_bytes).to_string(),
                 ByteSize(layer.metadata.virtual_bytes).to_string(),
-                format_duration(std::time::Duration::from_secs(now.saturating_sub(layer.metadata.created))),
+                format_duration(std::time::Duration::from_secs(
+                    now.saturating_sub(layer.metadata.created),
+                )),
             ),
             Status::Corrupt(_) => ("corrupt".to_owned(), "-".into(), "-".into(), "-".into()),
-            Status::Missing | Status::Forced => ("missing".to_owned(), "-".into(), "-".into(), "-".into()),
+            Status::Missing | Status::Forced => {
+                ("missing".to_owned(), "-".into(), "-".into(), "-".into())
+            }
         };
-        rows.push([planned.stage.name.to_string(), planned.key.short().to_owned(), state, size, virtual_size, age, parent]);
+        rows.push([
+            planned.stage.name.to_string(),
+            planned.key.short().to_owned(),
+            state,
+            size,
+            virtual_size,
+            age,
+            parent,
+        ]);
     }
     crate::report::table(global.log_format, &rows, &plan_json(&plan));
     Ok(())
@@ -54,8 +68,26 @@ fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
                 "layer_bytes": layer.map(|metadata| metadata.disk_bytes),
                 "virtual_bytes": layer.map(|metadata| metadata.virtual_bytes),
                 "created": layer.map(|metadata| metadata.created),
+                "restore_bytes": match &planned.status {
+                    Status::Cached(layer) => restore_bytes(&layer.dir),
+                    _ => None,
+                },
             })
         })
         .collect();
     serde_json::json!({ "stages": stages })
+}
+
+/// Disk use of a layer's restore point (saved guest state and overlay), if it has one.
+fn restore_bytes(layer_dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = crate::stage::restore::find(layer_dir)?;
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|meta| meta.blocks() * 512)
+            .sum(),
+    )
 }

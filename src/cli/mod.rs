@@ -22,31 +22,58 @@ use crate::report;
 /// Parses the command line, runs it, prints any error, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| Error::Usage(format!("failed to start the async runtime: {error}")))
-        .and_then(|runtime| runtime.block_on(run(cli)));
+    let format = cli.global.log_format;
+    let outcome = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => {
+            Err(Failure::from(Error::Usage(format!("failed to start the async runtime: {error}"))))
+        }
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        Err(Failure { error, hint }) => {
             report::print_error(&error);
+            // After the error, so that the last lines on screen say where to look next.
+            if let Some(hint) = hint {
+                report::note(format, false, &hint);
+            }
             ExitCode::from(error.exit_code())
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+/// A failed command: its error, and what to tell the user after it (where the logs are,
+/// what to try next).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub hint: Option<String>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, hint: None }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Validate { definitions } => validate::run(&definitions, &cli.global),
-        Command::Fetch { definition, offline } => {
-            fetch::run(&definition, offline, &cli.global).await
-        }
         Command::Build(args) => build::run(&args, &cli.global).await,
-        Command::Layers { definition } => layers::run(&definition, &cli.global),
-        Command::Export(args) => export::run(&args, &cli.global).await,
-        Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), &cli.global).await,
-        Command::Gc { definitions, dry_run } => gc::run(&definitions, dry_run, &cli.global),
+        command => Ok(run_other(command, &cli.global).await?),
+    }
+}
+
+/// The commands whose failures carry no hint.
+async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
+    match command {
+        Command::Validate { definitions } => validate::run(&definitions, global),
+        Command::Fetch { definition, offline } => fetch::run(&definition, offline, global).await,
+        // Reached only through `run`, which handles it first; kept for exhaustiveness.
+        Command::Build(args) => build::run(&args, global).await.map_err(|failure| failure.error),
+        Command::Layers { definition } => layers::run(&definition, global),
+        Command::Export(args) => export::run(&args, global).await,
+        Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
+        Command::Gc { definitions, dry_run } => gc::run(&definitions, dry_run, global),
     }
 }
 
@@ -74,7 +101,9 @@ impl GlobalArgs {
 /// Runs `work` until it finishes or the user presses Ctrl-C. On Ctrl-C the work is dropped:
 /// QEMU is killed with its process group and temporary folders are removed by their guards,
 /// so the store is left as it was.
-pub async fn interruptible<T>(work: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+pub async fn interruptible<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
     tokio::select! {
         result = work => result,
         _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),

@@ -12,7 +12,11 @@ use crate::layer::{LayerError, LayerStore};
 use crate::report::buildlog::BuildLog;
 use crate::stage::{StageError, StageJob};
 
-pub async fn run(definition_path: &Path, stage: Option<&str>, global: &GlobalArgs) -> Result<(), Error> {
+pub async fn run(
+    definition_path: &Path,
+    stage: Option<&str>,
+    global: &GlobalArgs,
+) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
@@ -32,13 +36,15 @@ pub async fn run(definition_path: &Path, stage: Option<&str>, global: &GlobalArg
     let Some(Status::Cached(layer)) = plan.last().map(|planned| &planned.status) else {
         return Err(not_built());
     };
-    let log = Arc::new(BuildLog::create(&store.logs_dir()).map_err(|source| LayerError::Write {
-        path: store.logs_dir(),
-        source,
-    })?);
+    let log = Arc::new(
+        BuildLog::create(&store.logs_dir())
+            .map_err(|source| LayerError::Write { path: store.logs_dir(), source })?,
+    );
     let events = global.events().with(log.clone());
     let planned = plan.last().ok_or_else(not_built)?;
-    let log_dir = log.stage_dir(&stage_name).map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
+    let log_dir = log
+        .stage_dir(&stage_name)
+        .map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
     let accel = crate::qemu::accel::detect(definition.machine.accel);
     let job = StageJob {
         definition: &definition,
@@ -52,15 +58,16 @@ pub async fn run(definition_path: &Path, stage: Option<&str>, global: &GlobalArg
         events: &events,
         snapshot: true,
     };
-    let run_dir = tempfile::Builder::new()
-        .prefix("strata-run-")
-        .tempdir()
-        .map_err(|source| StageError::Prepare { stage: stage_name.clone(), path: std::env::temp_dir(), source })?;
-    let vm = super::interruptible(async { Ok(crate::stage::boot(&job, run_dir.path()).await?) }).await?;
+    let run_dir = tempfile::Builder::new().prefix("strata-run-").tempdir().map_err(|source| {
+        StageError::Prepare { stage: stage_name.clone(), path: std::env::temp_dir(), source }
+    })?;
+    let vm =
+        super::interruptible(async { Ok(crate::stage::boot(&job, run_dir.path()).await?) }).await?;
     let key_path = run_dir.path().join("id_ed25519");
     let known_hosts = run_dir.path().join("known_hosts");
-    crate::stage::write_login_files(&vm, &key_path, &known_hosts)
-        .map_err(|source| StageError::Prepare { stage: stage_name.clone(), path: key_path.clone(), source })?;
+    crate::stage::write_login_files(&vm, &key_path, &known_hosts).map_err(|source| {
+        StageError::Prepare { stage: stage_name.clone(), path: key_path.clone(), source }
+    })?;
     let port = vm.target.addr.port();
     let user = vm.target.user.clone();
     let ssh_command = format!(
@@ -68,10 +75,20 @@ pub async fn run(definition_path: &Path, stage: Option<&str>, global: &GlobalArg
         key_path.display(),
         known_hosts.display()
     );
-    events.emit(Event::VmReady { stage: stage_name.clone(), user, port, key_path: key_path.clone(), ssh_command: ssh_command.clone() });
-    crate::report::note(global.log_format, global.quiet, &format!(
-        "{stage_name} is running (changes are discarded):\n  {ssh_command}\nCtrl-C stops it."
-    ));
+    events.emit(Event::VmReady {
+        stage: stage_name.clone(),
+        user,
+        port,
+        key_path: key_path.clone(),
+        ssh_command: ssh_command.clone(),
+    });
+    crate::report::note(
+        global.log_format,
+        global.quiet,
+        &format!(
+            "{stage_name} is running (changes are discarded):\n  {ssh_command}\nCtrl-C stops it."
+        ),
+    );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = vm.machine.died() => {}

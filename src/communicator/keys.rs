@@ -36,6 +36,23 @@ impl ClientKey {
         generate("strata-build").map(|key| ClientKey(Arc::new(key)))
     }
 
+    /// A key saved with a restore point (OpenSSH private key format).
+    pub fn from_openssh(text: &str) -> Result<ClientKey, CommunicatorError> {
+        PrivateKey::from_openssh(text)
+            .map(|key| ClientKey(Arc::new(key)))
+            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))
+    }
+
+    /// The private key in OpenSSH format, for a restore point (stored 0600 beside guest
+    /// memory, which holds it anyway) and for `strata run`'s login file.
+    pub fn private_openssh(&self) -> Result<String, CommunicatorError> {
+        let text = self
+            .0
+            .to_openssh(LineEnding::LF)
+            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
+        Ok(text.as_str().to_owned())
+    }
+
     #[must_use]
     pub fn public_key(&self) -> &PublicKey {
         self.0.public_key()
@@ -63,6 +80,13 @@ pub struct HostKey(PrivateKey);
 impl HostKey {
     pub fn generate() -> Result<HostKey, CommunicatorError> {
         generate("strata-host").map(HostKey)
+    }
+
+    /// A host key saved with a restore point.
+    pub fn from_openssh(text: &str) -> Result<HostKey, CommunicatorError> {
+        PrivateKey::from_openssh(text)
+            .map(HostKey)
+            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))
     }
 
     /// What [`super::SshCommunicator::connect`] pins.

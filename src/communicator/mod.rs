@@ -8,6 +8,7 @@
 
 mod held;
 mod keys;
+mod qga;
 pub mod shell;
 mod ssh;
 mod tar;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use held::Held;
 pub use keys::{ClientKey, HostKey, fingerprint};
+pub use qga::{GuestAgentCommunicator, QgaError};
 pub use russh::keys::ssh_key::PublicKey;
 pub use ssh::{AttemptError, SshCommunicator, SshTarget};
 
@@ -140,6 +142,25 @@ pub enum CommunicatorError {
         "{guest} still ran the same boot (boot id {boot_id}) when the deadline came, after being told to reboot"
     )]
     NoReboot { guest: String, boot_id: String },
+    #[error(
+        "gave up after {} waiting for the QEMU guest agent on {} ({attempts} attempts): the image may have no qemu-guest-agent (the console log shows what booted); use kind = \"ssh\" in [communicator] for an image with an SSH server, or raise ready_timeout if the guest is just slow",
+        format_duration(*waited),
+        socket.display()
+    )]
+    AgentTimeout {
+        socket: PathBuf,
+        waited: Duration,
+        attempts: u32,
+        #[source]
+        last: Box<QgaError>,
+    },
+    #[error("failed to {action} through the guest agent on {}", socket.display())]
+    Agent {
+        socket: PathBuf,
+        action: String,
+        #[source]
+        source: Box<QgaError>,
+    },
 }
 
 /// Talking to one running guest.

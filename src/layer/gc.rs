@@ -77,14 +77,20 @@ impl Garbage {
         for path in &self.paths {
             let is_layer = path.parent() == Some(layers.store().layers_dir().as_path());
             let doomed = if is_layer {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name =
+                    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let target = tmp.join(format!("{name}.gc-{}", std::process::id()));
-                fs::rename(path, &target).map_err(|source| LayerError::Write { path: path.clone(), source })?;
+                fs::rename(path, &target)
+                    .map_err(|source| LayerError::Write { path: path.clone(), source })?;
                 target
             } else {
                 path.clone()
             };
-            let removed = if doomed.is_dir() { fs::remove_dir_all(&doomed) } else { fs::remove_file(&doomed) };
+            let removed = if doomed.is_dir() {
+                fs::remove_dir_all(&doomed)
+            } else {
+                fs::remove_file(&doomed)
+            };
             removed.map_err(|source| LayerError::Write { path: doomed, source })?;
         }
         Ok(())
@@ -107,7 +113,8 @@ fn disk_usage(path: &Path) -> u64 {
     if !meta.is_dir() {
         return meta.blocks() * 512;
     }
-    fs::read_dir(path).map_or(0, |entries| entries.flatten().map(|entry| disk_usage(&entry.path())).sum())
+    fs::read_dir(path)
+        .map_or(0, |entries| entries.flatten().map(|entry| disk_usage(&entry.path())).sum())
 }
 
 #[cfg(test)]
@@ -120,7 +127,10 @@ mod tests {
         let dir = store.layers_dir().join(key);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("disk.qcow2"), b"disk").unwrap();
-        let backing = parent.map_or_else(|| format!("../../sources/{source}"), |p| format!("../../layers/{p}/disk.qcow2"));
+        let backing = parent.map_or_else(
+            || format!("../../sources/{source}"),
+            |p| format!("../../layers/{p}/disk.qcow2"),
+        );
         let metadata = LayerMetadata {
             key: key.into(),
             stage: "s".into(),
@@ -157,8 +167,11 @@ mod tests {
         fs::create_dir(store.tmp_dir().join("leftover")).unwrap();
         let layers = LayerStore::new(store.clone());
         let garbage = find(&layers, &BTreeSet::from([c.clone()]), &BTreeSet::new()).unwrap();
-        let mut names: Vec<String> =
-            garbage.paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = garbage
+            .paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, [old.clone(), "leftover".into(), "sha256-2.qcow2".into()]);
         garbage.delete(&layers).unwrap();

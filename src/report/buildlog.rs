@@ -107,10 +107,10 @@ impl Observer for BuildLog {
             }
             _ => None,
         };
-        if let Some((stage, index, line)) = step_line {
-            if let Some(file) = self.step_file(&mut files, stage, index) {
-                let _ = writeln!(file, "{line}");
-            }
+        if let Some((stage, index, line)) = step_line
+            && let Some(file) = self.step_file(&mut files, stage, index)
+        {
+            let _ = writeln!(file, "{line}");
         }
     }
 }

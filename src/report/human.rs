@@ -125,7 +125,7 @@ impl Observer for Human {
                 bar.set_message(format!("step {}/{total} {description}", index + 1));
             }
             Event::StepOutput { stage, line, .. } if self.verbose > 0 => {
-                self.println(&format!("{stage:>12} | {line}"));
+                self.println(&format!("{stage:>12} | {}", crate::stage::printable(line)));
             }
             Event::Sysprep { stage } => self.stage_bar(&mut state, stage).set_message("sysprep"),
             Event::PoweringOff { stage } => {
@@ -145,13 +145,20 @@ impl Observer for Human {
                     ByteSize(*bytes)
                 ));
             }
+            Event::RestoreResumed { stage, seconds, .. } => {
+                state.ready.insert(stage.clone(), true);
+                let bar = self.stage_bar(&mut state, stage);
+                bar.set_message(format!("resumed a saved guest in {seconds:.1}s"));
+            }
             Event::Warning { message } => self.println(&format!("warning: {message}")),
             Event::ExportArtifact { path, bytes, .. } => {
                 self.println(&format!("exported {} ({})", path.display(), ByteSize(*bytes)));
             }
-            Event::Error { .. } => {
+            Event::Error { message } => {
+                let why = if message == "interrupted" { "interrupted" } else { "failed" };
                 for bar in state.stages.values().filter(|bar| !bar.is_finished()) {
-                    bar.abandon_with_message("failed");
+                    bar.set_style(finished_style());
+                    bar.abandon_with_message(why);
                 }
             }
             _ => {}

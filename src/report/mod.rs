@@ -56,7 +56,7 @@ pub fn print_error(error: &Error) {
         diagnostic::print(definition);
         return;
     }
-    eprintln!("error: {}", error_chain(error));
+    let _ = writeln!(std::io::stderr(), "error: {}", error_chain(error));
 }
 
 /// One row of the closing table.
@@ -82,31 +82,32 @@ pub fn print_summary(format: LogFormat, quiet: bool, rows: &[SummaryRow], total_
     }
     let total = crate::units::format_duration(std::time::Duration::from_secs_f64(total_seconds));
     table.push_str(&format!("{:<16} {:<7} {total:>8}", "total", ""));
-    eprintln!("{table}");
+    let _ = writeln!(std::io::stderr(), "{table}");
 }
 
 /// A line for the user outside the event stream (e.g. where the logs are, how to ssh in).
 pub fn note(format: LogFormat, quiet: bool, line: &str) {
     if format == LogFormat::Human && !quiet {
-        eprintln!("{line}");
+        let _ = writeln!(std::io::stderr(), "{line}");
     }
 }
 
 /// A table on stdout for people, or its JSON form for `--log-format json`.
-pub fn table(format: LogFormat, rows: &[[String; 7]], json: &serde_json::Value) {
+pub fn table<const N: usize>(format: LogFormat, rows: &[[String; N]], json: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     if format == LogFormat::Json {
         let _ = writeln!(out, "{json}");
         return;
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     for row in rows {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let cells: Vec<String> =
+            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
 }

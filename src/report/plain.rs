@@ -1,5 +1,7 @@
 //! Plain lines for people: what a pipe or a CI log gets. No escape codes, no redraws.
 
+use std::io::Write;
+
 use crate::events::{Event, Observer};
 
 pub struct Plain {
@@ -32,7 +34,9 @@ impl Plain {
             Event::StepStarted { stage, index, total, description } => {
                 format!("{stage}: step {}/{total} {description}", index + 1)
             }
-            Event::StepOutput { stage, line, .. } if verbose > 0 => format!("{stage}  | {line}"),
+            Event::StepOutput { stage, line, .. } if verbose > 0 => {
+                format!("{stage}  | {}", crate::stage::printable(line))
+            }
             Event::StepFinished { stage, index, exit_code, seconds } => {
                 format!("{stage}: step {} exited {exit_code} after {seconds:.1}s", index + 1)
             }
@@ -45,10 +49,22 @@ impl Plain {
                     crate::units::ByteSize(*bytes)
                 )
             }
+            Event::ExportStarted { path, format, virtual_bytes } => format!(
+                "exporting {} ({format}, {} virtual)",
+                path.display(),
+                crate::units::ByteSize(*virtual_bytes)
+            ),
             Event::ExportArtifact { path, bytes, .. } => {
                 format!("exported {} ({})", path.display(), crate::units::ByteSize(*bytes))
             }
             Event::BuildFinished { seconds, .. } => format!("done in {seconds:.1}s"),
+            Event::RestoreSaved { stage, bytes, seconds } => format!(
+                "{stage}: saved the running guest as a restore point ({}, {seconds:.1}s)",
+                crate::units::ByteSize(*bytes)
+            ),
+            Event::RestoreResumed { stage, seconds, .. } => {
+                format!("{stage}: resumed a saved guest instead of booting ({seconds:.1}s)")
+            }
             _ => return None,
         };
         Some(text)
@@ -68,7 +84,7 @@ impl Observer for Plain {
         if let Some(line) = Self::line(event, self.verbose) {
             let stamp = crate::units::format_utc(std::time::SystemTime::now());
             let clock = stamp.get(11..19).unwrap_or(&stamp);
-            eprintln!("{clock} {line}");
+            let _ = writeln!(std::io::stderr(), "{clock} {line}");
         }
     }
 }

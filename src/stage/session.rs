@@ -56,8 +56,8 @@ pub enum Cut {
 
 /// A booted guest that may serve several stages.
 pub struct Session {
-    vm: Vm,
-    _run_dir: tempfile::TempDir,
+    pub(super) vm: Vm,
+    run_dir: tempfile::TempDir,
     /// The block node the guest writes to now (`disk0`, then `layer1`, `layer2`, …).
     top_node: String,
     cuts: u32,
@@ -72,7 +72,16 @@ impl Session {
         create_overlay(job).await?;
         let run_dir = run_dir(job.stage.name.as_str())?;
         let vm = boot(job, run_dir.path()).await?;
-        Ok(Session { vm, _run_dir: run_dir, top_node: "disk0".to_owned(), cuts: 0 })
+        Ok(Session::from_parts(vm, run_dir))
+    }
+
+    pub(super) fn from_parts(vm: Vm, run_dir: tempfile::TempDir) -> Session {
+        Session { vm, run_dir, top_node: "disk0".to_owned(), cuts: 0 }
+    }
+
+    /// The seed the guest booted with (restore points keep a copy, for reboots after a resume).
+    pub(super) fn seed_path(&self) -> std::path::PathBuf {
+        self.run_dir.path().join("seed.img")
     }
 
     /// Runs the stage's steps, collects its facts, and sysprepps the guest.

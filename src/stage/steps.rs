@@ -145,8 +145,8 @@ fn as_written(duration: std::time::Duration) -> String {
     let secs = duration.as_secs();
     match (duration.subsec_nanos(), secs) {
         (0, 0) => format_duration(duration),
-        (0, _) if secs % 3600 == 0 => format!("{}h", secs / 3600),
-        (0, _) if secs % 60 == 0 => format!("{}m", secs / 60),
+        (0, _) if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
+        (0, _) if secs.is_multiple_of(60) => format!("{}m", secs / 60),
         (0, _) if secs < 60 => format!("{secs}s"),
         _ => format_duration(duration),
     }
