@@ -2,6 +2,9 @@
 //! each one to `stage/` under the layer's lock. Owns `--stage`, `--rebuild` and the summary;
 //! must not touch QEMU or the guest itself.
 
+// Stage errors carry console tails for the user; see `stage`.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -39,7 +42,7 @@ pub struct PlannedStage {
 
 #[derive(Debug)]
 pub enum Status {
-    Cached(Layer),
+    Cached(Box<Layer>),
     Missing,
     /// A layer was there but did not match its record; it was moved aside.
     Corrupt(String),

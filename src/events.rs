@@ -228,6 +228,7 @@ impl Events {
         self
     }
 
+    #[allow(clippy::needless_pass_by_value)] // emitting hands the event over, as a sender does
     pub fn emit(&self, event: Event) {
         for observer in &self.observers {
             observer.observe(&event);

@@ -64,7 +64,7 @@ fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
                 "stage": planned.stage.name.as_str(),
                 "key": planned.key.as_str(),
                 "cached": layer.is_some(),
-                "parent": planned.stage.parent.as_ref().map(|parent| parent.as_str()),
+                "parent": planned.stage.parent.as_ref().map(crate::definition::StageName::as_str),
                 "layer_bytes": layer.map(|metadata| metadata.disk_bytes),
                 "virtual_bytes": layer.map(|metadata| metadata.virtual_bytes),
                 "created": layer.map(|metadata| metadata.created),

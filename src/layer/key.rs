@@ -83,7 +83,7 @@ pub fn compute(
     let document = json!({
         "format": KEY_FORMAT,
         "foundation": foundation,
-        "disk_size": if first_layer { definition.machine.disk_size.map(|size| size.bytes()) } else { None },
+        "disk_size": if first_layer { definition.machine.disk_size.map(crate::units::ByteSize::bytes) } else { None },
         "firmware": definition.machine.firmware.name(),
         "user": definition.communicator.user,
         "network": stage.network,

@@ -141,11 +141,11 @@ impl LayerStore {
         };
         let metadata: LayerMetadata = match serde_json::from_str(&text) {
             Ok(metadata) => metadata,
-            Err(error) => return Ok(self.discard(key, format!("unreadable layer.json: {error}"))?),
+            Err(error) => return self.discard(key, format!("unreadable layer.json: {error}")),
         };
         let layer = Layer { dir, metadata };
         match verify_disk(&layer, rehash) {
-            Ok(()) => Ok(Lookup::Hit(layer)),
+            Ok(()) => Ok(Lookup::Hit(Box::new(layer))),
             Err(reason) => self.discard(key, reason),
         }
     }
@@ -206,7 +206,7 @@ impl LayerStore {
         if target.exists() {
             // Someone committed it first (a crash between rename and unlock, at worst): theirs wins.
             return self.lookup(&work.key, false).and_then(|found| match found {
-                Lookup::Hit(layer) => Ok(layer),
+                Lookup::Hit(layer) => Ok(*layer),
                 _ => Err(LayerError::Write {
                     path: target.clone(),
                     source: std::io::Error::other("a broken layer folder is in the way"),
@@ -252,10 +252,10 @@ impl LayerStore {
             if entry.path().join(KEPT_MARKER).exists() {
                 continue;
             }
-            if let Some(_lock) = self.try_lock(&key)? {
-                if fs::remove_dir_all(entry.path()).is_ok() {
-                    removed += 1;
-                }
+            if let Some(_lock) = self.try_lock(&key)?
+                && fs::remove_dir_all(entry.path()).is_ok()
+            {
+                removed += 1;
             }
         }
         Ok(removed)
@@ -274,7 +274,7 @@ impl LayerStore {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {
-    Hit(Layer),
+    Hit(Box<Layer>),
     Missing,
     /// It was there but did not match its record; it has been moved aside.
     Corrupt {

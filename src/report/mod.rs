@@ -73,16 +73,37 @@ pub fn print_summary(format: LogFormat, quiet: bool, rows: &[SummaryRow], total_
     if format == LogFormat::Json || quiet {
         return;
     }
-    let mut table = format!("{:<16} {:<7} {:>8} {:>10}\n", "stage", "", "time", "layer");
+    let _ = writeln!(std::io::stderr(), "{}", summary_table(rows, total_seconds));
+}
+
+/// The closing table, its columns as wide as their widest cell, so that it fits narrow
+/// terminals: stage, cached or built, time, layer size; then the total time.
+fn summary_table(rows: &[SummaryRow], total_seconds: f64) -> String {
+    let duration = |seconds: f64| {
+        crate::units::format_duration(std::time::Duration::from_secs_f64(seconds.max(0.0)))
+    };
+    let mut cells: Vec<[String; 4]> =
+        vec![["stage".into(), String::new(), "time".into(), "layer".into()]];
     for row in rows {
         let state = if row.cached { "cached" } else { "built" };
-        let time = crate::units::format_duration(std::time::Duration::from_secs_f64(row.seconds));
         let size = crate::units::ByteSize(row.bytes).to_string();
-        table.push_str(&format!("{:<16} {state:<7} {time:>8} {size:>10}\n", row.stage));
+        cells.push([row.stage.clone(), state.into(), duration(row.seconds), size]);
     }
-    let total = crate::units::format_duration(std::time::Duration::from_secs_f64(total_seconds));
-    table.push_str(&format!("{:<16} {:<7} {total:>8}", "total", ""));
-    let _ = writeln!(std::io::stderr(), "{table}");
+    cells.push(["total".into(), String::new(), duration(total_seconds), String::new()]);
+    let mut widths = [0usize; 4];
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let [stage, state, time, size] = widths;
+    let lines: Vec<String> = cells
+        .iter()
+        .map(|[a, b, c, d]| {
+            format!("{a:<stage$}  {b:<state$}  {c:>time$}  {d:>size$}").trim_end().to_owned()
+        })
+        .collect();
+    lines.join("\n")
 }
 
 /// A line for the user outside the event stream (e.g. where the logs are, how to ssh in).
@@ -109,5 +130,26 @@ pub fn table<const N: usize>(format: LogFormat, rows: &[[String; N]], json: &ser
         let cells: Vec<String> =
             row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_table_is_as_wide_as_its_cells() {
+        let rows = [
+            SummaryRow { stage: "base".into(), cached: true, seconds: 0.0, bytes: 14 << 20 },
+            SummaryRow { stage: "app".into(), cached: false, seconds: 75.0, bytes: 3 << 20 },
+        ];
+        let table = summary_table(&rows, 75.4);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("stage") && lines[0].ends_with("layer"), "{table}");
+        assert!(lines[1].starts_with("base   cached") && lines[1].ends_with("MiB"), "{table}");
+        assert!(lines[2].starts_with("app    built") && lines[2].contains("1m15s"), "{table}");
+        assert!(lines[3].starts_with("total") && lines[3].ends_with("1m15s"), "{table}");
+        assert!(lines.iter().all(|line| line.chars().count() <= 40), "{table}");
     }
 }

@@ -78,7 +78,7 @@ pub async fn sysprep(ssh: &SshCommunicator, user: &str) -> Result<(), Communicat
     let mut output = Vec::new();
     let exit = ssh
         .exec_as_root(SYSPREP, &env, Duration::from_secs(600), |_, line| {
-            output.push(line.to_owned())
+            output.push(line.to_owned());
         })
         .await?;
     if exit.success() {

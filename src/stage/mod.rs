@@ -3,6 +3,10 @@
 //! off, check the disk. Must not decide what is cached, nor write into `layers/` (that is
 //! `layer/`'s, through `build`).
 
+// StageError carries the console's and the step's last lines so a failure explains itself; it
+// only travels the failure path, where its size costs nothing worth boxing it for.
+#![allow(clippy::result_large_err)]
+
 mod guest;
 pub mod restore;
 mod session;
