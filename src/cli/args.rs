@@ -4,6 +4,27 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Every subcommand with its flags and an example, under `strata --help`.
+const SYNOPSIS: &str = "\
+Synopsis:
+  strata validate DEF...                check definitions; nothing is downloaded or booted
+      e.g. strata validate images/*.toml
+  strata fetch DEF [--offline]          download and verify the source into the store
+      e.g. strata fetch images/demo.toml
+  strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed]
+                   [--verify] [--no-warm]
+      e.g. strata build images/demo.toml --rebuild final
+  strata layers DEF                     each stage: cache key, cached or not, size, age, parent
+      e.g. strata layers images/demo.toml
+  strata export DEF [--stage NAME] [--format F] [--target T] [-o DIR] [--force]
+      e.g. strata export images/demo.toml --target openstack -o out/
+  strata run DEF [--stage NAME]         a throwaway VM on a layer; prints how to ssh in
+      e.g. strata run images/demo.toml --stage final
+  strata gc [--dry-run] [DEF...]        delete layers and sources no given definition needs
+      e.g. strata gc --dry-run images/*.toml
+
+Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "strata",
@@ -13,8 +34,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         strata boots a cloud image with a cloud-init seed, runs each stage's steps over SSH or the \
         guest agent, cleans the guest, and keeps each stage as a qcow2 layer on the one below. \
         A stage whose inputs did not change is never built again.",
-    after_help = "Examples:\n  strata validate images/*.toml\n  strata build images/demo.toml\n  \
-        strata export images/demo.toml --target openstack -o out/"
+    after_help = SYNOPSIS
 )]
 pub struct Cli {
     #[command(flatten)]
