@@ -46,9 +46,14 @@ pub async fn run(
         .stage_dir(&stage_name)
         .map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
     let accel = crate::qemu::accel::detect(definition.machine.accel);
+    // A run VM is for a person to ssh into, whatever the build talked to the guest through.
+    let mut login = definition.clone();
+    login.communicator.kind = crate::definition::CommunicatorKind::Ssh;
+    let mut stage = planned.stage.clone();
+    stage.network = true;
     let job = StageJob {
-        definition: &definition,
-        stage: &planned.stage,
+        definition: &login,
+        stage: &stage,
         disk: layer.disk(),
         backing: String::new(),
         parent_disk: layer.disk(),

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{StageError, StageJob, Vm, communicator_error, race_death};
-use crate::communicator::{Communicator, CommunicatorError, SshCommunicator};
+use super::Link;
+use crate::communicator::{Communicator, CommunicatorError};
 use crate::events::Stream;
 
 /// What the layer records about the guest it was cut from.
@@ -43,14 +44,14 @@ elif command -v rpm >/dev/null; then rpm -qa --qf 'pkg %{NAME} %{VERSION}-%{RELE
 if command -v qemu-ga >/dev/null || [ -e /usr/sbin/qemu-ga ]; then echo "guest_agent yes"; fi
 "#;
 
-pub fn ssh<'a>(vm: &'a Vm, stage: &str) -> Result<&'a SshCommunicator, StageError> {
-    vm.ssh.as_ref().ok_or_else(|| StageError::NotConnected { stage: stage.to_owned() })
+pub fn link<'a>(vm: &'a Vm, stage: &str) -> Result<&'a Link, StageError> {
+    vm.link.as_ref().ok_or_else(|| StageError::NotConnected { stage: stage.to_owned() })
 }
 
-pub async fn facts(ssh: &SshCommunicator) -> GuestFacts {
+pub async fn facts(link: &Link) -> GuestFacts {
     let mut facts = GuestFacts::default();
     let mut lines = Vec::new();
-    let result = ssh
+    let result = link
         .exec(FACTS, &BTreeMap::new(), Duration::from_secs(120), |stream, line| {
             if stream == Stream::Stdout {
                 lines.push(line.to_owned());
@@ -73,10 +74,10 @@ pub async fn facts(ssh: &SshCommunicator) -> GuestFacts {
     facts
 }
 
-pub async fn sysprep(ssh: &SshCommunicator, user: &str) -> Result<(), CommunicatorError> {
+pub async fn sysprep(link: &Link, user: &str) -> Result<(), CommunicatorError> {
     let env = BTreeMap::from([("STRATA_USER".to_owned(), user.to_owned())]);
     let mut output = Vec::new();
-    let exit = ssh
+    let exit = link
         .exec_as_root(SYSPREP, &env, Duration::from_secs(600), |_, line| {
             output.push(line.to_owned());
         })
@@ -85,7 +86,7 @@ pub async fn sysprep(ssh: &SshCommunicator, user: &str) -> Result<(), Communicat
         Ok(())
     } else {
         Err(CommunicatorError::Command {
-            guest: ssh.describe(),
+            guest: link.describe(),
             command: "sysprep".to_owned(),
             code: exit.code,
             stderr: output.join("\n"),
@@ -97,19 +98,19 @@ pub async fn sysprep(ssh: &SshCommunicator, user: &str) -> Result<(), Communicat
 pub async fn reboot(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(), StageError> {
     let stage = job.stage.name.to_string();
     let deadline = Instant::now() + job.definition.communicator.ready_timeout;
-    let Some(mut ssh) = vm.ssh.take() else {
+    let Some(mut link) = vm.link.take() else {
         return Err(StageError::NotConnected { stage });
     };
     let rebooted = {
         let mut on_wait = |_: &crate::communicator::ConnectWait| {};
-        race_death(&vm.machine, &stage, during, ssh.reboot(deadline, &mut on_wait)).await?
+        race_death(&vm.machine, &stage, during, link.reboot(deadline, &mut on_wait)).await?
     };
-    vm.ssh = Some(ssh);
+    vm.link = Some(link);
     rebooted.map_err(|source| {
         communicator_error(vm, &stage, "the guest did not come back from a reboot", source)
     })?;
-    let ssh = self::ssh(vm, &stage)?;
-    let outcome = race_death(&vm.machine, &stage, during, ssh.wait_cloud_init(deadline)).await?;
+    let link = self::link(vm, &stage)?;
+    let outcome = race_death(&vm.machine, &stage, during, link.wait_cloud_init(deadline)).await?;
     outcome.map_err(|source| {
         communicator_error(vm, &stage, "cloud-init failed after a reboot", source)
     })?;

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 mod guest;
+mod link;
 pub mod restore;
 mod session;
 mod steps;
@@ -18,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::communicator::{
-    ClientKey, CloudInitOutcome, Communicator, CommunicatorError, HostKey, SshCommunicator,
-    SshTarget,
+    ClientKey, CloudInitOutcome, Communicator, CommunicatorError, GuestAgentCommunicator, HostKey,
+    SshCommunicator, SshTarget,
 };
 use crate::definition::{Firmware as FirmwareChoice, ImageDefinition, Stage};
 use crate::events::{Event, Events};
@@ -31,6 +32,7 @@ use crate::qemu::{self, QemuError, img};
 use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 
 pub use guest::GuestFacts;
+pub use link::Link;
 pub use session::{Cut, Session, finish_disk};
 
 /// How many lines of a failing step's output and of the console a failure shows.
@@ -203,7 +205,8 @@ pub(crate) fn run_dir(stage: &str) -> Result<tempfile::TempDir, StageError> {
 /// A booted guest and the means to talk to it.
 pub struct Vm {
     pub machine: Machine,
-    pub ssh: Option<SshCommunicator>,
+    /// The open communicator (SSH or guest agent); `None` only while reconnecting.
+    pub link: Option<Link>,
     pub target: SshTarget,
     pub started: Instant,
     /// The guest's host key, kept so a live cut can put it back after sysprep removed it.
@@ -233,7 +236,7 @@ pub async fn boot(job: &StageJob<'_>, run_dir: &Path) -> Result<Vm, StageError> 
         host_key: keys.host_public,
     };
     let started = machine.started();
-    let mut vm = Vm { machine, ssh: None, target, started, host_key: keys.host };
+    let mut vm = Vm { machine, link: None, target, started, host_key: keys.host };
     connect(job, &mut vm, "while booting").await?;
     Ok(vm)
 }
@@ -244,17 +247,26 @@ async fn connect(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(), St
     let deadline = Instant::now() + job.definition.communicator.ready_timeout;
     let connected = {
         let mut on_wait = |_: &crate::communicator::ConnectWait| {};
-        let connecting = SshCommunicator::connect(vm.target.clone(), deadline, &mut on_wait);
-        race_death(&vm.machine, &stage, during, connecting).await?
+        match &vm.machine.spec().guest_agent_socket {
+            Some(socket) => {
+                let user = &job.definition.communicator.user;
+                let connecting = GuestAgentCommunicator::connect(socket, user, deadline, &mut on_wait);
+                race_death(&vm.machine, &stage, during, connecting).await?.map(Link::Agent)
+            }
+            None => {
+                let connecting = SshCommunicator::connect(vm.target.clone(), deadline, &mut on_wait);
+                race_death(&vm.machine, &stage, during, connecting).await?.map(Link::Ssh)
+            }
+        }
     };
-    let ssh = connected
-        .map_err(|source| communicator_error(vm, &stage, "SSH did not become ready", source))?;
+    let link = connected
+        .map_err(|source| communicator_error(vm, &stage, "the communicator did not become ready", source))?;
     job.events.emit(Event::CommunicatorReady {
         stage: stage.clone(),
         seconds: vm.started.elapsed().as_secs_f64(),
     });
     let outcome =
-        race_death(&vm.machine, &stage, "waiting for cloud-init", ssh.wait_cloud_init(deadline))
+        race_death(&vm.machine, &stage, "waiting for cloud-init", link.wait_cloud_init(deadline))
             .await?;
     match outcome.map_err(|source| communicator_error(vm, &stage, "cloud-init failed", source))? {
         CloudInitOutcome::Done => {}
@@ -263,14 +275,20 @@ async fn connect(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(), St
         )),
     }
     job.events.emit(Event::CloudInitDone { stage, seconds: vm.started.elapsed().as_secs_f64() });
-    vm.ssh = Some(ssh);
+    vm.link = Some(link);
     Ok(())
 }
 
 fn communicator_error(vm: &Vm, stage: &str, what: &str, source: CommunicatorError) -> StageError {
     StageError::Communicator {
         stage: stage.to_owned(),
-        what: format!("{what} ({})", vm.target.addr),
+        what: match &vm.link {
+            Some(link) => format!("{what} ({})", link.describe()),
+            None => match &vm.machine.spec().guest_agent_socket {
+                Some(socket) => format!("{what} (guest agent at {})", socket.display()),
+                None => format!("{what} ({})", vm.target.addr),
+            },
+        },
         console: vm.machine.console_tail(TAIL_LINES),
         source,
     }
@@ -298,12 +316,12 @@ pub async fn race_death<T>(
 pub(crate) async fn provision(job: &StageJob<'_>, vm: &mut Vm) -> Result<GuestFacts, StageError> {
     steps::run_all(job, vm).await?;
     let stage = job.stage.name.to_string();
-    let ssh = guest::ssh(vm, &stage)?;
-    let facts = race_death(&vm.machine, &stage, "collecting facts", guest::facts(ssh)).await?;
+    let link = guest::link(vm, &stage)?;
+    let facts = race_death(&vm.machine, &stage, "collecting facts", guest::facts(link)).await?;
     job.events.emit(Event::Sysprep { stage: stage.clone() });
     let user = &job.definition.communicator.user;
     let swept =
-        race_death(&vm.machine, &stage, "during sysprep", guest::sysprep(ssh, user)).await?;
+        race_death(&vm.machine, &stage, "during sysprep", guest::sysprep(link, user)).await?;
     swept.map_err(|source| communicator_error(vm, &stage, "sysprep failed", source))?;
     Ok(facts)
 }
@@ -376,6 +394,9 @@ pub(crate) fn machine_spec(
     spec.snapshot = job.snapshot;
     spec.seed = Some(seed.to_owned());
     spec.network = if job.stage.network { Network::User { ssh_port } } else { Network::None };
+    if job.definition.communicator.kind == crate::definition::CommunicatorKind::GuestAgent {
+        spec.guest_agent_socket = Some(run_dir.join("qga.sock"));
+    }
     spec.serial_log = job.log_dir.join("console.log");
     spec.stderr_log = Some(job.log_dir.join("qemu.stderr"));
     spec.extra_args = machine.extra_args.clone();

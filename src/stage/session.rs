@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{
+use super::{Link, 
     StageError, StageJob, StageOutput, Vm, boot, create_overlay, provision, race_death, run_dir,
 };
 use crate::communicator::{Communicator, CommunicatorError, ExecSpec};
@@ -43,6 +43,48 @@ echo frozen
 timeout HOLD head -n1 >/dev/null
 for m in $frozen; do fsfreeze -u "$m"; done
 "#;
+
+/// The guest's filesystems held frozen, by whichever means its communicator has.
+enum Frozen {
+    /// A command over SSH that thaws when it reads a line (or its stdin closes).
+    Ssh(crate::communicator::Held),
+    /// `guest-fsfreeze-freeze`; thawed with `guest-fsfreeze-thaw`.
+    Agent,
+}
+
+impl Frozen {
+    async fn freeze(link: &Link) -> Result<Frozen, CommunicatorError> {
+        match link {
+            Link::Ssh(ssh) => {
+                let script = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
+                let env = BTreeMap::new();
+                let spec = ExecSpec {
+                    command: &script,
+                    env: &env,
+                    timeout: Duration::from_secs(u64::from(HOLD_SECONDS) * 2),
+                    as_root: true,
+                };
+                ssh.hold(spec, "frozen", FREEZE_WITHIN).await.map(Frozen::Ssh)
+            }
+            Link::Agent(agent) => {
+                // The same trim first, so the layer holds only what the stage really wrote.
+                let env = BTreeMap::new();
+                let trim = "sync; fstrim -a >/dev/null 2>&1; sync";
+                agent.exec_as_root(trim, &env, FREEZE_WITHIN, |_, _| {}).await?;
+                agent.freeze().await.map(|_| Frozen::Agent)
+            }
+        }
+    }
+
+    async fn thaw(self, link: &Link) -> Result<(), CommunicatorError> {
+        match (self, link) {
+            (Frozen::Ssh(held), _) => held.release(FREEZE_WITHIN).await,
+            (Frozen::Agent, Link::Agent(agent)) => agent.thaw().await.map(|_| ()),
+            // A link cannot change while a cut holds it.
+            (Frozen::Agent, Link::Ssh(_)) => Ok(()),
+        }
+    }
+}
 
 /// What a cut did.
 #[derive(Debug)]
@@ -109,33 +151,17 @@ impl Session {
         img::create_overlay_unchecked(next_disk, next_backing, "qcow2", size)
             .await
             .map_err(qemu_err("failed to create the next stage's overlay"))?;
-        let ssh = super::guest::ssh(&self.vm, &stage)?;
-        let script = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
-        let env = BTreeMap::new();
-        let spec = ExecSpec {
-            command: &script,
-            env: &env,
-            timeout: Duration::from_secs(u64::from(HOLD_SECONDS) * 2),
-            as_root: true,
-        };
-        let held = match race_death(
-            &self.vm.machine,
-            &stage,
-            "freezing the guest",
-            ssh.hold(spec, "frozen", FREEZE_WITHIN),
-        )
-        .await?
-        {
-            Ok(held) => held,
+        let link = super::guest::link(&self.vm, &stage)?;
+        let frozen = race_death(&self.vm.machine, &stage, "freezing the guest", Frozen::freeze(link)).await?;
+        let frozen = match frozen {
+            Ok(frozen) => frozen,
             Err(error) => return Ok(Cut::Unsupported(error.to_string())),
         };
         let node = format!("layer{}", self.cuts + 1);
         let snapshot = self.snapshot(next_disk, &node).await;
-        let thawed = held.release(FREEZE_WITHIN).await;
+        let thawed = frozen.thaw(link).await;
         snapshot.map_err(qemu_err("failed to take a live snapshot"))?;
-        thawed.map_err(|source| {
-            self.communicator_error(&stage, "failed to thaw the guest", source)
-        })?;
+        thawed.map_err(|source| self.communicator_error(&stage, "failed to thaw the guest", source))?;
         self.top_node = node;
         self.cuts += 1;
         self.restore_keys(job).await?;
@@ -167,7 +193,7 @@ impl Session {
         let comm =
             |source| self.communicator_error(&stage, "failed to restore the build's keys", source);
         let keys = |source| StageError::Keys { stage: stage.clone(), source };
-        let ssh = super::guest::ssh(&self.vm, &stage)?;
+        let ssh = super::guest::link(&self.vm, &stage)?;
         let private = self.vm.host_key.private_openssh().map_err(keys)?;
         let public = self.vm.host_key.public_openssh().map_err(keys)?;
         let client = self.vm.target.client_key.public_openssh().map_err(keys)?;

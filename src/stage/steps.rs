@@ -1,7 +1,7 @@
 //! Running a stage's steps in order over the communicator, each streamed to events (and so to
 //! its log and the display); the first failure stops the stage with its output and the console.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{
     StageError, StageJob, TAIL_LINES, Tail, Vm, communicator_error, race_death, render_env,
@@ -10,6 +10,9 @@ use crate::communicator::{Communicator, CommunicatorError, ExitInfo};
 use crate::definition::{Step, StepAction};
 use crate::events::{Event, Stream};
 use crate::units::format_duration;
+
+/// How long a step whose connection broke waits to learn whether QEMU died meanwhile.
+const DEATH_SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn run_all(job: &StageJob<'_>, vm: &mut Vm) -> Result<(), StageError> {
     let total = job.stage.steps.len();
@@ -54,7 +57,7 @@ async fn run_one(
             Ok(ExitInfo { code: 0, signal: None, duration: started.elapsed() })
         }
         action => {
-            let ssh = super::guest::ssh(vm, &stage)?;
+            let ssh = super::guest::link(vm, &stage)?;
             let work = async {
                 match action {
                     StepAction::Shell { command } => {
@@ -96,6 +99,21 @@ async fn run_one(
         output: tail.lines(),
         console: vm.machine.console_tail(TAIL_LINES),
     };
+    // QEMU killed mid-step drops the SSH connection, which the step often notices before the
+    // supervisor reaps QEMU: then the error must say that QEMU died, not that SSH broke.
+    let broken = match &outcome {
+        Ok(exit) => exit.signal.is_some() || vm.machine.exited().is_some(),
+        Err(CommunicatorError::Timeout { .. }) => false,
+        Err(_) => true,
+    };
+    if broken && tokio::time::timeout(DEATH_SETTLE, vm.machine.died()).await.is_ok() {
+        return Err(StageError::QemuDied {
+            stage,
+            during,
+            console: vm.machine.console_tail(TAIL_LINES),
+            source: vm.machine.died_error(),
+        });
+    }
     match outcome {
         Ok(exit) => {
             job.events.emit(Event::StepFinished {

@@ -1,0 +1,69 @@
+//! The communicator a stage talks to its guest through: SSH, or the QEMU guest agent over
+//! virtio-serial (for guests without network). One type, so steps, sysprep and cuts are
+//! written once.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::communicator::{
+    Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, GuestAgentCommunicator,
+    SshCommunicator,
+};
+use crate::events::Stream;
+
+pub enum Link {
+    Ssh(SshCommunicator),
+    Agent(GuestAgentCommunicator),
+}
+
+impl Communicator for Link {
+    fn describe(&self) -> String {
+        match self {
+            Link::Ssh(ssh) => ssh.describe(),
+            Link::Agent(agent) => agent.describe(),
+        }
+    }
+
+    async fn run(
+        &self,
+        spec: ExecSpec<'_>,
+        on_output: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<ExitInfo, CommunicatorError> {
+        match self {
+            Link::Ssh(ssh) => ssh.run(spec, on_output).await,
+            Link::Agent(agent) => agent.run(spec, on_output).await,
+        }
+    }
+
+    async fn upload(&self, local: &Path, remote: &str) -> Result<(), CommunicatorError> {
+        match self {
+            Link::Ssh(ssh) => ssh.upload(local, remote).await,
+            Link::Agent(agent) => agent.upload(local, remote).await,
+        }
+    }
+
+    async fn upload_bytes(&self, bytes: &[u8], remote: &str, mode: u32) -> Result<(), CommunicatorError> {
+        match self {
+            Link::Ssh(ssh) => ssh.upload_bytes(bytes, remote, mode).await,
+            Link::Agent(agent) => agent.upload_bytes(bytes, remote, mode).await,
+        }
+    }
+
+    async fn reboot(
+        &mut self,
+        deadline: Instant,
+        on_wait: &mut (dyn FnMut(&ConnectWait) + Send),
+    ) -> Result<(), CommunicatorError> {
+        match self {
+            Link::Ssh(ssh) => ssh.reboot(deadline, on_wait).await,
+            Link::Agent(agent) => agent.reboot(deadline, on_wait).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Link::Ssh(ssh) => ssh.close().await,
+            Link::Agent(agent) => agent.close().await,
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Restore points: a running guest saved right after a live cut (its memory and device state
+//! through QMP `migrate`, the small overlay that took writes since the cut, its seed and the
+//! keys to reach it), so that the next build of the stage above resumes it in seconds instead of
+//! booting. They hold guest memory, which may hold secrets: 0600, never exported.
+//! Must not decide when to save or resume: `build` does.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Session, StageError, StageJob, Vm, machine_spec};
+use super::Link;
+use crate::communicator::{
+    ClientKey, Communicator, GuestAgentCommunicator, HostKey, SshCommunicator, SshTarget, shell,
+};
+use crate::events::Event;
+use crate::qemu::machine::Machine;
+use crate::qemu::spec::{Firmware, MachineSpec, Network};
+
+/// The folder inside a layer's folder.
+pub const RESTORE_DIR: &str = "restore";
+const STATE_FILE: &str = "state.zst";
+const OVERLAY_FILE: &str = "overlay.qcow2";
+const SEED_FILE: &str = "seed.img";
+const META_FILE: &str = "restore.json";
+/// Bumped when what a restore point holds changes.
+const FORMAT: u32 = 1;
+const MIGRATE_WITHIN: Duration = Duration::from_secs(300);
+/// A resumed guest must answer this quickly, or strata boots instead.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(45);
+
+/// What `restore.json` records: what a resume needs, and what it must match.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreMeta {
+    pub format: u32,
+    /// The machine it was saved under (QEMU version, accelerator, cpus, memory, devices).
+    pub machine: Value,
+    pub user: String,
+    pub client_key: String,
+    pub host_key: String,
+    pub created: u64,
+    pub state_bytes: u64,
+    pub save_seconds: f64,
+}
+
+/// What must be equal for a saved state to load: the QEMU that runs it and the machine's shape.
+fn fingerprint(spec: &MachineSpec, qemu_version: &str) -> Value {
+    json!({
+        "qemu": qemu_version,
+        "accel": spec.accel.name(),
+        "cpus": spec.cpus,
+        "memory_mib": spec.memory_mib,
+        "firmware": matches!(spec.firmware, Firmware::Uefi { .. }),
+        "network": matches!(spec.network, Network::User { .. }),
+        "guest_agent": spec.guest_agent_socket.is_some(),
+        "extra_args": spec.extra_args,
+    })
+}
+
+fn qemu_version(machine: &Machine) -> String {
+    let version = &machine.qmp().greeting()["version"]["qemu"];
+    format!("{}.{}.{}", version["major"], version["minor"], version["micro"])
+}
+
+fn private_file(path: &Path) -> std::io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+impl Session {
+    /// Saves the running guest into `into` (a new folder, 0700), pausing it meanwhile.
+    /// `next` is the stage that now writes to the top overlay.
+    pub async fn save_restore_point(
+        &self,
+        next: &StageJob<'_>,
+        into: &Path,
+    ) -> Result<RestoreMeta, StageError> {
+        let stage = next.stage.name.to_string();
+        let started = Instant::now();
+        let io = |path: &Path| {
+            let (stage, path) = (stage.clone(), path.to_owned());
+            move |source| StageError::Prepare { stage, path, source }
+        };
+        let qemu = |what| {
+            let stage = stage.clone();
+            move |source| StageError::Qemu { stage, what, source }
+        };
+        fs::create_dir_all(into).map_err(io(into))?;
+        fs::set_permissions(into, fs::Permissions::from_mode(0o700)).map_err(io(into))?;
+        let state = into.join(STATE_FILE);
+        let qmp = self.vm.machine.qmp();
+        qmp.execute("stop", None).await.map_err(qemu("failed to pause the guest"))?;
+        let uri = format!("exec:zstd -q -1 -o {}", shell::quote(&state.to_string_lossy()));
+        let saved = async {
+            qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
+            wait_migration(&self.vm.machine).await
+        }
+        .await;
+        // Copy the overlay while the guest is paused, so it matches the saved state.
+        let copied = saved.is_ok().then(|| {
+            fs::copy(&next.disk, into.join(OVERLAY_FILE))
+                .and_then(|_| fs::copy(self.seed_path(), into.join(SEED_FILE)))
+        });
+        qmp.execute("cont", None).await.map_err(qemu("failed to resume the guest"))?;
+        saved.map_err(qemu("failed to save the guest's state"))?;
+        copied.unwrap_or(Ok(0)).map_err(io(into))?;
+        for file in [STATE_FILE, OVERLAY_FILE, SEED_FILE] {
+            private_file(&into.join(file)).map_err(io(into))?;
+        }
+        let keys = |source| StageError::Keys { stage: stage.clone(), source };
+        let meta = RestoreMeta {
+            format: FORMAT,
+            machine: fingerprint(self.vm.machine.spec(), &qemu_version(&self.vm.machine)),
+            user: self.vm.target.user.clone(),
+            client_key: self.vm.target.client_key.private_openssh().map_err(keys)?,
+            host_key: self.vm.host_key.private_openssh().map_err(keys)?,
+            created: crate::layer::now_secs(),
+            state_bytes: fs::metadata(&state).map_or(0, |meta| meta.len()),
+            save_seconds: started.elapsed().as_secs_f64(),
+        };
+        let text = serde_json::to_vec_pretty(&meta).map_err(|error| StageError::Prepare {
+            stage: stage.clone(),
+            path: into.to_owned(),
+            source: std::io::Error::other(error),
+        })?;
+        let meta_path = into.join(META_FILE);
+        crate::store::write_atomic(&meta_path, &text).map_err(io(&meta_path))?;
+        private_file(&meta_path).map_err(io(&meta_path))?;
+        Ok(meta)
+    }
+
+    /// Resumes the guest saved in `restore` (a layer's `restore/` folder) for `job`, the stage
+    /// above that layer: `job.disk` gets a copy of the saved overlay. `Err` says in one line
+    /// why not; the caller then boots as usual.
+    pub async fn resume(job: &StageJob<'_>, restore: &Path) -> Result<Session, String> {
+        let started = Instant::now();
+        let meta = read_meta(restore)?;
+        let run_dir = super::run_dir(job.stage.name.as_str()).map_err(|error| error.to_string())?;
+        fs::copy(restore.join(OVERLAY_FILE), &job.disk)
+            .map_err(|error| format!("copying its overlay failed: {error}"))?;
+        let seed = run_dir.path().join("seed.img");
+        fs::copy(restore.join(SEED_FILE), &seed)
+            .map_err(|error| format!("copying its seed failed: {error}"))?;
+        let port = crate::qemu::free_local_port().map_err(|error| error.to_string())?;
+        let mut spec =
+            machine_spec(job, run_dir.path(), &seed, port).map_err(|error| error.to_string())?;
+        let state = restore.join(STATE_FILE);
+        spec.incoming = Some(format!("exec:zstd -dc {}", shell::quote(&state.to_string_lossy())));
+        let stage = job.stage.name.to_string();
+        let machine =
+            Machine::start(spec, job.events, &stage).await.map_err(|error| error.to_string())?;
+        let now = fingerprint(machine.spec(), &qemu_version(&machine));
+        if now != meta.machine {
+            let _ = machine.kill().await;
+            return Err(format!(
+                "it was saved under other machine settings ({} now, {} then)",
+                now, meta.machine
+            ));
+        }
+        let vm = match continue_guest(machine, &meta, port).await {
+            Ok(vm) => vm,
+            Err(why) => return Err(why),
+        };
+        job.events.emit(Event::RestoreResumed {
+            stage: stage.clone(),
+            from: restore.display().to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(Session::from_parts(vm, run_dir))
+    }
+}
+
+fn read_meta(restore: &Path) -> Result<RestoreMeta, String> {
+    let text = fs::read(restore.join(META_FILE))
+        .map_err(|error| format!("its restore.json is unreadable: {error}"))?;
+    let meta: RestoreMeta = serde_json::from_slice(&text)
+        .map_err(|error| format!("its restore.json is invalid: {error}"))?;
+    if meta.format != FORMAT {
+        return Err(format!("it has format {}, this strata writes {FORMAT}", meta.format));
+    }
+    Ok(meta)
+}
+
+/// Waits for the incoming state to load, continues the guest, reconnects, fixes its clock.
+async fn continue_guest(machine: Machine, meta: &RestoreMeta, port: u16) -> Result<Vm, String> {
+    let loaded = wait_incoming(&machine).await;
+    let fail = |machine: Machine, why: String| async move {
+        let stderr = machine.stderr_tail();
+        let _ = machine.kill().await;
+        let detail = stderr.lines().last().map(|line| format!(" ({line})")).unwrap_or_default();
+        Err::<Vm, String>(format!("{why}{detail}"))
+    };
+    if let Err(why) = loaded {
+        return fail(machine, why).await;
+    }
+    if let Err(error) = machine.qmp().execute("cont", None).await {
+        return fail(machine, format!("the guest did not continue: {error}")).await;
+    }
+    let client_key =
+        ClientKey::from_openssh(&meta.client_key).map_err(|error| error.to_string())?;
+    let host_key = HostKey::from_openssh(&meta.host_key).map_err(|error| error.to_string())?;
+    let target = SshTarget {
+        addr: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        user: meta.user.clone(),
+        client_key,
+        host_key: host_key.public_key().clone(),
+    };
+    let deadline = Instant::now() + RECONNECT_WITHIN;
+    let mut on_wait = |_: &crate::communicator::ConnectWait| {};
+    let connected = match &machine.spec().guest_agent_socket {
+        Some(socket) => GuestAgentCommunicator::connect(socket, &meta.user, deadline, &mut on_wait)
+            .await
+            .map(Link::Agent),
+        None => SshCommunicator::connect(target.clone(), deadline, &mut on_wait).await.map(Link::Ssh),
+    };
+    let link = match connected {
+        Ok(link) => link,
+        Err(error) => return fail(machine, format!("the guest did not answer: {error}")).await,
+    };
+    // The guest's clock stood still while it was saved.
+    let clock = "hwclock --hctosys 2>/dev/null || chronyc -a makestep >/dev/null 2>&1 || true";
+    let no_env = std::collections::BTreeMap::new();
+    let _ = link.exec_as_root(clock, &no_env, Duration::from_secs(30), |_, _| {}).await;
+    let started = machine.started();
+    Ok(Vm { machine, link: Some(link), target, started, host_key })
+}
+
+async fn wait_migration(machine: &Machine) -> Result<(), crate::qemu::QemuError> {
+    let deadline = Instant::now() + MIGRATE_WITHIN;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let status = machine.qmp().execute("query-migrate", None).await?;
+        match status["status"].as_str() {
+            Some("completed") => return Ok(()),
+            Some(state @ ("failed" | "cancelled")) => {
+                let detail = status["error-desc"].as_str().unwrap_or(state).to_owned();
+                return Err(crate::qemu::QemuError::QmpCommand {
+                    command: "migrate".to_owned(),
+                    class: state.to_owned(),
+                    desc: detail,
+                });
+            }
+            _ if Instant::now() > deadline => {
+                return Err(crate::qemu::QemuError::QmpCommand {
+                    command: "migrate".to_owned(),
+                    class: "timeout".to_owned(),
+                    desc: format!("not done after {}s", MIGRATE_WITHIN.as_secs()),
+                });
+            }
+            _ => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+async fn wait_incoming(machine: &Machine) -> Result<(), String> {
+    let deadline = Instant::now() + MIGRATE_WITHIN;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if !machine.is_alive() {
+            return Err("qemu exited while loading the saved state".to_owned());
+        }
+        let status =
+            machine.qmp().execute("query-status", None).await.map_err(|error| error.to_string())?;
+        match status["status"].as_str() {
+            Some("inmigrate") | None => {}
+            Some("paused" | "postmigrate" | "running") => return Ok(()),
+            Some(other) => return Err(format!("the saved state did not load (status {other})")),
+        }
+        if Instant::now() > deadline {
+            return Err("the saved state did not load in time".to_owned());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// A layer's restore point folder, if it has one.
+#[must_use]
+pub fn find(layer_dir: &Path) -> Option<PathBuf> {
+    let dir = layer_dir.join(RESTORE_DIR);
+    dir.join(META_FILE).is_file().then_some(dir)
+}
