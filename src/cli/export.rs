@@ -1,8 +1,55 @@
-//! `strata export DEF`
+//! `strata export DEF [--stage NAME] [--format F] [--target T] [-o DIR] [--force]`: flattens a
+//! built stage into standalone images and platform files. Must not build anything.
 
-use super::{ExportArgs, GlobalArgs};
+use super::{ExportArgs, FormatArg, GlobalArgs, TargetArg};
+use crate::definition::{ExportFormat, ExportTarget};
 use crate::error::Error;
+use crate::export::{ExportOptions, Selection};
+use crate::layer::LayerStore;
 
-pub async fn run(_args: &ExportArgs, _global: &GlobalArgs) -> Result<(), Error> {
-    Err(Error::NotBuiltYet("export"))
+pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
+    let definition = crate::definition::load(&args.definition)?;
+    let store = global.open_store()?;
+    let layers = LayerStore::new(store.clone());
+    let selection = Selection {
+        stage: args.stage.clone(),
+        format: args.format.map(|format| match format {
+            FormatArg::Qcow2 => ExportFormat::Qcow2,
+            FormatArg::Raw => ExportFormat::Raw,
+            FormatArg::Vmdk => ExportFormat::Vmdk,
+        }),
+        target: args.target.map(|target| match target {
+            TargetArg::Generic => ExportTarget::Generic,
+            TargetArg::Openstack => ExportTarget::Openstack,
+            TargetArg::Proxmox => ExportTarget::Proxmox,
+        }),
+    };
+    // gc takes this lock exclusively: it never removes the layers an export reads.
+    let gc_guard = tokio::task::spawn_blocking(move || store.lock_shared("gc"))
+        .await
+        .map_err(|error| Error::Usage(format!("failed to wait for a store lock: {error}")))??;
+    let plan = crate::export::resolve(&definition, &args.definition, &layers, &selection)?;
+    let options = ExportOptions { output_dir: args.output.clone(), force: args.force };
+    let events = global.events();
+    let outcome =
+        super::interruptible(async { Ok(crate::export::export(&plan, &options, &events).await?) })
+            .await?;
+    drop(gc_guard);
+    let dir = args.output.display();
+    let mut lines = vec![format!("manifest: {}", outcome.manifest_path.display())];
+    for target in &outcome.manifest.targets {
+        match target.target.as_str() {
+            "openstack" => lines.push(format!(
+                "openstack: upload with the command in {dir}/{} (run it in {dir})",
+                target.path
+            )),
+            "proxmox" => lines.push(format!(
+                "proxmox: copy {dir}/{} and {dir}/{} (with its .sha256) to a node and run `sh {} VMID STORAGE`",
+                target.path, target.image, target.path
+            )),
+            _ => {}
+        }
+    }
+    crate::report::note(global.log_format, global.quiet, &lines.join("\n"));
+    Ok(())
 }

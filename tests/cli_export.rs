@@ -1,0 +1,240 @@
+//! `strata export` through the real binary, without a guest: what it says and how it exits
+//! when the stage is not built, and the JSON events of an export of a real layer chain made
+//! with qemu-img (a stand-in for a built stage's layers, committed as strata commits them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn strata(store: &Path) -> Command {
+    let mut command = Command::cargo_bin("strata").unwrap_or_else(|error| panic!("{error}"));
+    command.arg("--store").arg(store).env_remove("STRATA_STORE").env_remove("NO_COLOR");
+    command
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A definition whose source is a small local qcow2, in a temp folder.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src.qcow2");
+        run("qemu-img", &["create", "-q", "-f", "qcow2", source.to_str().unwrap(), "32M"]);
+        let sha256 = sha256_of(&source);
+        let text = format!(
+            "name = \"tiny\"\n[source]\nurl = \"src.qcow2\"\nchecksum = \"sha256:{sha256}\"\n\
+             [[stage]]\nname = \"base\"\nsteps = [{{ shell = \"true\" }}]\n\
+             [[stage]]\nname = \"final\"\nsteps = [{{ shell = \"true\" }}]\n\
+             [export]\ntargets = [\"openstack\"]\n"
+        );
+        std::fs::write(dir.path().join("tiny.toml"), text).unwrap();
+        Project { dir }
+    }
+
+    fn definition(&self) -> PathBuf {
+        self.dir.path().join("tiny.toml")
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn a_source_that_is_not_fetched_exits_one_with_the_build_command() {
+    let project = Project::new();
+    let definition = project.definition();
+    let shown = definition.display().to_string();
+    strata(&project.store())
+        .arg("export")
+        .arg(&definition)
+        .arg("-o")
+        .arg(project.dir.path().join("out"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!("run `strata build {shown} --stage final` first")))
+        .stderr(predicate::str::contains("source image is not in the store"));
+    assert!(!project.dir.path().join("out").exists(), "nothing was written");
+}
+
+#[test]
+fn a_stage_without_a_layer_exits_one_naming_it() {
+    let project = Project::new();
+    let definition = project.definition();
+    strata(&project.store()).arg("fetch").arg(&definition).assert().success();
+    strata(&project.store())
+        .arg("export")
+        .arg(&definition)
+        .args(["--stage", "base", "--format", "raw"])
+        .current_dir(project.dir.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--stage base` first"))
+        .stderr(predicate::str::contains("stage `base` has no layer"));
+    let entries = std::fs::read_dir(project.dir.path()).unwrap().count();
+    assert_eq!(entries, 3, "only the definition, the source and the store are there");
+}
+
+#[test]
+fn an_unknown_stage_is_a_usage_error() {
+    let project = Project::new();
+    strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
+    strata(&project.store())
+        .arg("export")
+        .arg(project.definition())
+        .args(["--stage", "nope"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no stage `nope`"));
+}
+
+#[test]
+fn an_unknown_format_or_target_is_refused_by_the_parser() {
+    let project = Project::new();
+    strata(&project.store())
+        .arg("export")
+        .arg(project.definition())
+        .args(["--format", "vdi"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("qcow2, raw, vmdk"));
+    strata(&project.store())
+        .arg("export")
+        .arg(project.definition())
+        .args(["--target", "aws"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("generic, openstack, proxmox"));
+}
+
+/// Commits a real layer for each stage, as a build would leave them: a qcow2 overlay on the
+/// one below (relative backing file), with layer.json, through the library's layer store.
+fn commit_layers(project: &Project) {
+    use strata::build::{BuildOptions, plan_from_store};
+    use strata::layer::{Foundation, LayerMetadata, LayerStore, backing_for};
+    let definition = strata::definition::load(&project.definition()).unwrap();
+    let layers = LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
+    for stage in ["base", "final"] {
+        let options = BuildOptions { stop_at: Some(stage.to_owned()), ..BuildOptions::default() };
+        let plan = plan_from_store(&definition, &layers, &options).unwrap().unwrap();
+        let planned = plan.last().unwrap();
+        let source = strata::source::lookup(layers.store(), &definition.source).unwrap();
+        let file_name = source.path.file_name().unwrap().to_string_lossy().into_owned();
+        let foundation = match &planned.parent {
+            Some(parent) => Foundation::Layer(parent),
+            None => Foundation::Source { sha256: source.digest.hex(), file_name: &file_name },
+        };
+        let backing = backing_for(&foundation);
+        let work = layers.begin(&planned.key).unwrap();
+        let status = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &backing, "disk.qcow2"])
+            .current_dir(&work.dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        run("qemu-io", &["-c", "write -P 0x33 1M 1M", work.disk().to_str().unwrap()]);
+        let metadata = LayerMetadata {
+            key: planned.key.to_string(),
+            stage: stage.to_owned(),
+            image: "tiny".into(),
+            parent: planned.parent.as_ref().map(ToString::to_string),
+            backing,
+            inputs: planned.inputs.clone(),
+            created: 1_795_906_865,
+            strata_version: env!("CARGO_PKG_VERSION").into(),
+            disk_bytes: 0,
+            virtual_bytes: 32 << 20,
+            disk_sha256: String::new(),
+            disk_mtime_ns: 0,
+            build_seconds: 1.0,
+            packages: vec![],
+            os_id: Some("debian".into()),
+            os_version: Some("12".into()),
+            guest_agent: false,
+        };
+        layers.commit(work, metadata).unwrap();
+    }
+}
+
+#[test]
+fn an_export_reports_json_events_and_refuses_to_overwrite_without_force() {
+    let project = Project::new();
+    strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
+    commit_layers(&project);
+    let out = project.dir.path().join("out");
+    let output = strata(&project.store())
+        .args(["--log-format", "json", "export"])
+        .arg(project.definition())
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"export_started"), "{kinds:?}");
+    assert!(kinds.contains(&"export_convert_progress"), "{kinds:?}");
+    let exported: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "export_artifact")
+        .map(|event| event["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(exported, ["qcow2", "openstack", "manifest"]);
+    let image = out.join("tiny-final.qcow2");
+    assert_eq!(
+        events.iter().find(|e| e["event"] == "export_artifact").unwrap()["sha256"],
+        sha256_of(&image)
+    );
+    let glance: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tiny-final.openstack.json")).unwrap())
+            .unwrap();
+    assert_eq!(glance["properties"]["hw_qemu_guest_agent"], "no");
+
+    let before = std::fs::metadata(&image).unwrap().modified().unwrap();
+    strata(&project.store())
+        .arg("export")
+        .arg(project.definition())
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already exists: pass --force"));
+    assert_eq!(std::fs::metadata(&image).unwrap().modified().unwrap(), before);
+    strata(&project.store())
+        .arg("export")
+        .arg(project.definition())
+        .args(["--force", "--target", "proxmox"])
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(out.join("tiny-final.proxmox.sh").exists());
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "temporaries left: {names:?}");
+}
