@@ -113,10 +113,6 @@ pub enum Event {
         bytes: u64,
         sha256: String,
     },
-    ExportProgress {
-        path: PathBuf,
-        percent: f64,
-    },
     /// A running guest was saved as a restore point for the stage above `stage`.
     RestoreSaved {
         stage: String,

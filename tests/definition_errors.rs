@@ -519,7 +519,7 @@ fn missing_script() {
     assert!(
         error
             .to_string()
-            .contains(&design().join("images/../scripts/nope.sh").display().to_string())
+            .contains(&design().join("scripts/nope.sh").display().to_string())
     );
 }
 
@@ -688,13 +688,13 @@ fn the_design_example_parses_into_typed_values() {
     assert_eq!(parents, [None, Some("base"), Some("app-base")]);
 
     let base = &definition.stages[0];
-    let seeds = design().join("images/../seeds/base.yaml.j2");
+    let seeds = design().join("seeds/base.yaml.j2");
     assert_eq!(base.user_data.as_deref(), Some(seeds.as_path()));
     assert_eq!(base.refresh, Some(Duration::from_secs(7 * 86_400)));
     assert!(base.network);
     assert_eq!(
         base.steps[0].action,
-        StepAction::Run { script: design().join("images/../scripts/harden.sh") }
+        StepAction::Run { script: design().join("scripts/harden.sh") }
     );
     assert_eq!(base.steps[0].timeout, Duration::from_secs(30 * 60));
     assert_eq!(base.steps[1].timeout, Duration::from_secs(15 * 60));
@@ -705,7 +705,7 @@ fn the_design_example_parses_into_typed_values() {
     let last = &definition.stages[2];
     assert_eq!(
         last.steps[0].action,
-        StepAction::Upload { from: design().join("images/../app/"), to: "/opt/app/".into() }
+        StepAction::Upload { from: design().join("app/"), to: "/opt/app/".into() }
     );
     assert_eq!(last.steps[1].env.get("APP_PORT").map(String::as_str), Some("{{ vars.app_port }}"));
     assert_eq!(last.steps[2].action, StepAction::Reboot);
@@ -748,7 +748,7 @@ fn local_sources_resolve_against_the_definition_folder() {
     let definition = ok(&text);
     assert_eq!(
         definition.source.location,
-        Location::File(design().join("images/../cache/base.qcow2"))
+        Location::File(design().join("cache/base.qcow2"))
     );
     assert_eq!(
         definition.source.checksum,

@@ -58,6 +58,7 @@ pub fn load(path: &Path) -> Result<ImageDefinition, DefinitionError> {
 /// Like `load`, with the file's content given; relative paths in it start at `path`'s folder.
 pub fn load_str(path: &Path, text: &str) -> Result<ImageDefinition, DefinitionError> {
     let absolute = std::path::absolute(path)
+        .map(|absolute| validate::normalize(&absolute))
         .map_err(|source| DefinitionError::Read { path: path.to_owned(), source })?;
     validate::definition(path, &absolute, Arc::new(text.to_owned()))
         .map_err(DefinitionError::Invalid)

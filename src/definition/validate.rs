@@ -292,7 +292,7 @@ impl Checker {
 
     fn resolve(&self, relative: &str) -> PathBuf {
         let joined = self.dir.join(relative);
-        std::path::absolute(&joined).unwrap_or(joined)
+        normalize(&std::path::absolute(&joined).unwrap_or(joined))
     }
 
     fn size(&mut self, key: &'static str, text: &Text) -> Option<ByteSize> {
@@ -1041,4 +1041,24 @@ mod tests {
         let text = "[source]\nurl = \"x\"\n";
         assert_eq!(header_span(text, 0..text.len()), 0..8);
     }
+}
+
+/// Removes `.` and `..` components lexically, as a user reads `images/../scripts/x.sh`:
+/// the paths in messages, manifests and logs then say `scripts/x.sh`.
+#[must_use]
+pub fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -22,6 +22,7 @@ struct State {
     stages: HashMap<String, ProgressBar>,
     /// Stages whose communicator is up: console lines no longer replace the message.
     ready: HashMap<String, bool>,
+    /// The byte bar: a download, or an export's conversion.
     download: Option<ProgressBar>,
 }
 
@@ -151,7 +152,20 @@ impl Observer for Human {
                 bar.set_message(format!("resumed a saved guest in {seconds:.1}s"));
             }
             Event::Warning { message } => self.println(&format!("warning: {message}")),
+            Event::ExportStarted { path, virtual_bytes, .. } => {
+                let bar = self.download_bar(&mut state, Some(*virtual_bytes));
+                bar.set_prefix("export");
+                bar.set_position(0);
+                bar.set_message(path.display().to_string());
+            }
+            Event::ExportConvertProgress { done_bytes, total_bytes, .. } => {
+                let bar = self.download_bar(&mut state, Some(*total_bytes));
+                bar.set_position(*done_bytes);
+            }
             Event::ExportArtifact { path, bytes, .. } => {
+                if let Some(bar) = state.download.take() {
+                    bar.finish_and_clear();
+                }
                 self.println(&format!("exported {} ({})", path.display(), ByteSize(*bytes)));
             }
             Event::Error { message } => {
