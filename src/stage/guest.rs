@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{StageError, StageJob, Vm, communicator_error, race_death};
 use super::Link;
+use super::{StageError, StageJob, Vm, communicator_error, race_death};
 use crate::communicator::{Communicator, CommunicatorError};
 use crate::events::Stream;
 

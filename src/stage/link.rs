@@ -42,7 +42,12 @@ impl Communicator for Link {
         }
     }
 
-    async fn upload_bytes(&self, bytes: &[u8], remote: &str, mode: u32) -> Result<(), CommunicatorError> {
+    async fn upload_bytes(
+        &self,
+        bytes: &[u8],
+        remote: &str,
+        mode: u32,
+    ) -> Result<(), CommunicatorError> {
         match self {
             Link::Ssh(ssh) => ssh.upload_bytes(bytes, remote, mode).await,
             Link::Agent(agent) => agent.upload_bytes(bytes, remote, mode).await,

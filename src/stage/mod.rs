@@ -250,17 +250,20 @@ async fn connect(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(), St
         match &vm.machine.spec().guest_agent_socket {
             Some(socket) => {
                 let user = &job.definition.communicator.user;
-                let connecting = GuestAgentCommunicator::connect(socket, user, deadline, &mut on_wait);
+                let connecting =
+                    GuestAgentCommunicator::connect(socket, user, deadline, &mut on_wait);
                 race_death(&vm.machine, &stage, during, connecting).await?.map(Link::Agent)
             }
             None => {
-                let connecting = SshCommunicator::connect(vm.target.clone(), deadline, &mut on_wait);
+                let connecting =
+                    SshCommunicator::connect(vm.target.clone(), deadline, &mut on_wait);
                 race_death(&vm.machine, &stage, during, connecting).await?.map(Link::Ssh)
             }
         }
     };
-    let link = connected
-        .map_err(|source| communicator_error(vm, &stage, "the communicator did not become ready", source))?;
+    let link = connected.map_err(|source| {
+        communicator_error(vm, &stage, "the communicator did not become ready", source)
+    })?;
     job.events.emit(Event::CommunicatorReady {
         stage: stage.clone(),
         seconds: vm.started.elapsed().as_secs_f64(),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Session, StageError, StageJob, Vm, machine_spec};
 use super::Link;
+use super::{Session, StageError, StageJob, Vm, machine_spec};
 use crate::communicator::{
     ClientKey, Communicator, GuestAgentCommunicator, HostKey, SshCommunicator, SshTarget, shell,
 };
@@ -214,7 +214,9 @@ async fn continue_guest(machine: Machine, meta: &RestoreMeta, port: u16) -> Resu
         Some(socket) => GuestAgentCommunicator::connect(socket, &meta.user, deadline, &mut on_wait)
             .await
             .map(Link::Agent),
-        None => SshCommunicator::connect(target.clone(), deadline, &mut on_wait).await.map(Link::Ssh),
+        None => {
+            SshCommunicator::connect(target.clone(), deadline, &mut on_wait).await.map(Link::Ssh)
+        }
     };
     let link = match connected {
         Ok(link) => link,

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Link, 
-    StageError, StageJob, StageOutput, Vm, boot, create_overlay, provision, race_death, run_dir,
+use super::{
+    Link, StageError, StageJob, StageOutput, Vm, boot, create_overlay, provision, race_death,
+    run_dir,
 };
 use crate::communicator::{Communicator, CommunicatorError, ExecSpec};
 use crate::events::Event;
@@ -152,7 +153,9 @@ impl Session {
             .await
             .map_err(qemu_err("failed to create the next stage's overlay"))?;
         let link = super::guest::link(&self.vm, &stage)?;
-        let frozen = race_death(&self.vm.machine, &stage, "freezing the guest", Frozen::freeze(link)).await?;
+        let frozen =
+            race_death(&self.vm.machine, &stage, "freezing the guest", Frozen::freeze(link))
+                .await?;
         let frozen = match frozen {
             Ok(frozen) => frozen,
             Err(error) => return Ok(Cut::Unsupported(error.to_string())),
@@ -161,7 +164,9 @@ impl Session {
         let snapshot = self.snapshot(next_disk, &node).await;
         let thawed = frozen.thaw(link).await;
         snapshot.map_err(qemu_err("failed to take a live snapshot"))?;
-        thawed.map_err(|source| self.communicator_error(&stage, "failed to thaw the guest", source))?;
+        thawed.map_err(|source| {
+            self.communicator_error(&stage, "failed to thaw the guest", source)
+        })?;
         self.top_node = node;
         self.cuts += 1;
         self.restore_keys(job).await?;
