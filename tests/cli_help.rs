@@ -12,7 +12,10 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
     for (command, flags) in [
         ("validate", &[][..]),
         ("fetch", &["--offline"][..]),
-        ("build", &["--stage", "--rebuild", "--offline", "--keep-failed", "--verify", "--no-warm"][..]),
+        (
+            "build",
+            &["--stage", "--rebuild", "--offline", "--keep-failed", "--verify", "--no-warm"][..],
+        ),
         ("layers", &[][..]),
         ("export", &["--stage", "--format", "--target", "-o", "--force"][..]),
         ("run", &["--stage"][..]),

@@ -516,11 +516,7 @@ fn missing_script() {
     assert_at(&error, &text, "script ", "\"../scripts/nope.sh\"", 0);
     assert!(error.to_string().ends_with("scripts/nope.sh does not exist"), "{error}");
     // The path shown is absolute, resolved against the definition's folder.
-    assert!(
-        error
-            .to_string()
-            .contains(&design().join("scripts/nope.sh").display().to_string())
-    );
+    assert!(error.to_string().contains(&design().join("scripts/nope.sh").display().to_string()));
 }
 
 #[test]
@@ -746,10 +742,7 @@ fn local_sources_resolve_against_the_definition_folder() {
         "[source]\nurl = \"../cache/base.qcow2\"\nchecksum_url = \"file:///srv/SHA256SUMS\"\n{ONE_STAGE}"
     );
     let definition = ok(&text);
-    assert_eq!(
-        definition.source.location,
-        Location::File(design().join("cache/base.qcow2"))
-    );
+    assert_eq!(definition.source.location, Location::File(design().join("cache/base.qcow2")));
     assert_eq!(
         definition.source.checksum,
         Checksum::File(Location::File(PathBuf::from("/srv/SHA256SUMS")))

@@ -1,11 +1,13 @@
 //! Builds real guests under QEMU (TCG here, KVM where it works): the demo's layered build from
-//! cold, the cache, partial rebuilds, booting a layer with a fresh seed from a moved store, and
-//! the faults a user meets (failing and timed-out steps, QEMU killed, strata killed, Ctrl-C,
-//! a guest that never answers).
+//! cold in one boot, the cache, partial rebuilds resuming a saved guest, a restore point refused
+//! under other machine settings, and booting layers with a fresh seed from a moved store.
+//! Faults live in `guest_faults.rs`, screens in `guest_screen.rs`.
 //!
-//! Each boot costs about a minute under TCG, so tests share boots where they can. They run only
-//! with `STRATA_GUEST_TESTS=1` (CI sets it) and need the local base image that
+//! Each boot costs about a minute under TCG, so the checks share boots. They run only with
+//! `STRATA_GUEST_TESTS=1` (CI sets it) and need the local base image that
 //! `scripts/build-base-image.sh` makes (or `STRATA_BASE_IMAGE_DIR`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
