@@ -424,7 +424,7 @@ fn assert_fsck_clean(disk: &Path) {
     let problems: Vec<&str> = report
         .lines()
         .filter(|line| {
-            line.contains("Fix? no") || line.contains("differences:") || line.contains("zero dtime")
+            line.contains("? no") || line.contains("differences:") || line.contains("zero dtime")
         })
         .filter(|line| !is_orphan_trace(line))
         .collect();
