@@ -52,8 +52,6 @@ pub enum StageError {
          {actual}: raise [machine] disk_size or remove it"
     )]
     DiskTooSmall { stage: String, wanted: crate::units::ByteSize, actual: crate::units::ByteSize },
-    #[error("stage `{stage}`: the guest-agent communicator is not built yet: use kind = \"ssh\"")]
-    GuestAgentNotBuilt { stage: String },
     #[error("stage `{stage}`: failed to write the cloud-init seed")]
     Seed {
         stage: String,

@@ -109,9 +109,6 @@ pub struct Session {
 impl Session {
     /// Creates the first stage's overlay and boots the guest on it.
     pub async fn start(job: &StageJob<'_>) -> Result<Session, StageError> {
-        if job.definition.communicator.kind == crate::definition::CommunicatorKind::GuestAgent {
-            return Err(StageError::GuestAgentNotBuilt { stage: job.stage.name.to_string() });
-        }
         create_overlay(job).await?;
         let run_dir = run_dir(job.stage.name.as_str())?;
         let vm = boot(job, run_dir.path()).await?;
