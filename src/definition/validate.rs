@@ -992,6 +992,26 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Removes `.` and `..` components lexically, as a user reads `images/../scripts/x.sh`:
+/// the paths in messages, manifests and logs then say `scripts/x.sh`.
+#[must_use]
+pub fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,24 +1061,4 @@ mod tests {
         let text = "[source]\nurl = \"x\"\n";
         assert_eq!(header_span(text, 0..text.len()), 0..8);
     }
-}
-
-/// Removes `.` and `..` components lexically, as a user reads `images/../scripts/x.sh`:
-/// the paths in messages, manifests and logs then say `scripts/x.sh`.
-#[must_use]
-pub fn normalize(path: &std::path::Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push(component);
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }

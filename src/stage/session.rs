@@ -259,11 +259,11 @@ chmod 600 "$home/.ssh/authorized_keys""#;
                 return Ok(());
             }
         }
-        machine
-            .power_off(POWER_OFF_GRACE)
-            .await
-            .map(|_| ())
-            .map_err(|source| StageError::Qemu { stage, what: "failed to power off", source })
+        machine.power_off(POWER_OFF_GRACE).await.map(|_| ()).map_err(|source| StageError::Qemu {
+            stage,
+            what: "failed to power off",
+            source,
+        })
     }
 
     /// Stops the guest at once: after a failure, nothing in it matters any more.
