@@ -8,6 +8,7 @@
 
 mod held;
 mod keys;
+mod lines;
 mod qga;
 pub mod shell;
 mod ssh;

@@ -27,7 +27,8 @@ use tokio::net::UnixStream;
 use tokio::sync::{Mutex, mpsc};
 
 use self::wire::{Message, Reader};
-use super::tar::{TarWriter, append_tree};
+use super::lines::Lines;
+use super::tar::{append_tree, produce_tar};
 use super::{
     CloudInitOutcome, Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER,
     shell,
@@ -1001,91 +1002,6 @@ fn split_remote(remote: &str, local: &Path) -> (String, String) {
         Some(("", name)) => ("/".to_owned(), name.to_owned()),
         Some((dir, name)) => (dir.to_owned(), name.to_owned()),
         None => (".".to_owned(), remote.to_owned()),
-    }
-}
-
-/// Tar chunks of `size` bytes produced on a blocking thread.
-struct ChunkSender {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buffer: Vec<u8>,
-    size: usize,
-}
-
-impl std::io::Write for ChunkSender {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = self.size - self.buffer.len();
-        let take = data.len().min(room);
-        self.buffer.extend_from_slice(&data[..take]);
-        if self.buffer.len() >= self.size {
-            self.flush()?;
-        }
-        Ok(take)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(self.size)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload ended"))
-    }
-}
-
-/// Runs `build` on a blocking thread, streaming the tar it writes in chunks of `size`; an
-/// error goes down the stream last.
-fn produce_tar(
-    size: usize,
-    build: impl FnOnce(&mut TarWriter<ChunkSender>) -> std::io::Result<()> + Send + 'static,
-) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(4);
-    let errors = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let sender = ChunkSender { tx, buffer: Vec::with_capacity(size), size };
-        let mut tar = TarWriter::new(sender);
-        let result = build(&mut tar).and_then(|()| tar.finish()).and_then(|mut out| {
-            use std::io::Write;
-            out.flush()
-        });
-        if let Err(error) = result {
-            // When the receiver is gone there is nobody left to tell.
-            let _ = errors.blocking_send(Err(error));
-        }
-    });
-    rx
-}
-
-/// Splits a byte stream into lines (lossy UTF-8, `\r\n` and `\n`).
-#[derive(Default)]
-struct Lines {
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    fn push(
-        &mut self,
-        data: &[u8],
-        stream: Stream,
-        on_output: &mut (dyn FnMut(Stream, &str) + Send),
-    ) {
-        self.partial.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(end) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.partial[start..start + end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            on_output(stream, &String::from_utf8_lossy(line));
-            start += end + 1;
-        }
-        self.partial.drain(..start);
-    }
-
-    fn finish(&mut self, stream: Stream, on_output: &mut (dyn FnMut(Stream, &str) + Send)) {
-        if !self.partial.is_empty() {
-            let line = String::from_utf8_lossy(&self.partial).into_owned();
-            self.partial.clear();
-            on_output(stream, &line);
-        }
     }
 }
 

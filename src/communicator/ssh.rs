@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::keys::{ClientKey, fingerprint};
-use super::tar::{TarWriter, append_tree};
+use super::lines::Lines;
+use super::tar::{append_tree, produce_tar};
 use super::{Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER, shell};
 use crate::events::Stream;
 
@@ -254,54 +255,8 @@ impl SshCommunicator {
     }
 }
 
-/// Tar chunks produced on a blocking thread, 256 KiB at a time.
-struct ChunkSender {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buffer: Vec<u8>,
-}
-
+/// How much of a tar stream one SSH data message carries.
 const CHUNK: usize = 256 * 1024;
-
-impl std::io::Write for ChunkSender {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::take(&mut self.buffer));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload ended"))
-    }
-}
-
-/// Runs `build` on a blocking thread, streaming the tar it writes; an error goes down the
-/// stream last.
-fn produce_tar(
-    build: impl FnOnce(&mut TarWriter<ChunkSender>) -> std::io::Result<()> + Send + 'static,
-) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(8);
-    let errors = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut tar = TarWriter::new(ChunkSender { tx, buffer: Vec::with_capacity(CHUNK) });
-        let result = build(&mut tar).and_then(|()| tar.finish()).and_then(|mut out| {
-            use std::io::Write;
-            out.flush()
-        });
-        if let Err(error) = result {
-            // When the receiver is gone there is nobody left to tell.
-            let _ = errors.blocking_send(Err(error));
-        }
-    });
-    rx
-}
 
 impl Communicator for SshCommunicator {
     fn describe(&self) -> String {
@@ -359,12 +314,12 @@ impl Communicator for SshCommunicator {
         let local_name = local.display().to_string();
         if meta.is_dir() {
             let root = local.to_owned();
-            let chunks = produce_tar(move |tar| append_tree(tar, &root));
+            let chunks = produce_tar(CHUNK, move |tar| append_tree(tar, &root));
             return self.untar(remote, chunks, &local_name, remote).await;
         }
         let (dir, name) = split_remote(remote, local);
         let path = local.to_owned();
-        let chunks = produce_tar(move |tar| {
+        let chunks = produce_tar(CHUNK, move |tar| {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let file = std::fs::File::open(&path)?;
             let meta = file.metadata()?;
@@ -382,7 +337,7 @@ impl Communicator for SshCommunicator {
     ) -> Result<(), CommunicatorError> {
         let (dir, name) = split_remote(remote, Path::new("file"));
         let content = bytes.to_vec();
-        let chunks = produce_tar(move |tar| {
+        let chunks = produce_tar(CHUNK, move |tar| {
             let mtime = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs());
@@ -503,39 +458,6 @@ fn signal_info(signal: &Sig) -> (String, i32) {
         other => format!("{other:?}"),
     };
     (name, number)
-}
-
-/// Splits a byte stream into lines (lossy UTF-8, `\r\n` and `\n`).
-#[derive(Default)]
-struct Lines {
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    fn push(
-        &mut self,
-        data: &[u8],
-        stream: Stream,
-        on_output: &mut (dyn FnMut(Stream, &str) + Send),
-    ) {
-        self.partial.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(end) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.partial[start..start + end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            on_output(stream, &String::from_utf8_lossy(line));
-            start += end + 1;
-        }
-        self.partial.drain(..start);
-    }
-
-    fn finish(&mut self, stream: Stream, on_output: &mut (dyn FnMut(Stream, &str) + Send)) {
-        if !self.partial.is_empty() {
-            let line = String::from_utf8_lossy(&self.partial).into_owned();
-            self.partial.clear();
-            on_output(stream, &line);
-        }
-    }
 }
 
 fn client_config() -> client::Config {

@@ -2,11 +2,13 @@
 //! regular files, directories and symlinks with their modes. Owns the archive format only;
 //! it neither opens connections nor decides where the archive goes.
 
+use bytes::Bytes;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use tokio::sync::mpsc;
 
 const BLOCK: usize = 512;
 
@@ -196,6 +198,58 @@ fn append_children<W: Write>(
         prefix.truncate(start);
     }
     Ok(())
+}
+
+/// Tar chunks of `size` bytes produced on a blocking thread.
+pub(super) struct ChunkSender {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+    size: usize,
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.size - self.buffer.len();
+        let take = data.len().min(room);
+        self.buffer.extend_from_slice(&data[..take]);
+        if self.buffer.len() >= self.size {
+            self.flush()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(self.size)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload ended"))
+    }
+}
+
+/// Runs `build` on a blocking thread, streaming the tar it writes in chunks of `size`; an
+/// error goes down the stream last.
+pub(super) fn produce_tar(
+    size: usize,
+    build: impl FnOnce(&mut TarWriter<ChunkSender>) -> std::io::Result<()> + Send + 'static,
+) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(4);
+    let errors = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let sender = ChunkSender { tx, buffer: Vec::with_capacity(size), size };
+        let mut tar = TarWriter::new(sender);
+        let result = build(&mut tar).and_then(|()| tar.finish()).and_then(|mut out| {
+            use std::io::Write;
+            out.flush()
+        });
+        if let Err(error) = result {
+            // When the receiver is gone there is nobody left to tell.
+            let _ = errors.blocking_send(Err(error));
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
