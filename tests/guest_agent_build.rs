@@ -97,7 +97,6 @@ fn demo_builds_with_no_network_over_the_guest_agent() {
         // A reboot inside the build proves the agent comes back after one.
         .replace("{ run = \"../scripts/app-base.sh\" },", "{ run = \"../scripts/app-base.sh\" },\n  { reboot = true },\n  { shell = \"test -d /opt/app\" },");
     assert!(text.contains("guest-agent") && text.matches("network = false").count() == 3, "{text}");
-    std::fs::write(&definition, text).unwrap();
     let store = dir.path().join("store");
     let strata = || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -105,13 +104,41 @@ fn demo_builds_with_no_network_over_the_guest_agent() {
         command
     };
 
+    // A failure injected in the last stage of a one-boot build: the layers cut below it stay.
+    let failing = text.replace(
+        "env = { APP_PORT = \"{{ vars.app_port }}\" } },",
+        "env = { APP_PORT = \"{{ vars.app_port }}\" } },\n  { shell = \"echo injected >&2; exit 7\" },",
+    );
+    assert_ne!(failing, text, "the failure was injected");
+    std::fs::write(&definition, &failing).unwrap();
+    let started = Instant::now();
+    let output = strata().arg("build").arg(&definition).output().unwrap();
+    eprintln!(
+        "guest-agent build, no network, failing final: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let first = events(&output.stdout);
+    assert_eq!(stages_of(&first, "layer_committed"), ["base", "app-base"]);
+    assert_eq!(stages_of(&first, "qemu_started").len(), 1, "one boot for all three stages");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("final") && error.contains("exited with code 7"), "{error}");
+
+    // Fixed: the next build starts from app-base, resuming its saved guest.
+    std::fs::write(&definition, &text).unwrap();
     let started = Instant::now();
     let output = strata().arg("build").arg(&definition).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    eprintln!("guest-agent build, no network: {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!("guest-agent rebuild of final: {:.1}s", started.elapsed().as_secs_f64());
     let events = events(&output.stdout);
-    assert_eq!(stages_of(&events, "layer_committed"), ["base", "app-base", "final"]);
-    assert_eq!(stages_of(&events, "step_finished").len(), 6);
+    assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
+    assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
+    assert_eq!(
+        stages_of(&events, "restore_resumed"),
+        ["final"],
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // Booted afterwards with a network (strata run always gives SSH), the app answers.
     let mut run = strata()
