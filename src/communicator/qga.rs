@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use self::wire::{Message, Reader};
 use super::lines::Lines;
-use super::tar::{append_tree, produce_tar};
+use super::tar;
 use super::{
     CloudInitOutcome, Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER,
     shell,
@@ -874,25 +874,9 @@ impl Communicator for GuestAgentCommunicator {
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), CommunicatorError> {
-        let meta = std::fs::metadata(local)
+        let upload = tar::upload_path(local, remote, self.upload_chunk)
             .map_err(|source| CommunicatorError::ReadLocal { path: local.to_owned(), source })?;
-        let local_name = local.display().to_string();
-        let chunk = self.upload_chunk;
-        if meta.is_dir() {
-            let root = local.to_owned();
-            let chunks = produce_tar(chunk, move |tar| append_tree(tar, &root));
-            return self.untar(remote, chunks, &local_name, remote).await;
-        }
-        let (dir, name) = split_remote(remote, local);
-        let path = local.to_owned();
-        let chunks = produce_tar(chunk, move |tar| {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            let file = std::fs::File::open(&path)?;
-            let meta = file.metadata()?;
-            let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
-            tar.append_file(name.as_bytes(), meta.permissions().mode(), mtime, meta.len(), file)
-        });
-        self.untar(&dir, chunks, &local_name, remote).await
+        self.untar(&upload.dir, upload.chunks, &local.display().to_string(), remote).await
     }
 
     async fn upload_bytes(
@@ -901,15 +885,8 @@ impl Communicator for GuestAgentCommunicator {
         remote: &str,
         mode: u32,
     ) -> Result<(), CommunicatorError> {
-        let (dir, name) = split_remote(remote, Path::new("file"));
-        let content = bytes.to_vec();
-        let chunks = produce_tar(self.upload_chunk, move |tar| {
-            let mtime = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs());
-            tar.append_file(name.as_bytes(), mode, mtime, content.len() as u64, content.as_slice())
-        });
-        self.untar(&dir, chunks, &format!("{} bytes", bytes.len()), remote).await
+        let upload = tar::upload_bytes(bytes, remote, mode, self.upload_chunk);
+        self.untar(&upload.dir, upload.chunks, &format!("{} bytes", bytes.len()), remote).await
     }
 
     async fn reboot(
@@ -987,24 +964,6 @@ impl Communicator for GuestAgentCommunicator {
     }
 }
 
-/// For a file upload: the remote folder and file name. `remote` ending in `/` is a folder
-/// that gets the local file's name.
-fn split_remote(remote: &str, local: &Path) -> (String, String) {
-    let local_name = || {
-        local
-            .file_name()
-            .map_or_else(|| "file".to_owned(), |name| name.to_string_lossy().into_owned())
-    };
-    if remote.ends_with('/') {
-        return (remote.to_owned(), local_name());
-    }
-    match remote.rsplit_once('/') {
-        Some(("", name)) => ("/".to_owned(), name.to_owned()),
-        Some((dir, name)) => (dir.to_owned(), name.to_owned()),
-        None => (".".to_owned(), remote.to_owned()),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1072,7 +1031,7 @@ mod tests {
     fn chunks_have_the_asked_size() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
-            let mut rx = produce_tar(4096, |tar| {
+            let mut rx = tar::produce_tar(4096, |tar| {
                 tar.append_file(b"f", 0o600, 0, 10_000, &vec![1u8; 10_000][..])
             });
             let mut sizes = Vec::new();

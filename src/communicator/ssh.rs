@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::keys::{ClientKey, fingerprint};
 use super::lines::Lines;
-use super::tar::{append_tree, produce_tar};
+use super::tar;
 use super::{Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER, shell};
 use crate::events::Stream;
 
@@ -309,24 +309,9 @@ impl Communicator for SshCommunicator {
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), CommunicatorError> {
-        let meta = std::fs::metadata(local)
+        let upload = tar::upload_path(local, remote, CHUNK)
             .map_err(|source| CommunicatorError::ReadLocal { path: local.to_owned(), source })?;
-        let local_name = local.display().to_string();
-        if meta.is_dir() {
-            let root = local.to_owned();
-            let chunks = produce_tar(CHUNK, move |tar| append_tree(tar, &root));
-            return self.untar(remote, chunks, &local_name, remote).await;
-        }
-        let (dir, name) = split_remote(remote, local);
-        let path = local.to_owned();
-        let chunks = produce_tar(CHUNK, move |tar| {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            let file = std::fs::File::open(&path)?;
-            let meta = file.metadata()?;
-            let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
-            tar.append_file(name.as_bytes(), meta.permissions().mode(), mtime, meta.len(), file)
-        });
-        self.untar(&dir, chunks, &local_name, remote).await
+        self.untar(&upload.dir, upload.chunks, &local.display().to_string(), remote).await
     }
 
     async fn upload_bytes(
@@ -335,15 +320,8 @@ impl Communicator for SshCommunicator {
         remote: &str,
         mode: u32,
     ) -> Result<(), CommunicatorError> {
-        let (dir, name) = split_remote(remote, Path::new("file"));
-        let content = bytes.to_vec();
-        let chunks = produce_tar(CHUNK, move |tar| {
-            let mtime = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs());
-            tar.append_file(name.as_bytes(), mode, mtime, content.len() as u64, content.as_slice())
-        });
-        self.untar(&dir, chunks, &format!("{} bytes", bytes.len()), remote).await
+        let upload = tar::upload_bytes(bytes, remote, mode, CHUNK);
+        self.untar(&upload.dir, upload.chunks, &format!("{} bytes", bytes.len()), remote).await
     }
 
     async fn reboot(
@@ -383,24 +361,6 @@ impl Communicator for SshCommunicator {
 
     async fn close(self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
-    }
-}
-
-/// For a file upload: the remote folder and file name. `remote` ending in `/` is a folder
-/// that gets the local file's name.
-fn split_remote(remote: &str, local: &Path) -> (String, String) {
-    let local_name = || {
-        local
-            .file_name()
-            .map_or_else(|| "file".to_owned(), |name| name.to_string_lossy().into_owned())
-    };
-    if remote.ends_with('/') {
-        return (remote.to_owned(), local_name());
-    }
-    match remote.rsplit_once('/') {
-        Some(("", name)) => ("/".to_owned(), name.to_owned()),
-        Some((dir, name)) => (dir.to_owned(), name.to_owned()),
-        None => (".".to_owned(), remote.to_owned()),
     }
 }
 
@@ -587,9 +547,12 @@ mod tests {
     #[test]
     fn remote_paths_split_into_folder_and_name() {
         let local = Path::new("/src/app.conf");
-        assert_eq!(split_remote("/etc/app/", local), ("/etc/app/".into(), "app.conf".into()));
-        assert_eq!(split_remote("/etc/app/x.conf", local), ("/etc/app".into(), "x.conf".into()));
-        assert_eq!(split_remote("/x.conf", local), ("/".into(), "x.conf".into()));
-        assert_eq!(split_remote("x.conf", local), (".".into(), "x.conf".into()));
+        assert_eq!(tar::split_remote("/etc/app/", local), ("/etc/app/".into(), "app.conf".into()));
+        assert_eq!(
+            tar::split_remote("/etc/app/x.conf", local),
+            ("/etc/app".into(), "x.conf".into())
+        );
+        assert_eq!(tar::split_remote("/x.conf", local), ("/".into(), "x.conf".into()));
+        assert_eq!(tar::split_remote("x.conf", local), (".".into(), "x.conf".into()));
     }
 }

@@ -252,6 +252,62 @@ pub(super) fn produce_tar(
     rx
 }
 
+/// A tar stream on its way to the guest, and the guest folder it is to be unpacked in.
+pub(super) struct Upload {
+    pub dir: String,
+    pub chunks: mpsc::Receiver<Result<Bytes, io::Error>>,
+}
+
+/// The upload of a local file or directory tree to `remote`, in chunks of `chunk` bytes.
+/// A directory's contents go into `remote`; a file goes to `remote`, or into it when `remote`
+/// ends with `/`.
+pub(super) fn upload_path(local: &Path, remote: &str, chunk: usize) -> io::Result<Upload> {
+    if fs::metadata(local)?.is_dir() {
+        let root = local.to_owned();
+        let chunks = produce_tar(chunk, move |tar| append_tree(tar, &root));
+        return Ok(Upload { dir: remote.to_owned(), chunks });
+    }
+    let (dir, name) = split_remote(remote, local);
+    let path = local.to_owned();
+    let chunks = produce_tar(chunk, move |tar| {
+        let file = fs::File::open(&path)?;
+        let meta = file.metadata()?;
+        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+        tar.append_file(name.as_bytes(), meta.permissions().mode(), mtime, meta.len(), file)
+    });
+    Ok(Upload { dir, chunks })
+}
+
+/// The upload of `bytes` as the file `remote` with `mode`.
+pub(super) fn upload_bytes(bytes: &[u8], remote: &str, mode: u32, chunk: usize) -> Upload {
+    let (dir, name) = split_remote(remote, Path::new("file"));
+    let content = bytes.to_vec();
+    let chunks = produce_tar(chunk, move |tar| {
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        tar.append_file(name.as_bytes(), mode, mtime, content.len() as u64, content.as_slice())
+    });
+    Upload { dir, chunks }
+}
+
+/// Where a file upload lands: (folder, name).
+pub(super) fn split_remote(remote: &str, local: &Path) -> (String, String) {
+    let local_name = || {
+        local
+            .file_name()
+            .map_or_else(|| "file".to_owned(), |name| name.to_string_lossy().into_owned())
+    };
+    if remote.ends_with('/') {
+        return (remote.to_owned(), local_name());
+    }
+    match remote.rsplit_once('/') {
+        Some(("", name)) => ("/".to_owned(), name.to_owned()),
+        Some((dir, name)) => (dir.to_owned(), name.to_owned()),
+        None => (".".to_owned(), remote.to_owned()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
