@@ -585,7 +585,6 @@ pub fn plan_from_store(
     let Some(source) = crate::source::lookup(layers.store(), &definition.source) else {
         return Ok(None);
     };
-    let file_name =
-        source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = source_file_name(&source);
     plan(definition, layers, source.digest.hex(), &file_name, options, SystemTime::now()).map(Some)
 }
