@@ -309,34 +309,32 @@ impl<'a, 'b> Builder<'a, 'b> {
             let mut current = first;
             loop {
                 let job = self.job(&current)?;
-                let facts = match session.provision(&job).await {
-                    Ok(facts) => facts,
-                    Err(error) => {
-                        session.kill().await;
-                        return Err(self.failed(current, error));
-                    }
-                };
+                if let Err(error) = session.run_steps(&job).await {
+                    session.kill().await;
+                    return Err(self.failed(current, error));
+                }
                 index += 1;
                 let next = match run.get(index) {
                     Some(planned) if self.live_cuts => self.begin(planned).await?,
                     _ => None,
                 };
                 let Some(next) = next else {
-                    if let Err(error) = session.power_off(&job).await {
-                        return Err(self.failed(current, error));
-                    }
+                    let facts = match session.power_off(&job).await {
+                        Ok(facts) => facts,
+                        Err(error) => return Err(self.failed(current, error)),
+                    };
                     self.finish(current, facts, false).await?;
                     break;
                 };
                 let backing = crate::layer::backing_for(&Foundation::Layer(&current.planned.key));
                 match session.cut(&job, &next.work.disk(), &backing).await {
-                    Ok(crate::stage::Cut::Done) => {
+                    Ok(crate::stage::Cut::Done { facts }) => {
                         let below = current.planned.key.clone();
                         self.finish(current, facts, true).await?;
                         self.save_restore_point(&session, &next, &below).await;
                         current = next;
                     }
-                    Ok(crate::stage::Cut::Unsupported(why)) => {
+                    Ok(crate::stage::Cut::Unsupported { facts, why }) => {
                         self.context.events.warn(format!(
                             "cannot freeze the guest to cut layers from it ({why}): \
                              building one boot per stage instead"
@@ -344,7 +342,7 @@ impl<'a, 'b> Builder<'a, 'b> {
                         self.live_cuts = false;
                         // The next stage gets a boot of its own, from the outer loop.
                         drop(next);
-                        if let Err(error) = session.power_off(&job).await {
+                        if let Err(error) = session.power_off_unfrozen(&job).await {
                             return Err(self.failed(current, error));
                         }
                         self.finish(current, facts, false).await?;

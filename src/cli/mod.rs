@@ -22,6 +22,7 @@ use crate::report;
 /// Parses the command line, runs it, prints any error, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    report::init_debug_log(cli.global.verbose);
     let format = cli.global.log_format;
     let outcome = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(run(cli)),

@@ -14,53 +14,93 @@ pub struct Held {
     channel: russh::Channel<client::Msg>,
     guest: String,
     command: String,
+    /// What the command wrote to stdout before it held, marker excluded.
+    said: String,
+}
+
+/// A held command that ended before it held.
+#[derive(Debug)]
+pub struct NotHeld {
+    /// Its exit status; `None` when the channel closed without one.
+    pub code: Option<u32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub error: CommunicatorError,
 }
 
 impl SshCommunicator {
-    /// Starts `spec` and waits up to `within` for a stdout line equal to `marker`.
+    /// Starts `spec` and waits up to `within` for a stdout line equal to `marker`. `what` names
+    /// the command in errors (its script may be long).
     pub async fn hold(
         &self,
         spec: ExecSpec<'_>,
+        what: &str,
         marker: &str,
         within: Duration,
-    ) -> Result<Held, CommunicatorError> {
-        let line = shell::command_line(&spec, self.target().user == "root")?;
-        let channel = self.open_channel().await?;
+    ) -> Result<Held, Box<NotHeld>> {
+        let not_held = |error| {
+            Box::new(NotHeld { code: None, stdout: String::new(), stderr: String::new(), error })
+        };
+        let line = shell::command_line(&spec, self.target().user == "root").map_err(not_held)?;
+        let channel = self.open_channel().await.map_err(not_held)?;
         channel
             .exec(true, line)
             .await
-            .map_err(|error| self.error("start a held command", error))?;
-        let mut held =
-            Held { channel, guest: self.describe_target(), command: spec.command.to_owned() };
+            .map_err(|error| not_held(self.error("start a held command", error)))?;
+        let mut held = Held {
+            channel,
+            guest: self.describe_target(),
+            command: what.to_owned(),
+            said: String::new(),
+        };
         match tokio::time::timeout(within, held.read_until(marker)).await {
             Ok(Ok(())) => Ok(held),
-            Ok(Err(output)) => Err(held.failed(-1, &output)),
-            Err(_) => Err(CommunicatorError::Timeout {
+            Ok(Err((code, stdout, stderr))) => {
+                let code_or = code.map_or(-1, |c| i32::try_from(c).unwrap_or(-1));
+                let error = held.failed(code_or, &format!("{stdout}{stderr}"));
+                Err(Box::new(NotHeld { code, stdout, stderr, error }))
+            }
+            Err(_) => Err(not_held(CommunicatorError::Timeout {
                 guest: held.guest,
                 command: held.command,
                 timeout: within,
-            }),
+            })),
         }
     }
 }
 
 impl Held {
-    /// Reads output until a line equals `marker`; on the command's end, returns what it said.
-    async fn read_until(&mut self, marker: &str) -> Result<(), String> {
-        let mut output = String::new();
+    /// Reads output until a stdout line equals `marker`; on the command's end, returns its exit
+    /// status, stdout and stderr.
+    async fn read_until(&mut self, marker: &str) -> Result<(), (Option<u32>, String, String)> {
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        let mut code = None;
         while let Some(message) = self.channel.wait().await {
             match message {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    output.push_str(&String::from_utf8_lossy(&data));
-                    if output.lines().any(|line| line.trim() == marker) {
+                ChannelMsg::Data { data } => {
+                    stdout.push_str(&String::from_utf8_lossy(&data));
+                    if let Some(at) = marker_line(&stdout, marker) {
+                        stdout.truncate(at);
+                        self.said = stdout;
                         return Ok(());
                     }
                 }
-                ChannelMsg::Close | ChannelMsg::Eof => break,
+                ChannelMsg::ExtendedData { data, .. } => {
+                    stderr.push_str(&String::from_utf8_lossy(&data));
+                }
+                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                ChannelMsg::Close => break,
                 _ => {}
             }
         }
-        Err(output)
+        Err((code, stdout, stderr))
+    }
+
+    /// What the command wrote to stdout before it held.
+    #[must_use]
+    pub fn said(&self) -> &str {
+        &self.said
     }
 
     fn failed(&self, code: i32, output: &str) -> CommunicatorError {
@@ -105,5 +145,31 @@ impl Held {
                 timeout: within,
             }),
         }
+    }
+}
+
+/// Where the first whole line equal to `marker` starts in `text`.
+fn marker_line(text: &str, marker: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.ends_with('\n') && line.trim() == marker {
+            return Some(at);
+        }
+        at += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marker_line;
+
+    #[test]
+    fn the_marker_must_be_a_whole_line() {
+        assert_eq!(marker_line("pkg a 1\nfrozen\n", "frozen"), Some(8));
+        assert_eq!(marker_line("frozen\n", "frozen"), Some(0));
+        assert_eq!(marker_line("not frozen\nfroz", "frozen"), None);
+        // Not until its line has ended: more of it may still come.
+        assert_eq!(marker_line("x\nfrozen", "frozen"), None);
     }
 }

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use held::Held;
+pub use held::{Held, NotHeld};
 pub use keys::{ClientKey, HostKey, fingerprint};
 pub use qga::{GuestAgentCommunicator, QgaError};
 pub use russh::keys::ssh_key::PublicKey;
@@ -296,7 +296,7 @@ pub trait Communicator: Send + Sync {
         async move {
             let left =
                 deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-            let command = "cloud-init status --wait";
+            let command = WAIT_CLOUD_INIT;
             let (exit, _, stderr) = capture(self, command, left).await?;
             match exit.code {
                 0 => Ok(CloudInitOutcome::Done),
@@ -310,11 +310,24 @@ pub trait Communicator: Send + Sync {
                         Err(CommunicatorError::CloudInit { guest: self.describe(), detail })
                     }
                 }
-                _ => Err(command_failed(self, command, &exit, &stderr)),
+                _ => Err(command_failed(self, "cloud-init status --wait", &exit, &stderr)),
             }
         }
     }
 }
+
+/// `cloud-init status --wait`, with a fast path: cloud-init links `/run/cloud-init/result.json`
+/// to the file it writes as its last act, listing the errors of every stage. Polling for it from
+/// the shell answers within 0.2 s of the end, where cloud-init's own Python start alone costs
+/// about 3 s under emulation. Anything but a clean finish (errors, cloud-init disabled or
+/// missing, cloud-final failed) is left to `cloud-init status --wait` to judge and explain.
+pub(crate) const WAIT_CLOUD_INIT: &str = r#"if [ -e /run/cloud-init/enabled ]; then
+  until [ -e /run/cloud-init/result.json ] || systemctl is-failed --quiet cloud-final.service; do
+    sleep 0.2
+  done
+  grep -qs '"errors": \[\]' /run/cloud-init/result.json && exit 0
+fi
+exec cloud-init status --wait"#;
 
 fn command_failed<C: Communicator + ?Sized>(
     communicator: &C,

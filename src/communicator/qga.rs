@@ -935,7 +935,7 @@ impl Communicator for GuestAgentCommunicator {
         deadline: Instant,
     ) -> Result<CloudInitOutcome, CommunicatorError> {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let command = "cloud-init status --wait";
+        let command = super::WAIT_CLOUD_INIT;
         let (exit, _, stderr) = self.capture_as_root(command, left).await?;
         match exit.code {
             0 => Ok(CloudInitOutcome::Done),
@@ -951,7 +951,7 @@ impl Communicator for GuestAgentCommunicator {
             }
             _ => Err(CommunicatorError::Command {
                 guest: self.describe(),
-                command: command.to_owned(),
+                command: "cloud-init status --wait".to_owned(),
                 code: exit.code,
                 stderr: stderr.trim_end().to_owned(),
             }),

@@ -120,7 +120,15 @@ fn split(path: &Path) -> (PathBuf, PathBuf) {
     (dir, name)
 }
 
-/// `qemu-img create -f qcow2 -F BACKING_FORMAT -b BACKING PATH [SIZE]`, run in PATH's folder;
+/// Every overlay (a layer, a throwaway VM's disk) has extended L2 entries: a 64 KiB cluster is
+/// split into 32 subclusters of 2 KiB, each allocated on its own. A 4 KiB guest write then
+/// takes 4 KiB of the file, not a whole cluster copied up from the backing file, so a layer's
+/// size follows what its stage wrote (measured: 200 scattered 4 KiB writes take 1.4 MiB, against
+/// 13 MiB without). Needs QEMU 5.2 or newer.
+const OVERLAY_OPTIONS: &str = "extended_l2=on,cluster_size=64k";
+
+/// `qemu-img create -f qcow2 -o OVERLAY_OPTIONS -F BACKING_FORMAT -b BACKING PATH [SIZE]`, run
+/// in PATH's folder;
 /// `backing` is written into the overlay as given (relative to the overlay's folder).
 pub async fn create_overlay(
     path: &Path,
@@ -130,7 +138,8 @@ pub async fn create_overlay(
 ) -> Result<(), QemuError> {
     let (dir, name) = split(path);
     let mut command = Command::new(QEMU_IMG)
-        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing])
+        .args(["create", "-q", "-f", "qcow2", "-o", OVERLAY_OPTIONS])
+        .args(["-F", backing_format, "-b", backing])
         .arg(&name)
         .current_dir(dir);
     if let Some(size) = size {
@@ -151,7 +160,8 @@ pub async fn create_overlay_unchecked(
 ) -> Result<(), QemuError> {
     let (dir, name) = split(path);
     let command = Command::new(QEMU_IMG)
-        .args(["create", "-q", "-u", "-f", "qcow2", "-F", backing_format, "-b", backing])
+        .args(["create", "-q", "-u", "-f", "qcow2", "-o", OVERLAY_OPTIONS])
+        .args(["-F", backing_format, "-b", backing])
         .arg(&name)
         .arg(size.to_string())
         .current_dir(dir);

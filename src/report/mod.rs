@@ -14,12 +14,33 @@ use crate::cli::LogFormat;
 use crate::error::Error;
 use crate::events::{Event, Observer, Stamped};
 
+/// The `-v` count from which strata's debug log is on.
+const DEBUG: u8 = 2;
+
+/// Turns on strata's debug log on stderr (timings, QMP traffic) with `-vv`, or with
+/// `STRATA_LOG` set to a `tracing` filter (`STRATA_LOG=strata=debug`), for whatever `-v` says.
+pub fn init_debug_log(verbose: u8) {
+    let filter = match std::env::var("STRATA_LOG") {
+        Ok(filter) => tracing_subscriber::EnvFilter::new(filter),
+        Err(_) if verbose >= DEBUG => tracing_subscriber::EnvFilter::new("strata=debug"),
+        Err(_) => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
 /// The observer that renders events for the user.
 #[must_use]
 pub fn observer(format: LogFormat, verbose: u8, quiet: bool) -> Arc<dyn Observer> {
     match format {
         LogFormat::Json => Arc::new(JsonLines),
-        LogFormat::Human if !quiet && std::io::stderr().is_terminal() => {
+        // Debug lines go straight to stderr, which progress bars would overwrite.
+        LogFormat::Human if !quiet && verbose < DEBUG && std::io::stderr().is_terminal() => {
             Arc::new(human::Human::new(verbose))
         }
         LogFormat::Human => Arc::new(plain::Plain::new(verbose, quiet)),

@@ -20,53 +20,89 @@ pub struct GuestFacts {
 }
 
 /// Makes the layer a valid cloud template again (DESIGN §4 step 7): cloud-init forgets this
-/// instance, machine-id is empty (never missing), the build's host keys and client
-/// key go, the journal and per-instance state are dropped, freed blocks are trimmed.
+/// instance, machine-id is empty (never missing), the build's host keys and client key leave
+/// the disk, the journal and per-instance state are dropped. Freed blocks are trimmed by the
+/// freeze that always follows (`session`), so not here too.
+///
+/// The keys are moved to [`KEPT`], in /run (memory): a live cut puts them back with
+/// [`UNKEEP`] for the stages still to run in this boot, which saves uploading them again.
 const SYSPREP: &str = r#"set -eu
-# Only when cloud-init left something since the last clean: a later stage of the same boot, or a
-# resumed guest, has nothing to clean, and cloud-init's Python start costs seconds under TCG.
-if [ -n "$(ls -A /var/lib/cloud 2>/dev/null)" ] || ls /var/log/cloud-init*.log >/dev/null 2>&1; then
-  cloud-init clean --logs --seed
+# Globs and builtins where a command would do: every process costs 50-100 ms under emulation.
+dirty=""
+for f in /var/lib/cloud/* /var/log/cloud-init*.log*; do
+  if [ -e "$f" ]; then dirty=yes; break; fi
+done
+custom=""
+for f in /etc/cloud/clean.d/*; do
+  if [ -f "$f" ] && [ -x "$f" ]; then custom=yes; fi
+done
+# `cloud-init clean --logs --seed` when nothing makes it more than removing files (no clean.d
+# scripts, the default cloud_dir): cloud-init's Python start alone costs 2-3 s under emulation.
+if [ -n "$dirty" ]; then
+  if [ -n "$custom" ] || grep -hs '^[[:space:]]*cloud_dir:' /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg |
+      grep -qv 'cloud_dir:[[:space:]]*/var/lib/cloud/\?[[:space:]]*$'; then
+    cloud-init clean --logs --seed
+  else
+    rm -rf /var/lib/cloud/* /var/log/cloud-init.log* /var/log/cloud-init-output.log*
+  fi
 fi
 # Empty, not "uninitialized": systemd then makes a new id at the next boot without first-boot
 # semantics, whose systemd-firstboot prompt would hang a Debian guest on its console.
 : > /etc/machine-id
-[ -L /var/lib/dbus/machine-id ] || rm -f /var/lib/dbus/machine-id
-rm -f /etc/ssh/ssh_host_*
-home=$(getent passwd "$STRATA_USER" | cut -d: -f6)
-[ -z "$home" ] || rm -f "$home/.ssh/authorized_keys"
-rm -f /tmp/strata-step-* /var/lib/systemd/random-seed /var/lib/dhcp/*.leases
-journalctl --rotate >/dev/null 2>&1 || true
-journalctl --vacuum-time=1s >/dev/null 2>&1 || true
-fstrim -a >/dev/null 2>&1 || true
+gone="/tmp/strata-step-* /var/lib/systemd/random-seed /var/lib/dhcp/*.leases"
+[ -L /var/lib/dbus/machine-id ] || gone="$gone /var/lib/dbus/machine-id"
+kept=KEPT
+[ ! -e "$kept" ] || gone="$gone $kept"
+rm -rf $gone
+mkdir -m 700 "$kept"
+keys=""
+for key in /etc/ssh/ssh_host_*; do [ ! -e "$key" ] || keys="$keys $key"; done
+[ -z "$keys" ] || mv -f $keys "$kept/"
+home=$(getent passwd "$STRATA_USER" || true)
+home=${home%:*}
+home=${home##*:}
+if [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ]; then
+  printf '%s\n' "$home/.ssh/authorized_keys" > "$kept/authorized_keys.path"
+  mv -f "$home/.ssh/authorized_keys" "$kept/authorized_keys"
+fi
+journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
 sync
 "#;
 
-const FACTS: &str = r#"if command -v dpkg-query >/dev/null; then dpkg-query -W -f='pkg ${Package} ${Version}\n'
+/// Where sysprep keeps the build's keys off the disk: tmpfs, gone at power-off.
+const KEPT: &str = "/run/strata-sysprep";
+
+/// Puts back what sysprep kept in memory (after a live cut, so not into the cut layer).
+pub(super) const UNKEEP: &str = r#"kept=/run/strata-sysprep
+if [ -d "$kept" ]; then
+  keys=""
+  for key in "$kept"/ssh_host_*; do [ ! -e "$key" ] || keys="$keys $key"; done
+  [ -z "$keys" ] || mv -f $keys /etc/ssh/
+  if [ -f "$kept/authorized_keys" ]; then
+    read -r to < "$kept/authorized_keys.path"
+    mv -f "$kept/authorized_keys" "$to"
+  fi
+  rm -rf "$kept"
+fi
+"#;
+
+/// Facts for layer.json, printed as `kind value` lines before sysprep runs. In a subshell, so
+/// that os-release's variables stay out of sysprep's way, and never fatal.
+const FACTS: &str = r#"( if command -v dpkg-query >/dev/null; then dpkg-query -W -f='pkg ${Package} ${Version}\n'
 elif command -v rpm >/dev/null; then rpm -qa --qf 'pkg %{NAME} %{VERSION}-%{RELEASE}\n'; fi
 . /etc/os-release 2>/dev/null && echo "os_id $ID" && echo "os_version ${VERSION_ID:-}"
-if command -v qemu-ga >/dev/null || [ -e /usr/sbin/qemu-ga ]; then echo "guest_agent yes"; fi
+if command -v qemu-ga >/dev/null || [ -e /usr/sbin/qemu-ga ]; then echo "guest_agent yes"; fi ) || true
 "#;
 
 pub fn link<'a>(vm: &'a Vm, stage: &str) -> Result<&'a Link, StageError> {
     vm.link.as_ref().ok_or_else(|| StageError::NotConnected { stage: stage.to_owned() })
 }
 
-pub async fn facts(link: &Link) -> GuestFacts {
+/// Reads the facts from the lines [`FACTS`] printed; other lines are ignored.
+pub(super) fn parse_facts<'l>(lines: impl IntoIterator<Item = &'l str>) -> GuestFacts {
     let mut facts = GuestFacts::default();
-    let mut lines = Vec::new();
-    let result = link
-        .exec(FACTS, &BTreeMap::new(), Duration::from_secs(120), |stream, line| {
-            if stream == Stream::Stdout {
-                lines.push(line.to_owned());
-            }
-        })
-        .await;
-    if result.is_err() {
-        return facts;
-    }
     for line in lines {
-        let (kind, value) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let (kind, value) = line.split_once(' ').unwrap_or((line, ""));
         match kind {
             "pkg" => facts.packages.push(value.to_owned()),
             "os_id" => facts.os_id = Some(value.to_owned()),
@@ -78,22 +114,33 @@ pub async fn facts(link: &Link) -> GuestFacts {
     facts
 }
 
-pub async fn sysprep(link: &Link, user: &str) -> Result<(), CommunicatorError> {
+/// Facts, then sysprep, as one script to run as root with `STRATA_USER` set. Exits non-zero
+/// when sysprep failed.
+pub(super) fn sysprep_script() -> String {
+    format!("{FACTS}{}", SYSPREP.replace("KEPT", KEPT))
+}
+
+/// Collects the guest's facts and sysprepps it, in one command (each costs a shell start and a
+/// round trip, which add up under emulation).
+pub async fn sysprep(link: &Link, user: &str) -> Result<GuestFacts, CommunicatorError> {
     let env = BTreeMap::from([("STRATA_USER".to_owned(), user.to_owned())]);
-    let mut output = Vec::new();
+    let script = sysprep_script();
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
     let exit = link
-        .exec_as_root(SYSPREP, &env, Duration::from_secs(600), |_, line| {
-            output.push(line.to_owned());
+        .exec_as_root(&script, &env, Duration::from_secs(600), |stream, line| match stream {
+            Stream::Stdout => stdout.push(line.to_owned()),
+            Stream::Stderr => stderr.push(line.to_owned()),
         })
         .await?;
     if exit.success() {
-        Ok(())
+        Ok(parse_facts(stdout.iter().map(String::as_str)))
     } else {
         Err(CommunicatorError::Command {
             guest: link.describe(),
             command: "sysprep".to_owned(),
             code: exit.code,
-            stderr: output.join("\n"),
+            stderr: stderr.join("\n"),
         })
     }
 }

@@ -313,20 +313,6 @@ pub async fn race_death<T>(
     }
 }
 
-/// Steps, facts and sysprep on a booted guest.
-pub(crate) async fn provision(job: &StageJob<'_>, vm: &mut Vm) -> Result<GuestFacts, StageError> {
-    steps::run_all(job, vm).await?;
-    let stage = job.stage.name.to_string();
-    let link = guest::link(vm, &stage)?;
-    let facts = race_death(&vm.machine, &stage, "collecting facts", guest::facts(link)).await?;
-    job.events.emit(Event::Sysprep { stage: stage.clone() });
-    let user = &job.definition.communicator.user;
-    let swept =
-        race_death(&vm.machine, &stage, "during sysprep", guest::sysprep(link, user)).await?;
-    swept.map_err(|source| communicator_error(vm, &stage, "sysprep failed", source))?;
-    Ok(facts)
-}
-
 /// The per-boot keys: the client's stays in memory; the host's goes into the seed.
 struct BootKeys {
     client: ClientKey,

@@ -4,6 +4,7 @@
 //! booting. They hold guest memory, which may hold secrets: 0600, never exported.
 //! Must not decide when to save or resume: `build` does.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,9 +30,16 @@ const SEED_FILE: &str = "seed.img";
 const META_FILE: &str = "restore.json";
 /// Bumped when what a restore point holds changes.
 const FORMAT: u32 = 1;
+/// Bytes per second: far above what zstd can take, so never the limit.
+const UNLIMITED_BANDWIDTH: u64 = 1 << 40;
 const MIGRATE_WITHIN: Duration = Duration::from_secs(300);
+/// How often a save or a load is asked how far it got: a QMP query costs well under a
+/// millisecond, and a save or load takes about half a second, so a coarser poll would be most
+/// of the wait.
+const POLL_EVERY: Duration = Duration::from_millis(25);
 /// A resumed guest must answer this quickly, or strata boots instead.
 const RECONNECT_WITHIN: Duration = Duration::from_secs(45);
+const CLOCK_WITHIN: Duration = Duration::from_secs(30);
 
 /// What `restore.json` records: what a resume needs, and what it must match.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +103,10 @@ impl Session {
         qmp.execute("stop", None).await.map_err(qemu("failed to pause the guest"))?;
         let uri = format!("exec:zstd -q -1 -o {}", shell::quote(&state.to_string_lossy()));
         let saved = async {
+            // QEMU caps migration at 128 MiB/s by default, meant for a network shared with
+            // running guests; into a local pipe that cap is most of the save's time.
+            let unlimited = json!({ "max-bandwidth": UNLIMITED_BANDWIDTH });
+            qmp.execute("migrate-set-parameters", Some(unlimited)).await?;
             qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
             wait_migration(&self.vm.machine).await
         }
@@ -152,6 +164,7 @@ impl Session {
         let stage = job.stage.name.to_string();
         let machine =
             Machine::start(spec, job.events, &stage).await.map_err(|error| error.to_string())?;
+        tracing::debug!("resume: qemu answers after {:?}", started.elapsed());
         let now = fingerprint(machine.spec(), &qemu_version(&machine));
         if now != meta.machine {
             let _ = machine.kill().await;
@@ -196,6 +209,7 @@ async fn continue_guest(machine: Machine, meta: &RestoreMeta, port: u16) -> Resu
     if let Err(why) = loaded {
         return fail(machine, why).await;
     }
+    tracing::debug!("resume: state loaded after {:?}", machine.started().elapsed());
     if let Err(error) = machine.qmp().execute("cont", None).await {
         return fail(machine, format!("the guest did not continue: {error}")).await;
     }
@@ -222,17 +236,26 @@ async fn continue_guest(machine: Machine, meta: &RestoreMeta, port: u16) -> Resu
         Ok(link) => link,
         Err(error) => return fail(machine, format!("the guest did not answer: {error}")).await,
     };
-    // The guest's clock stood still while it was saved.
-    let clock = "hwclock --hctosys 2>/dev/null || chronyc -a makestep >/dev/null 2>&1 || true";
-    let no_env = std::collections::BTreeMap::new();
-    let _ = link.exec_as_root(clock, &no_env, Duration::from_secs(30), |_, _| {}).await;
+    tracing::debug!("resume: reconnected after {:?}", machine.started().elapsed());
+    // The guest's clock stood still while it was saved: set it to the host's. (`hwclock
+    // --hctosys` would wait up to a second for the RTC's next tick.)
+    let _ =
+        link.exec_as_root(&set_clock_command(), &BTreeMap::new(), CLOCK_WITHIN, |_, _| {}).await;
+    tracing::debug!("resume: clock set after {:?}", machine.started().elapsed());
     let started = machine.started();
     Ok(Vm { machine, link: Some(link), target, started, host_key })
 }
 
+/// `date -s @SECONDS.NANOS` with the host's time now; its error ignored (the build goes on with a
+/// late clock, as it would have without the fix).
+fn set_clock_command() -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("date -u -s @{}.{:09} >/dev/null 2>&1 || true", now.as_secs(), now.subsec_nanos())
+}
+
 async fn wait_migration(machine: &Machine) -> Result<(), crate::qemu::QemuError> {
     let deadline = Instant::now() + MIGRATE_WITHIN;
-    let mut pause = Duration::from_millis(20);
     loop {
         let status = machine.qmp().execute("query-migrate", None).await?;
         match status["status"].as_str() {
@@ -254,14 +277,12 @@ async fn wait_migration(machine: &Machine) -> Result<(), crate::qemu::QemuError>
             }
             _ => {}
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
 async fn wait_incoming(machine: &Machine) -> Result<(), String> {
     let deadline = Instant::now() + MIGRATE_WITHIN;
-    let mut pause = Duration::from_millis(20);
     loop {
         if !machine.is_alive() {
             return Err("qemu exited while loading the saved state".to_owned());
@@ -276,8 +297,7 @@ async fn wait_incoming(machine: &Machine) -> Result<(), String> {
         if Instant::now() > deadline {
             return Err("the saved state did not load in time".to_owned());
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 

@@ -1,7 +1,8 @@
-//! A guest that lives across stages (one boot for a whole build): after a stage's sysprep, its
-//! filesystems are frozen, QEMU switches the running disk onto a new overlay for the next
-//! stage (a live external snapshot), the guest is thawed and given back the build's keys,
-//! and the frozen overlay becomes the stage's layer. Must not commit layers itself.
+//! A guest that lives across stages (one boot for a whole build): after a stage's steps, the
+//! guest is sysprepped and its filesystems are frozen, QEMU switches the running disk onto a
+//! new overlay for the next stage (a live external snapshot), the guest is thawed and given
+//! back the build's keys, and the frozen overlay becomes the stage's layer. Must not commit
+//! layers itself.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,30 +10,39 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::guest::{self, GuestFacts, UNKEEP};
 use super::{
-    Link, StageError, StageJob, StageOutput, Vm, boot, create_overlay, provision, race_death,
-    run_dir,
+    Link, StageError, StageJob, StageOutput, Vm, boot, create_overlay, race_death, run_dir,
 };
-use crate::communicator::{Communicator, CommunicatorError, ExecSpec};
+use crate::communicator::{Communicator, CommunicatorError, ExecSpec, SshCommunicator};
 use crate::events::Event;
 use crate::qemu::img;
 
 /// How long the guest may take to freeze, and to thaw and answer.
 const FREEZE_WITHIN: Duration = Duration::from_secs(60);
+/// How long sysprep may take.
+const SYSPREP_WITHIN: Duration = Duration::from_secs(600);
+/// What the sysprep-and-freeze command says between the two.
+const SYSPREPPED: &str = "sysprepped";
+/// Its exit status when the guest cannot be frozen.
+const CANNOT_FREEZE: u32 = 3;
 /// The freeze command thaws by itself after this long even if strata never answers.
 const HOLD_SECONDS: u32 = 60;
 const POWER_OFF_GRACE: Duration = Duration::from_secs(90);
 const CHECK_WITHIN: Duration = Duration::from_secs(300);
 
-/// Freezes every local journaled filesystem, says `frozen`, waits for a line on stdin (or EOF,
-/// or the timeout), then thaws. `head` and `timeout` are run once before the freeze so that
-/// nothing has to be read from a frozen disk for the first time.
+/// Trims, then freezes every local journaled filesystem, says `frozen`, waits for a line on stdin
+/// (or EOF, or the timeout), thaws, and puts back the keys sysprep kept in memory (the thaw comes
+/// after the cut, so they land in the next stage's overlay). `head` and `timeout` are run once
+/// before the freeze so that nothing has to be read from a frozen disk for the first time.
+/// The trim comes first so that a guest without fsfreeze is trimmed before its power-off too.
 const FREEZE: &str = r#"set -u
 mounts=$(awk '$3 ~ /^(ext[234]|xfs|btrfs)$/ {print $2}' /proc/mounts | sort -r)
-timeout 1 head -c0 </dev/null; command -v fsfreeze >/dev/null || { echo "no fsfreeze" >&2; exit 3; }
+timeout 1 head -c0 </dev/null
 sync
 fstrim -a >/dev/null 2>&1 || true
 sync
+command -v fsfreeze >/dev/null || { echo "no fsfreeze" >&2; exit 3; }
 frozen=""
 for m in $mounts; do
   if fsfreeze -f "$m"; then frozen="$m $frozen"; else
@@ -54,27 +64,14 @@ enum Frozen {
 }
 
 impl Frozen {
-    async fn freeze(link: &Link) -> Result<Frozen, CommunicatorError> {
-        match link {
-            Link::Ssh(ssh) => {
-                let script = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
-                let env = BTreeMap::new();
-                let spec = ExecSpec {
-                    command: &script,
-                    env: &env,
-                    timeout: Duration::from_secs(u64::from(HOLD_SECONDS) * 2),
-                    as_root: true,
-                };
-                ssh.hold(spec, "frozen", FREEZE_WITHIN).await.map(Frozen::Ssh)
-            }
-            Link::Agent(agent) => {
-                // The same trim first, so the layer holds only what the stage really wrote.
-                let env = BTreeMap::new();
-                let trim = "sync; fstrim -a >/dev/null 2>&1; sync";
-                agent.exec_as_root(trim, &env, FREEZE_WITHIN, |_, _| {}).await?;
-                agent.freeze().await.map(|_| Frozen::Agent)
-            }
-        }
+    async fn freeze_agent(
+        agent: &crate::communicator::GuestAgentCommunicator,
+    ) -> Result<Frozen, CommunicatorError> {
+        // The same trim first, so the layer holds only what the stage really wrote.
+        let env = BTreeMap::new();
+        let trim = "sync; fstrim -a >/dev/null 2>&1; sync";
+        agent.exec_as_root(trim, &env, FREEZE_WITHIN, |_, _| {}).await?;
+        agent.freeze().await.map(|_| Frozen::Agent)
     }
 
     async fn thaw(self, link: &Link) -> Result<(), CommunicatorError> {
@@ -87,14 +84,69 @@ impl Frozen {
     }
 }
 
-/// What a cut did.
+/// A sysprepped guest, frozen when it can be.
+struct Sealed {
+    facts: GuestFacts,
+    /// Why it could not be frozen (no fsfreeze, a filesystem that refuses), if so.
+    frozen: Result<Frozen, String>,
+}
+
+/// Sysprep, then the freeze. Over SSH one command does both: each command costs a login shell,
+/// `sudo` and a round trip, about 0.4 s under emulation. `Err`: sysprep failed.
+async fn seal(link: &Link, user: &str) -> Result<Sealed, CommunicatorError> {
+    match link {
+        Link::Ssh(ssh) => seal_over_ssh(ssh, user).await,
+        Link::Agent(agent) => {
+            let facts = guest::sysprep(link, user).await?;
+            let frozen = Frozen::freeze_agent(agent).await.map_err(|error| error.to_string());
+            Ok(Sealed { facts, frozen })
+        }
+    }
+}
+
+async fn seal_over_ssh(ssh: &SshCommunicator, user: &str) -> Result<Sealed, CommunicatorError> {
+    let freeze = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
+    let script = format!("{}echo {SYSPREPPED}\nset +e\n{freeze}{UNKEEP}", guest::sysprep_script());
+    let env = BTreeMap::from([("STRATA_USER".to_owned(), user.to_owned())]);
+    let spec = ExecSpec {
+        command: &script,
+        env: &env,
+        timeout: SYSPREP_WITHIN + Duration::from_secs(u64::from(HOLD_SECONDS) * 2),
+        as_root: true,
+    };
+    match ssh.hold(spec, "sysprep and freeze", "frozen", SYSPREP_WITHIN + FREEZE_WITHIN).await {
+        Ok(held) => {
+            let facts = guest::parse_facts(held.said().lines());
+            Ok(Sealed { facts, frozen: Ok(Frozen::Ssh(held)) })
+        }
+        Err(not_held) => {
+            let sysprepped = not_held.stdout.lines().any(|line| line == SYSPREPPED);
+            match not_held.code {
+                Some(CANNOT_FREEZE) if sysprepped => Ok(Sealed {
+                    facts: guest::parse_facts(not_held.stdout.lines()),
+                    frozen: Err(not_held.stderr.trim().to_owned()),
+                }),
+                Some(code) => Err(CommunicatorError::Command {
+                    guest: ssh.describe(),
+                    command: if sysprepped { "freeze" } else { "sysprep" }.to_owned(),
+                    code: i32::try_from(code).unwrap_or(-1),
+                    stderr: not_held.stderr.trim_end().to_owned(),
+                }),
+                None => Err(not_held.error),
+            }
+        }
+    }
+}
+
+/// What a cut did. Either way the guest is sysprepped, and `facts` are the stage's.
 #[derive(Debug)]
 pub enum Cut {
     /// The old disk is frozen and ready to commit; the guest now writes to the new overlay.
-    Done,
-    /// The guest could not be frozen (no fsfreeze, a filesystem that refuses): nothing changed,
-    /// the caller should power off and boot per stage.
-    Unsupported(String),
+    Done { facts: GuestFacts },
+    /// The guest could not be frozen (no fsfreeze, a filesystem that refuses): no snapshot was
+    /// taken; the caller should power off (see [`Session::power_off_unfrozen`]) and boot per
+    /// stage.
+    Unsupported { facts: GuestFacts, why: String },
 }
 
 /// A booted guest that may serve several stages.
@@ -124,13 +176,26 @@ impl Session {
         self.run_dir.path().join("seed.img")
     }
 
-    /// Runs the stage's steps, collects its facts, and sysprepps the guest.
-    pub async fn provision(&mut self, job: &StageJob<'_>) -> Result<super::GuestFacts, StageError> {
-        provision(job, &mut self.vm).await
+    /// Runs the stage's steps. Sysprep follows in [`Session::cut`] or [`Session::power_off`].
+    pub async fn run_steps(&mut self, job: &StageJob<'_>) -> Result<(), StageError> {
+        super::steps::run_all(job, &mut self.vm).await?;
+        job.events.emit(Event::Sysprep { stage: job.stage.name.to_string() });
+        Ok(())
     }
 
-    /// Cuts `job`'s layer from the running guest: its disk stops taking writes, and the guest
-    /// goes on on `next_disk`, a new overlay whose backing file is written as `next_backing`.
+    /// Sysprep and freeze; `Err` when sysprep failed (or QEMU died).
+    async fn seal(&self, job: &StageJob<'_>) -> Result<Sealed, StageError> {
+        let stage = job.stage.name.to_string();
+        let link = guest::link(&self.vm, &stage)?;
+        let user = &job.definition.communicator.user;
+        let sealed =
+            race_death(&self.vm.machine, &stage, "during sysprep", seal(link, user)).await?;
+        sealed.map_err(|source| self.communicator_error(&stage, "sysprep failed", source))
+    }
+
+    /// Sysprepps the guest and cuts `job`'s layer from it: its disk stops taking writes, and the
+    /// guest goes on on `next_disk`, a new overlay whose backing file is written as
+    /// `next_backing`.
     pub async fn cut(
         &mut self,
         job: &StageJob<'_>,
@@ -149,14 +214,12 @@ impl Session {
         img::create_overlay_unchecked(next_disk, next_backing, "qcow2", size)
             .await
             .map_err(qemu_err("failed to create the next stage's overlay"))?;
-        let link = super::guest::link(&self.vm, &stage)?;
-        let frozen =
-            race_death(&self.vm.machine, &stage, "freezing the guest", Frozen::freeze(link))
-                .await?;
+        let Sealed { facts, frozen } = self.seal(job).await?;
         let frozen = match frozen {
             Ok(frozen) => frozen,
-            Err(error) => return Ok(Cut::Unsupported(error.to_string())),
+            Err(why) => return Ok(Cut::Unsupported { facts, why }),
         };
+        let link = guest::link(&self.vm, &stage)?;
         let node = format!("layer{}", self.cuts + 1);
         let snapshot = self.snapshot(next_disk, &node).await;
         let thawed = frozen.thaw(link).await;
@@ -167,7 +230,7 @@ impl Session {
         self.top_node = node;
         self.cuts += 1;
         self.restore_keys(job).await?;
-        Ok(Cut::Done)
+        Ok(Cut::Done { facts })
     }
 
     /// `blockdev-add` of the new overlay (its backing is the running top, not its header's
@@ -189,45 +252,24 @@ impl Session {
         Ok(())
     }
 
-    /// Sysprep removed the build's client key and the host keys; the next stage needs both.
+    /// Sysprep moved the build's client key and host keys into memory; the next stage needs
+    /// them back. Over SSH the freeze command did that as it thawed; the agent is asked here.
     async fn restore_keys(&self, job: &StageJob<'_>) -> Result<(), StageError> {
         let stage = job.stage.name.to_string();
+        let Link::Agent(agent) = super::guest::link(&self.vm, &stage)? else {
+            return Ok(());
+        };
         let comm =
             |source| self.communicator_error(&stage, "failed to restore the build's keys", source);
-        let keys = |source| StageError::Keys { stage: stage.clone(), source };
-        let ssh = super::guest::link(&self.vm, &stage)?;
-        let private = self.vm.host_key.private_openssh().map_err(keys)?;
-        let public = self.vm.host_key.public_openssh().map_err(keys)?;
-        let client = self.vm.target.client_key.public_openssh().map_err(keys)?;
-        ssh.upload_bytes(private.as_bytes(), "/etc/ssh/ssh_host_ed25519_key", 0o600)
-            .await
-            .map_err(comm)?;
-        ssh.upload_bytes(
-            format!("{public}\n").as_bytes(),
-            "/etc/ssh/ssh_host_ed25519_key.pub",
-            0o644,
-        )
-        .await
-        .map_err(comm)?;
-        let env = BTreeMap::from([
-            ("STRATA_USER".to_owned(), job.definition.communicator.user.clone()),
-            ("STRATA_KEY".to_owned(), client),
-        ]);
-        let command = r#"set -e
-home=$(getent passwd "$STRATA_USER" | cut -d: -f6)
-install -d -m 700 -o "$STRATA_USER" -g "$(id -gn "$STRATA_USER")" "$home/.ssh"
-printf '%s\n' "$STRATA_KEY" > "$home/.ssh/authorized_keys"
-chown "$STRATA_USER:$(id -gn "$STRATA_USER")" "$home/.ssh/authorized_keys"
-chmod 600 "$home/.ssh/authorized_keys""#;
-        let exit = ssh
-            .exec_as_root(command, &env, Duration::from_secs(60), |_, _| {})
+        let exit = agent
+            .exec_as_root(UNKEEP, &BTreeMap::new(), Duration::from_secs(60), |_, _| {})
             .await
             .map_err(comm)?;
         if exit.success() {
             Ok(())
         } else {
             Err(comm(CommunicatorError::Command {
-                guest: ssh.describe(),
+                guest: agent.describe(),
                 command: "restore the build's keys".to_owned(),
                 code: exit.code,
                 stderr: String::new(),
@@ -239,28 +281,37 @@ chmod 600 "$home/.ssh/authorized_keys""#;
         super::communicator_error(&self.vm, stage, what, source)
     }
 
-    /// Ends the guest after the last stage of a session. The disk is left exactly as a cut
-    /// leaves it: filesystems frozen (so consistent, journals flushed), then QEMU told to quit,
-    /// which writes out its caches. That skips the guest's whole shutdown; a guest that cannot
-    /// freeze is powered off over ACPI instead.
-    pub async fn power_off(self, job: &StageJob<'_>) -> Result<(), StageError> {
-        let stage = job.stage.name.to_string();
-        job.events.emit(Event::PoweringOff { stage: stage.clone() });
-        let machine = &self.vm.machine;
-        if let Some(link) = &self.vm.link
-            && let Ok(Ok(frozen)) =
-                race_death(machine, &stage, "freezing the guest", Frozen::freeze(link)).await
-        {
+    /// Sysprepps the guest and ends it, after the last stage of a session. The disk is left
+    /// exactly as a cut leaves it: filesystems frozen (so consistent, journals flushed), then
+    /// QEMU told to quit, which writes out its caches. That skips the guest's whole shutdown; a
+    /// guest that cannot freeze is powered off over ACPI instead.
+    pub async fn power_off(self, job: &StageJob<'_>) -> Result<GuestFacts, StageError> {
+        let Sealed { facts, frozen } = self.seal(job).await?;
+        job.events.emit(Event::PoweringOff { stage: job.stage.name.to_string() });
+        if let Ok(frozen) = frozen {
+            let machine = &self.vm.machine;
             let quit = machine.qmp().execute("quit", None).await;
             let exited = machine.wait_exit(POWER_OFF_GRACE).await;
             // The freeze's channel died with QEMU; nothing is left to thaw.
             drop(frozen);
             if quit.is_ok() && exited.is_ok() {
-                return Ok(());
+                return Ok(facts);
             }
         }
-        machine.power_off(POWER_OFF_GRACE).await.map(|_| ()).map_err(|source| StageError::Qemu {
-            stage,
+        self.acpi_power_off(job).await?;
+        Ok(facts)
+    }
+
+    /// Powers off a guest that a cut found it could not freeze (it is sysprepped already).
+    pub async fn power_off_unfrozen(self, job: &StageJob<'_>) -> Result<(), StageError> {
+        job.events.emit(Event::PoweringOff { stage: job.stage.name.to_string() });
+        self.acpi_power_off(job).await
+    }
+
+    async fn acpi_power_off(&self, job: &StageJob<'_>) -> Result<(), StageError> {
+        let powered_off = self.vm.machine.power_off(POWER_OFF_GRACE).await;
+        powered_off.map(|_| ()).map_err(|source| StageError::Qemu {
+            stage: job.stage.name.to_string(),
             what: "failed to power off",
             source,
         })
