@@ -232,6 +232,8 @@ def strata_build(strata: Path, store: Path, definition: Path, logs: Path) -> dic
         elif kind == "download_finished":
             fetch += ev["seconds"]
     boot = sum(b["seconds"] for b in boots)
+    parts = overhead_parts(events, fetch)
+    parts["other"] = max(0.0, wall - boot - steps - sum(parts.values()))
     layers = {}
     for stage in STAGES:
         d = store / "layers" / keys[stage]
@@ -249,10 +251,49 @@ def strata_build(strata: Path, store: Path, definition: Path, logs: Path) -> dic
         "boots": boots,
         "restores": restores,
         "fetch_seconds": fetch,
+        "overhead_parts": parts,
         "accel": accel,
         "outputs": layers,
         "logs": str(logs),
     }
+
+
+# Where strata's overhead goes, from its events' timestamps (seconds, summed over stages).
+OVERHEAD_PARTS = (
+    ("fetch", "source fetch"),
+    ("cloud_init_wait", "cloud-init's end to strata's noticing"),
+    ("seal_and_cut", "sysprep, freeze, cut or power-off, check"),
+    ("commit", "commit"),
+    ("restore_save", "restore-point saves"),
+    ("resume", "resumes"),
+    ("other", "the rest (start, cache lookups, uploads' setup)"),
+)
+
+
+def overhead_parts(events: list[dict], fetch: float) -> dict:
+    parts = {key: 0.0 for key, _ in OVERHEAD_PARTS if key != "other"}
+    parts["fetch"] = fetch
+    finished_line, sysprep_at = None, {}
+    for ev in events:
+        kind = ev["event"]
+        if kind == "console" and CLOUD_INIT_DONE.search(ev["line"]):
+            finished_line = ev["time"]
+        elif kind == "cloud_init_done" and finished_line is not None:
+            parts["cloud_init_wait"] += max(0.0, ev["time"] - finished_line)
+            finished_line = None
+        elif kind == "sysprep":
+            sysprep_at[ev["stage"]] = ev["time"]
+        elif kind == "committing" and ev["stage"] in sysprep_at:
+            committing_at = ev["time"]
+            parts["seal_and_cut"] += committing_at - sysprep_at.pop(ev["stage"])
+            sysprep_at[ev["stage"] + "/committing"] = committing_at
+        elif kind == "layer_committed" and ev["stage"] + "/committing" in sysprep_at:
+            parts["commit"] += ev["time"] - sysprep_at.pop(ev["stage"] + "/committing")
+        elif kind == "restore_saved":
+            parts["restore_save"] += ev["seconds"]
+        elif kind == "restore_resumed":
+            parts["resume"] += ev["seconds"]
+    return parts
 
 
 # --- Packer ----------------------------------------------------------------------------------
@@ -558,6 +599,12 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run whose wall time is the median (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def fmt_bytes(n: float) -> str:
     return f"{n / 1048576:.1f} MiB"
 
@@ -594,6 +641,16 @@ def table(result: dict) -> str:
         else:
             rows.append(f"| {label} | {e['wall_median']:.1f} ({e['wall_min']:.1f}–{e['wall_max']:.1f}) "
                         f"| {fmt_bytes(e['bytes_median'])} |")
+    rows += ["", "| strata's overhead by part, s (median run) | "
+             + " | ".join(f"({sid})" for sid, _ in SCENARIOS) + " |",
+             "|---|" + "---|" * len(SCENARIOS)]
+    for key, label in OVERHEAD_PARTS:
+        cells = []
+        for sid, _ in SCENARIOS:
+            s = result["scenarios"][sid]["strata"]
+            run = median_run(s["runs"])
+            cells.append(f"{run.get('overhead_parts', {}).get(key, 0.0):.2f}")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     rows += ["", "| final stage's layer (scenario c) | layer bytes on disk | guest blocks the stage changed | ratio |",
              "|---|---|---|---|"]
     for tool in ("strata", "packer"):

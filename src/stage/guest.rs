@@ -21,8 +21,8 @@ pub struct GuestFacts {
 
 /// Makes the layer a valid cloud template again (DESIGN §4 step 7): cloud-init forgets this
 /// instance, machine-id is empty (never missing), the build's host keys and client key leave
-/// the disk, the journal and per-instance state are dropped. Freed blocks are trimmed by the
-/// freeze that always follows (`session`), so not here too.
+/// the disk, the journal and per-instance state are dropped. The freeze that always follows
+/// (`session`) syncs and trims, so sysprep does neither.
 ///
 /// The keys are moved to [`KEPT`], in /run (memory): a live cut puts them back with
 /// [`UNKEEP`] for the stages still to run in this boot, which saves uploading them again.
@@ -66,7 +66,6 @@ if [ -n "$home" ] && [ -f "$home/.ssh/authorized_keys" ]; then
   mv -f "$home/.ssh/authorized_keys" "$kept/authorized_keys"
 fi
 journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
-sync
 "#;
 
 /// Where sysprep keeps the build's keys off the disk: tmpfs, gone at power-off.

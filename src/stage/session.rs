@@ -36,12 +36,17 @@ const CHECK_WITHIN: Duration = Duration::from_secs(300);
 /// after the cut, so they land in the next stage's overlay). `head` and `timeout` are run once
 /// before the freeze so that nothing has to be read from a frozen disk for the first time.
 /// The trim comes first so that a guest without fsfreeze is trimmed before its power-off too.
+/// Mounts are listed last-mounted first, so a filesystem mounted inside another is frozen before
+/// it. (The shell reads /proc/mounts itself: each process costs 50-100 ms under emulation, and
+/// `fsfreeze` syncs the filesystem it freezes, so no `sync` after the trim.)
 const FREEZE: &str = r#"set -u
-mounts=$(awk '$3 ~ /^(ext[234]|xfs|btrfs)$/ {print $2}' /proc/mounts | sort -r)
+mounts=""
+while read -r _ mount type _; do
+  case $type in ext2|ext3|ext4|xfs|btrfs) mounts="$mount $mounts" ;; esac
+done < /proc/mounts
 timeout 1 head -c0 </dev/null
 sync
 fstrim -a >/dev/null 2>&1 || true
-sync
 command -v fsfreeze >/dev/null || { echo "no fsfreeze" >&2; exit 3; }
 frozen=""
 for m in $mounts; do
