@@ -9,9 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,23 +25,12 @@ use strata::qemu::machine::Machine;
 use strata::qemu::spec::{MachineSpec, Network};
 use strata::seed::{SeedFiles, write_cidata};
 
+use common::{base_image_dir, enabled, write_mode};
+
 const USER: &str = "builder";
 
-fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot a real guest");
-    false
-}
-
 fn base_image() -> PathBuf {
-    std::env::var_os("STRATA_BASE_IMAGE_DIR")
-        .map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/base-image"),
-            PathBuf::from,
-        )
-        .join("debian-12-strata-amd64.qcow2")
+    base_image_dir().join("debian-12-strata-amd64.qcow2")
 }
 
 #[tokio::test]
@@ -180,11 +171,6 @@ async fn root(agent: &GuestAgentCommunicator, command: &str) -> String {
     let (code, out, err) = capture(agent, command, &BTreeMap::new(), true).await;
     assert_eq!(code, 0, "`{command}`: {out}{err}");
     out
-}
-
-fn write_mode(path: &Path, content: &[u8], mode: u32) {
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,97 +1,29 @@
 //! The demo built with no network at all: `kind = "guest-agent"` and `network = false` in every
 //! stage, steps over virtio-serial through the QEMU guest agent. Its layers must serve the app
 //! when booted afterwards with a network. Gated by `STRATA_GUEST_TESTS=1` like the other guest
-//! tests; it shares `guest_build`'s way of serving the base image over loopback HTTP.
+//! tests; like them it serves the base image over loopback HTTP (`tests/common`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use serde_json::Value;
 
-fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
-    false
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path) -> (Server, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the HTTP server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Server(child), port)
-}
-
-fn events(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-fn stages_of(events: &[Value], name: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|event| event["event"] == name)
-        .map(|event| event["stage"].as_str().unwrap().to_owned())
-        .collect()
-}
+use common::{HttpServer, base_image_dir, copy_demo, enabled, parse_events, stages_of};
 
 #[test]
 fn demo_builds_with_no_network_over_the_guest_agent() {
     if !enabled() {
         return;
     }
-    let base = std::env::var_os("STRATA_BASE_IMAGE_DIR")
-        .map_or_else(|| repo().join(".cache/base-image"), PathBuf::from);
-    let (_server, port) = serve(&base);
+    let server = HttpServer::start(&base_image_dir());
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["images", "scripts"] {
-        assert!(
-            Command::new("cp")
-                .arg("-a")
-                .arg(repo().join(sub))
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    let definition = dir.path().join("images/demo.toml");
-    let url = format!("http://127.0.0.1:{port}");
-    let text = std::fs::read_to_string(&definition)
-        .unwrap()
-        .replace("\"../.cache/base-image/debian-12-strata-amd64.qcow2\"", &format!("\"{url}/debian-12-strata-amd64.qcow2\""))
-        .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{url}/SHA256SUMS\""))
+    let (definition, text) = copy_demo(dir.path(), &server.url());
+    let text = text
         .replace("kind = \"ssh\"", "kind = \"guest-agent\"")
         .replace("[[stage]]\n", "[[stage]]\nnetwork = false\n")
         // A reboot inside the build proves the agent comes back after one.
@@ -118,7 +50,7 @@ fn demo_builds_with_no_network_over_the_guest_agent() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
-    let first = events(&output.stdout);
+    let first = parse_events(&output.stdout);
     assert_eq!(stages_of(&first, "layer_committed"), ["base", "app-base"]);
     assert_eq!(stages_of(&first, "qemu_started").len(), 1, "one boot for all three stages");
     let error = String::from_utf8_lossy(&output.stderr);
@@ -130,7 +62,7 @@ fn demo_builds_with_no_network_over_the_guest_agent() {
     let output = strata().arg("build").arg(&definition).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     eprintln!("guest-agent rebuild of final: {:.1}s", started.elapsed().as_secs_f64());
-    let events = events(&output.stdout);
+    let events = parse_events(&output.stdout);
     assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
     assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
     assert_eq!(

@@ -9,62 +9,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
-    false
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn base_image_dir() -> PathBuf {
-    std::env::var_os("STRATA_BASE_IMAGE_DIR")
-        .map_or_else(|| repo().join(".cache/base-image"), PathBuf::from)
-}
-
-/// Serves the base image over loopback HTTP, so the real download path is exercised.
-struct HttpServer {
-    child: Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 serves the base image");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{
+    HttpServer, assert_success, base_image_dir, copy_demo, enabled, named, parse_events, stages_of,
+    stderr,
+};
 
 /// A copy of the demo (definition, scripts, app) in a temp folder, its source served over HTTP.
 struct Project {
@@ -77,17 +34,8 @@ impl Project {
     fn demo() -> Project {
         let dir = tempfile::tempdir().unwrap();
         let server = HttpServer::start(&base_image_dir());
-        copy_tree(&repo().join("images"), &dir.path().join("images"));
-        copy_tree(&repo().join("scripts"), &dir.path().join("scripts"));
-        let definition = dir.path().join("images/demo.toml");
-        let text = std::fs::read_to_string(&definition).unwrap();
-        let url = format!("http://127.0.0.1:{}", server.port);
-        let text = text
-            .replace(
-                "\"../.cache/base-image/debian-12-strata-amd64.qcow2\"",
-                &format!("\"{url}/debian-12-strata-amd64.qcow2\""),
-            )
-            .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{url}/SHA256SUMS\""));
+        let url = server.url();
+        let (definition, text) = copy_demo(dir.path(), &url);
         assert!(text.contains(&url), "the demo's [source] is the local base image");
         std::fs::write(&definition, text).unwrap();
         let store = dir.path().join("store");
@@ -110,34 +58,6 @@ impl Project {
         let events = parse_events(&output.stdout);
         (output, events)
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
-    assert!(status.success());
-}
-
-fn parse_events(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
-}
-
-fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
-    events.iter().filter(|event| event["event"] == name).collect()
-}
-
-fn stages_of(events: &[Value], name: &str) -> Vec<String> {
-    named(events, name).iter().map(|event| event["stage"].as_str().unwrap().to_owned()).collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "strata failed: {:?}\n{}", output.status, stderr(output));
 }
 
 fn layer_dirs(store: &Path) -> Vec<PathBuf> {
@@ -239,7 +159,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     // Cold: three stages built, each a layer.
     let started = Instant::now();
     let (output, events) = project.run_json(&["build", definition]);
-    assert_success(&output);
+    assert_success(&output, "strata");
     eprintln!("cold build: {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(stages_of(&events, "layer_committed"), ["base", "app-base", "final"]);
     assert_eq!(named(&events, "download_finished").len(), 1, "the source came over HTTP");
@@ -277,7 +197,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let started = Instant::now();
     let (output, events) = project.run_json(&["build", definition]);
     let warm = started.elapsed();
-    assert_success(&output);
+    assert_success(&output, "strata");
     eprintln!("cached build: {:.3}s", warm.as_secs_f64());
     assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base", "final"]);
     assert!(named(&events, "stage_started").is_empty());
@@ -289,7 +209,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     std::fs::write(&script, format!("{text}\n# a change to the app's install\n")).unwrap();
     let started = Instant::now();
     let (output, events) = project.run_json(&["build", definition]);
-    assert_success(&output);
+    assert_success(&output, "strata");
     eprintln!("app-only rebuild, warm: {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
     assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
@@ -306,7 +226,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     std::fs::write(&toml, original_toml.replace("memory = \"1G\"", "memory = \"1280M\"")).unwrap();
     let started = Instant::now();
     let (output, events) = project.run_json(&["build", definition, "--rebuild", "final"]);
-    assert_success(&output);
+    assert_success(&output, "strata");
     eprintln!("app-only rebuild, booted: {:.1}s", started.elapsed().as_secs_f64());
     let warnings: Vec<&str> =
         named(&events, "warning").iter().map(|w| w["message"].as_str().unwrap()).collect();
@@ -326,7 +246,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     std::fs::write(&harden, format!("{original_harden}\n# stricter\n")).unwrap();
     let output =
         project.strata().args(["--log-format", "json", "layers", definition]).output().unwrap();
-    assert_success(&output);
+    assert_success(&output, "strata");
     let table: Value = serde_json::from_slice(&output.stdout).unwrap();
     let cached: Vec<bool> = table["stages"]
         .as_array()

@@ -13,8 +13,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,70 +23,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::{HttpServer, assert_success, base_image_dir, copy_demo, enabled, free_port, stderr};
+
 /// How long a guest may take to answer over SSH with cloud-init done: generous, since other
 /// guests share the machine's two cores.
 const BOOT_DEADLINE: Duration = Duration::from_secs(600);
-
-fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
-    false
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn base_image_dir() -> PathBuf {
-    std::env::var_os("STRATA_BASE_IMAGE_DIR")
-        .map_or_else(|| repo().join(".cache/base-image"), PathBuf::from)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn check_ok(output: &Output, what: &str) {
-    assert!(output.status.success(), "{what} failed: {:?}\n{}", output.status, stderr(output));
-}
-
-/// Serves the base image over loopback HTTP, so the build downloads it as from a mirror.
-struct HttpServer {
-    child: Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 serves the base image");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A copy of the demo in a temp folder, its source served over HTTP.
 struct Project {
@@ -98,24 +40,8 @@ impl Project {
     fn demo() -> Project {
         let dir = tempfile::tempdir().unwrap();
         let server = HttpServer::start(&base_image_dir());
-        for folder in ["images", "scripts"] {
-            let status = Command::new("cp")
-                .arg("-a")
-                .arg(repo().join(folder))
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let definition = dir.path().join("images/demo.toml");
-        let text = std::fs::read_to_string(&definition).unwrap();
-        let url = format!("http://127.0.0.1:{}", server.port);
-        let text = text
-            .replace(
-                "\"../.cache/base-image/debian-12-strata-amd64.qcow2\"",
-                &format!("\"{url}/debian-12-strata-amd64.qcow2\""),
-            )
-            .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{url}/SHA256SUMS\""));
+        let url = server.url();
+        let (definition, text) = copy_demo(dir.path(), &url);
         assert!(text.contains(&url), "the demo's [source] is the local base image");
         std::fs::write(&definition, &text).unwrap();
         // The same image with other [export] settings (layer keys do not depend on them).
@@ -154,7 +80,7 @@ impl Project {
         let started = Instant::now();
         let output = self.strata(&all);
         let took = started.elapsed();
-        check_ok(&output, &format!("strata {all:?}"));
+        assert_success(&output, &format!("strata {all:?}"));
         let manifest: Value =
             serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
         (manifest, took)
@@ -168,11 +94,11 @@ fn check_artifact(dir: &Path, artifact: &Value) {
     let format = artifact["format"].as_str().unwrap();
     if format != "raw" {
         let output = Command::new("qemu-img").arg("check").arg(&path).output().unwrap();
-        check_ok(&output, &format!("qemu-img check {name}"));
+        assert_success(&output, &format!("qemu-img check {name}"));
     }
     let output =
         Command::new("qemu-img").args(["info", "--output=json"]).arg(&path).output().unwrap();
-    check_ok(&output, "qemu-img info");
+    assert_success(&output, "qemu-img info");
     let info: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(info.get("backing-filename").is_none(), "{name} has a backing file: {info}");
     assert_eq!(info["format"], format);
@@ -183,7 +109,7 @@ fn check_artifact(dir: &Path, artifact: &Value) {
         .current_dir(dir)
         .output()
         .unwrap();
-    check_ok(&output, &format!("sha256sum -c {name}.sha256"));
+    assert_success(&output, &format!("sha256sum -c {name}.sha256"));
     let line = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
     assert_eq!(
         line.split_whitespace().next(),
@@ -200,7 +126,7 @@ fn new_key(dir: &Path, name: &str) -> (PathBuf, String) {
         .arg(&path)
         .output()
         .unwrap();
-    check_ok(&output, "ssh-keygen");
+    assert_success(&output, "ssh-keygen");
     let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_owned();
     (path, public)
 }
@@ -269,7 +195,7 @@ impl Instance {
             .arg(&overlay)
             .output()
             .unwrap();
-        check_ok(&output, "qemu-img create (instance overlay)");
+        assert_success(&output, "qemu-img create (instance overlay)");
         let port = free_port();
         let mut command = Command::new("qemu-system-x86_64");
         command
@@ -491,7 +417,7 @@ fn demo_exports_boot_on_openstack_and_proxmox() {
 
     let started = Instant::now();
     let output = project.strata(&["build", definition.to_str().unwrap()]);
-    check_ok(&output, "strata build");
+    assert_success(&output, "strata build");
     eprintln!("build of the demo: {:.1}s", started.elapsed().as_secs_f64());
 
     // The definition's own export: qcow2 (zstd) for OpenStack and Proxmox.
@@ -519,7 +445,7 @@ fn demo_exports_boot_on_openstack_and_proxmox() {
     assert_eq!(glance["properties"]["os_distro"], "debian");
     assert_eq!(glance["properties"]["os_version"], "12");
     let script = out.join("demo-final.proxmox.sh");
-    check_ok(
+    assert_success(
         &Command::new("sh").arg("-n").arg(&script).output().unwrap(),
         "sh -n on the Proxmox script",
     );

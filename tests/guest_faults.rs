@@ -10,9 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -22,61 +22,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
-    false
-}
-
-/// The strata binary: this build's, or `STRATA_BIN` (a copy that other builds in the same
-/// target folder cannot replace halfway through a long run).
-fn strata_bin() -> PathBuf {
-    std::env::var_os("STRATA_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from)
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn base_image_dir() -> PathBuf {
-    std::env::var_os("STRATA_BASE_IMAGE_DIR")
-        .map_or_else(|| repo().join(".cache/base-image"), PathBuf::from)
-}
-
-/// Serves the base image over loopback HTTP, so the real download path is exercised.
-struct HttpServer {
-    child: Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 serves the base image");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{
+    HttpServer, base_image_dir, enabled, named, parse_events, stderr, strata_bin, write_mode,
+};
 
 /// A definition in a temp folder whose first stage uses every step kind; the second stage
 /// is rewritten for each fault.
@@ -105,7 +53,7 @@ impl Project {
     fn new() -> Project {
         let dir = tempfile::tempdir().unwrap();
         let server = HttpServer::start(&base_image_dir());
-        let url = format!("http://127.0.0.1:{}", server.port);
+        let url = server.url();
         let root = dir.path();
         std::fs::create_dir_all(root.join("tree/bin")).unwrap();
         std::fs::create_dir_all(root.join("tree/nested/deeper")).unwrap();
@@ -270,11 +218,6 @@ impl Spawned {
     }
 }
 
-fn write_mode(path: &Path, text: &str, mode: u32) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -283,21 +226,6 @@ fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-fn parse_events(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
-}
-
-fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
-    events.iter().filter(|event| event["event"] == name).collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn output_lines(events: &[Value], stage: &str) -> Vec<String> {

@@ -10,71 +10,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
-        return false;
+use common::{HttpServer, base_image_dir, enabled, parse_events, stderr, strata_bin};
+
+/// The screens are read from tmux; says so and skips without it.
+fn tmux_installed() -> bool {
+    if Command::new("tmux").arg("-V").output().is_ok_and(|out| out.status.success()) {
+        return true;
     }
-    if !Command::new("tmux").arg("-V").output().is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: tmux is not installed");
-        return false;
-    }
-    true
-}
-
-/// The strata binary: this build's, or `STRATA_BIN` (a copy that other builds in the same
-/// target folder cannot replace halfway through a long run).
-fn strata_bin() -> PathBuf {
-    std::env::var_os("STRATA_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from)
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn base_image_dir() -> PathBuf {
-    std::env::var_os("STRATA_BASE_IMAGE_DIR")
-        .map_or_else(|| repo().join(".cache/base-image"), PathBuf::from)
-}
-
-/// Serves the base image over loopback HTTP, so the real download path is exercised.
-struct HttpServer {
-    child: Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 serves the base image");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    eprintln!("skipped: tmux is not installed");
+    false
 }
 
 struct Project {
@@ -87,7 +39,7 @@ impl Project {
     fn new() -> Project {
         let dir = tempfile::tempdir().unwrap();
         let server = HttpServer::start(&base_image_dir());
-        let url = format!("http://127.0.0.1:{}", server.port);
+        let url = server.url();
         let text = format!(
             r#"name = "screen"
 
@@ -216,10 +168,6 @@ impl Drop for Tmux {
     }
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// Any CSI escape sequence (`ESC [`).
 fn has_escape(text: &str) -> bool {
     text.contains("\x1b[")
@@ -297,7 +245,7 @@ fn assert_valid_order(events: &[Value]) {
 
 #[test]
 fn the_screen_shows_cached_built_and_failed_stages() {
-    if !enabled() {
+    if !enabled() || !tmux_installed() {
         return;
     }
     let project = Project::new();
@@ -314,10 +262,7 @@ fn the_screen_shows_cached_built_and_failed_stages() {
     assert!(output.status.success(), "{}", stderr(&output));
     eprintln!("first stage built in {:.1}s", started.elapsed().as_secs_f64());
     let stdout = String::from_utf8(output.stdout.clone()).unwrap();
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    let events = parse_events(stdout.as_bytes());
     assert!(events.iter().all(|e| e["version"].is_u64() && e["event"].is_string()));
     assert_valid_order(&events);
     assert!(!has_escape(&stdout) && !has_escape(&stderr(&output)));
