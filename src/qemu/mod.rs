@@ -44,6 +44,12 @@ pub enum QemuError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to replace {} with its compacted copy", path.display())]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("qemu for stage `{stage}` exited at start ({status}){}", section("its stderr", stderr))]
     ExitedAtStart { stage: String, status: ExitStatus, stderr: String },
     #[error(

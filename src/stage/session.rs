@@ -328,7 +328,8 @@ impl Session {
     }
 }
 
-/// Checks a finished stage's disk and reads its virtual size. `in_use`: a running QEMU still
+/// Compacts a finished stage's disk (see [`img::compact_overlay`]), checks it and reads its
+/// virtual size. `in_use`: a running QEMU still
 /// holds it read-only (a layer cut from a live guest).
 pub async fn finish_disk(
     job: &StageJob<'_>,
@@ -341,6 +342,9 @@ pub async fn finish_disk(
         let stage = stage.clone();
         move |source| StageError::Qemu { stage, what, source }
     };
+    img::compact_overlay(&job.disk, &job.backing, "qcow2", in_use, CHECK_WITHIN)
+        .await
+        .map_err(qemu_err("failed to compact the layer's disk"))?;
     let checked = if in_use {
         img::check_in_use(&job.disk, CHECK_WITHIN).await
     } else {
