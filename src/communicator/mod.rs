@@ -278,7 +278,8 @@ pub trait Communicator: Send + Sync {
     fn boot_id(&self) -> impl Future<Output = Result<String, CommunicatorError>> + Send {
         async move {
             let command = "cat /proc/sys/kernel/random/boot_id";
-            let (exit, stdout, stderr) = capture(self, command, Duration::from_secs(60)).await?;
+            let (exit, stdout, stderr) =
+                capture(self, command, Duration::from_secs(60), false).await?;
             match stdout.trim() {
                 id if exit.success() && !id.is_empty() => Ok(id.to_owned()),
                 _ => Err(command_failed(self, command, &exit, &stderr)),
@@ -286,33 +287,40 @@ pub trait Communicator: Send + Sync {
         }
     }
 
-    /// Waits for cloud-init to finish (`cloud-init status --wait`) until `deadline`.
-    /// Exit status 2 (recoverable errors) is [`CloudInitOutcome::Degraded`]; 1 is an error
-    /// carrying `cloud-init status --long`.
+    /// Waits for cloud-init to finish (`cloud-init status --wait`) until `deadline`, as the
+    /// login user; see [`wait_cloud_init_as`].
     fn wait_cloud_init(
         &self,
         deadline: Instant,
     ) -> impl Future<Output = Result<CloudInitOutcome, CommunicatorError>> + Send {
-        async move {
-            let left =
-                deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-            let command = WAIT_CLOUD_INIT;
-            let (exit, _, stderr) = capture(self, command, left).await?;
-            match exit.code {
-                0 => Ok(CloudInitOutcome::Done),
-                1 | 2 => {
-                    let long = "cloud-init status --long";
-                    let (_, detail, more) = capture(self, long, Duration::from_secs(60)).await?;
-                    let detail = format!("{}{}", detail.trim_end(), more.trim_end());
-                    if exit.code == 2 {
-                        Ok(CloudInitOutcome::Degraded { detail })
-                    } else {
-                        Err(CommunicatorError::CloudInit { guest: self.describe(), detail })
-                    }
-                }
-                _ => Err(command_failed(self, "cloud-init status --wait", &exit, &stderr)),
+        wait_cloud_init_as(self, deadline, false)
+    }
+}
+
+/// Waits for cloud-init to finish until `deadline` ([`WAIT_CLOUD_INIT`]), as root or as the
+/// login user. Exit status 2 (recoverable errors) is [`CloudInitOutcome::Degraded`]; 1 is an
+/// error carrying `cloud-init status --long`.
+pub(crate) async fn wait_cloud_init_as<C: Communicator + ?Sized>(
+    communicator: &C,
+    deadline: Instant,
+    as_root: bool,
+) -> Result<CloudInitOutcome, CommunicatorError> {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let (exit, _, stderr) = capture(communicator, WAIT_CLOUD_INIT, left, as_root).await?;
+    match exit.code {
+        0 => Ok(CloudInitOutcome::Done),
+        1 | 2 => {
+            let long = "cloud-init status --long";
+            let (_, detail, more) =
+                capture(communicator, long, Duration::from_secs(60), as_root).await?;
+            let detail = format!("{}{}", detail.trim_end(), more.trim_end());
+            if exit.code == 2 {
+                Ok(CloudInitOutcome::Degraded { detail })
+            } else {
+                Err(CommunicatorError::CloudInit { guest: communicator.describe(), detail })
             }
         }
+        _ => Err(command_failed(communicator, "cloud-init status --wait", &exit, &stderr)),
     }
 }
 
@@ -343,16 +351,17 @@ fn command_failed<C: Communicator + ?Sized>(
     }
 }
 
-/// Runs `command` as the login user and keeps its output.
+/// Runs `command` (as root, or as the login user) and keeps its output: (exit, stdout, stderr).
 async fn capture<C: Communicator + ?Sized>(
     communicator: &C,
     command: &str,
     timeout: Duration,
+    as_root: bool,
 ) -> Result<(ExitInfo, String, String), CommunicatorError> {
     let mut stdout = String::new();
     let mut stderr = String::new();
     let env = BTreeMap::new();
-    let spec = ExecSpec { command, env: &env, timeout, as_root: false };
+    let spec = ExecSpec { command, env: &env, timeout, as_root };
     let exit = communicator
         .run(spec, &mut |stream, line| {
             let text = if stream == Stream::Stdout { &mut stdout } else { &mut stderr };

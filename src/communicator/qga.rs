@@ -744,26 +744,6 @@ impl GuestAgentCommunicator {
         Ok(())
     }
 
-    /// Runs `command` as root and keeps its output: (exit, stdout, stderr).
-    async fn capture_as_root(
-        &self,
-        command: &str,
-        timeout: Duration,
-    ) -> Result<(ExitInfo, String, String), CommunicatorError> {
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        let env = BTreeMap::new();
-        let spec = ExecSpec { command, env: &env, timeout, as_root: true };
-        let exit = self
-            .run(spec, &mut |stream, line| {
-                let text = if stream == Stream::Stdout { &mut stdout } else { &mut stderr };
-                text.push_str(line);
-                text.push('\n');
-            })
-            .await?;
-        Ok((exit, stdout, stderr))
-    }
-
     async fn boot_id_within(&self, call_timeout: Duration) -> Result<String, CommunicatorError> {
         let env = BTreeMap::new();
         let command = "cat /proc/sys/kernel/random/boot_id";
@@ -934,28 +914,7 @@ impl Communicator for GuestAgentCommunicator {
         &self,
         deadline: Instant,
     ) -> Result<CloudInitOutcome, CommunicatorError> {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let command = super::WAIT_CLOUD_INIT;
-        let (exit, _, stderr) = self.capture_as_root(command, left).await?;
-        match exit.code {
-            0 => Ok(CloudInitOutcome::Done),
-            1 | 2 => {
-                let long = "cloud-init status --long";
-                let (_, detail, more) = self.capture_as_root(long, Duration::from_secs(60)).await?;
-                let detail = format!("{}{}", detail.trim_end(), more.trim_end());
-                if exit.code == 2 {
-                    Ok(CloudInitOutcome::Degraded { detail })
-                } else {
-                    Err(CommunicatorError::CloudInit { guest: self.describe(), detail })
-                }
-            }
-            _ => Err(CommunicatorError::Command {
-                guest: self.describe(),
-                command: "cloud-init status --wait".to_owned(),
-                code: exit.code,
-                stderr: stderr.trim_end().to_owned(),
-            }),
-        }
+        super::wait_cloud_init_as(self, deadline, true).await
     }
 
     async fn close(self) {

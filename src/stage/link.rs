@@ -65,6 +65,16 @@ impl Communicator for Link {
         }
     }
 
+    async fn wait_cloud_init(
+        &self,
+        deadline: Instant,
+    ) -> Result<crate::communicator::CloudInitOutcome, CommunicatorError> {
+        match self {
+            Link::Ssh(ssh) => ssh.wait_cloud_init(deadline).await,
+            Link::Agent(agent) => agent.wait_cloud_init(deadline).await,
+        }
+    }
+
     async fn close(self) {
         match self {
             Link::Ssh(ssh) => ssh.close().await,
