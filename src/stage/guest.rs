@@ -25,7 +25,8 @@ pub struct GuestFacts {
 /// (`session`) syncs and trims, so sysprep does neither.
 ///
 /// The keys are moved to [`KEPT`], in /run (memory): a live cut puts them back with
-/// [`UNKEEP`] for the stages still to run in this boot, which saves uploading them again.
+/// [`unkeep_script`] for the stages still to run in this boot, which saves uploading them
+/// again.
 const SYSPREP: &str = r#"set -eu
 # Globs and builtins where a command would do: every process costs 50-100 ms under emulation.
 dirty=""
@@ -72,7 +73,7 @@ journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
 const KEPT: &str = "/run/strata-sysprep";
 
 /// Puts back what sysprep kept in memory (after a live cut, so not into the cut layer).
-pub(super) const UNKEEP: &str = r#"kept=/run/strata-sysprep
+const UNKEEP: &str = r#"kept=KEPT
 if [ -d "$kept" ]; then
   keys=""
   for key in "$kept"/ssh_host_*; do [ ! -e "$key" ] || keys="$keys $key"; done
@@ -111,6 +112,11 @@ pub(super) fn parse_facts<'l>(lines: impl IntoIterator<Item = &'l str>) -> Guest
         }
     }
     facts
+}
+
+/// [`UNKEEP`] with [`KEPT`] filled in.
+pub(super) fn unkeep_script() -> String {
+    UNKEEP.replace("KEPT", KEPT)
 }
 
 /// Facts, then sysprep, as one script to run as root with `STRATA_USER` set. Exits non-zero

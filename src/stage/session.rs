@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::guest::{self, GuestFacts, UNKEEP};
+use super::guest::{self, GuestFacts};
 use super::{
     Link, StageError, StageJob, StageOutput, Vm, boot, create_overlay, race_death, run_dir,
 };
@@ -111,7 +111,11 @@ async fn seal(link: &Link, user: &str) -> Result<Sealed, CommunicatorError> {
 
 async fn seal_over_ssh(ssh: &SshCommunicator, user: &str) -> Result<Sealed, CommunicatorError> {
     let freeze = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
-    let script = format!("{}echo {SYSPREPPED}\nset +e\n{freeze}{UNKEEP}", guest::sysprep_script());
+    let script = format!(
+        "{}echo {SYSPREPPED}\nset +e\n{freeze}{}",
+        guest::sysprep_script(),
+        guest::unkeep_script()
+    );
     let env = BTreeMap::from([("STRATA_USER".to_owned(), user.to_owned())]);
     let spec = ExecSpec {
         command: &script,
@@ -267,7 +271,12 @@ impl Session {
         let comm =
             |source| self.communicator_error(&stage, "failed to restore the build's keys", source);
         let exit = agent
-            .exec_as_root(UNKEEP, &BTreeMap::new(), Duration::from_secs(60), |_, _| {})
+            .exec_as_root(
+                &guest::unkeep_script(),
+                &BTreeMap::new(),
+                Duration::from_secs(60),
+                |_, _| {},
+            )
             .await
             .map_err(comm)?;
         if exit.success() {
