@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata::communicator::{
-    AttemptError, ClientKey, Communicator, CommunicatorError, ConnectWait, HostKey,
+    AttemptError, ClientKey, Communicator, CommunicatorError, ConnectWait, ExecSpec, HostKey,
     SshCommunicator, SshTarget,
 };
 use strata::events::Stream;
@@ -560,5 +560,48 @@ async fn guest_boots_with_the_default_seed_and_reboots() {
         eprintln!("console: {line}");
     }
     assert_ne!(ssh.boot_id().await.unwrap(), before);
+    ssh.close().await;
+}
+
+/// A held command over a real channel: it says its marker and waits; `proceed` lets it go on to
+/// the next marker, `release` lets it end. One that ended before being let go says so, with
+/// nothing said (how a seal started ahead learns that a reboot step ended it).
+#[tokio::test]
+async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
+    if !sshd_available() {
+        return;
+    }
+    let server = Server::new();
+    let _sshd = server.start();
+    let ssh = server.connect().await;
+    let env = no_env();
+    let marks = server.path("marks");
+    let script = format!(
+        "echo one; echo ready; read -r _ || exit 0; echo two >> {m}; echo again; \
+         read -r _ || exit 0; echo three >> {m}",
+        m = marks.display()
+    );
+    let spec = ExecSpec {
+        command: &script,
+        env: &env,
+        timeout: Duration::from_secs(30),
+        as_root: true,
+        guest_timeout: false,
+    };
+    let within = Duration::from_secs(20);
+    let held = ssh.hold(spec, "test", "ready", within).await.map_err(|e| e.error).unwrap();
+    assert_eq!(held.said(), "one\n");
+    assert!(!marks.exists(), "it waits at its first marker");
+    let held = held.proceed("again", within).await.map_err(|e| e.error).unwrap();
+    assert_eq!(fs::read_to_string(&marks).unwrap(), "two\n");
+    held.release(within).await.unwrap();
+    assert_eq!(fs::read_to_string(&marks).unwrap(), "two\nthree\n");
+
+    // Ended before it was let go (here, at once): `proceed` gets nothing from it.
+    let spec = ExecSpec { command: "echo ready; exit 0", ..spec };
+    let held = ssh.hold(spec, "test", "ready", within).await.map_err(|e| e.error).unwrap();
+    let gone = held.proceed("again", within).await.err().unwrap();
+    assert!(gone.stdout.is_empty(), "{:?}", gone.stdout);
+    assert!(!matches!(gone.error, CommunicatorError::Timeout { .. }), "{}", gone.error);
     ssh.close().await;
 }

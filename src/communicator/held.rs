@@ -47,29 +47,48 @@ impl SshCommunicator {
             .exec(true, line)
             .await
             .map_err(|error| not_held(self.error("start a held command", error)))?;
-        let mut held = Held {
+        let held = Held {
             channel,
             guest: self.describe_target(),
             command: what.to_owned(),
             said: String::new(),
         };
-        match tokio::time::timeout(within, held.read_until(marker)).await {
-            Ok(Ok(())) => Ok(held),
-            Ok(Err((code, stdout, stderr))) => {
-                let code_or = code.map_or(-1, |c| i32::try_from(c).unwrap_or(-1));
-                let error = held.failed(code_or, &format!("{stdout}{stderr}"));
-                Err(Box::new(NotHeld { code, stdout, stderr, error }))
-            }
-            Err(_) => Err(not_held(CommunicatorError::Timeout {
-                guest: held.guest,
-                command: held.command,
-                timeout: within,
-            })),
-        }
+        held.wait_for(marker, within).await
     }
 }
 
 impl Held {
+    /// Lets the command go on to its next held state: writes a line to its stdin, then waits up
+    /// to `within` for a stdout line equal to `marker`, as [`SshCommunicator::hold`] does.
+    pub async fn proceed(self, marker: &str, within: Duration) -> Result<Held, Box<NotHeld>> {
+        if self.channel.data(&b"go\n"[..]).await.is_err() {
+            let error = self.failed(-1, "the held command's channel closed early");
+            let (stdout, stderr) = (String::new(), String::new());
+            return Err(Box::new(NotHeld { code: None, stdout, stderr, error }));
+        }
+        self.wait_for(marker, within).await
+    }
+
+    async fn wait_for(mut self, marker: &str, within: Duration) -> Result<Held, Box<NotHeld>> {
+        match tokio::time::timeout(within, self.read_until(marker)).await {
+            Ok(Ok(())) => Ok(self),
+            Ok(Err((code, stdout, stderr))) => {
+                let code_or = code.map_or(-1, |c| i32::try_from(c).unwrap_or(-1));
+                let error = self.failed(code_or, &format!("{stdout}{stderr}"));
+                Err(Box::new(NotHeld { code, stdout, stderr, error }))
+            }
+            Err(_) => {
+                let error = CommunicatorError::Timeout {
+                    guest: self.guest,
+                    command: self.command,
+                    timeout: within,
+                };
+                let (stdout, stderr) = (String::new(), String::new());
+                Err(Box::new(NotHeld { code: None, stdout, stderr, error }))
+            }
+        }
+    }
+
     /// Reads output until a stdout line equals `marker`; on the command's end, returns its exit
     /// status, stdout and stderr.
     async fn read_until(&mut self, marker: &str) -> Result<(), (Option<u32>, String, String)> {

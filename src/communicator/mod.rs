@@ -43,6 +43,22 @@ pub struct ExecSpec<'a> {
     pub timeout: Duration,
     /// Run as root (`sudo -n` unless the login user is root).
     pub as_root: bool,
+    /// Also end it in the guest when `timeout` passes, with timeout(1), which kills what it
+    /// started too. Steps need that. strata's own short commands go without: they start nothing
+    /// that outlives them, the host still stops waiting at `timeout` (and a stage that fails
+    /// kills its guest), and `timeout` is one process more, 50-100 ms under emulation.
+    pub guest_timeout: bool,
+}
+
+impl ExecSpec<'_> {
+    /// How long the host waits for the command: its timeout, and with a `timeout` in the
+    /// guest, the time that takes to end it (TERM, then KILL) and report back.
+    #[must_use]
+    pub fn host_wait(&self) -> Duration {
+        /// Past the guest's KILL, for the exit status to come back.
+        const EXIT_GRACE: Duration = Duration::from_secs(5);
+        if self.guest_timeout { self.timeout + KILL_AFTER + EXIT_GRACE } else { self.timeout }
+    }
 }
 
 /// How a command ended. A non-zero code is not an error at this level: the caller decides.
@@ -217,7 +233,7 @@ pub trait Communicator: Send + Sync {
         mut on_output: impl FnMut(Stream, &str) + Send,
     ) -> impl Future<Output = Result<ExitInfo, CommunicatorError>> + Send {
         async move {
-            let spec = ExecSpec { command, env, timeout, as_root: false };
+            let spec = ExecSpec { command, env, timeout, as_root: false, guest_timeout: true };
             self.run(spec, &mut on_output).await
         }
     }
@@ -231,7 +247,7 @@ pub trait Communicator: Send + Sync {
         mut on_output: impl FnMut(Stream, &str) + Send,
     ) -> impl Future<Output = Result<ExitInfo, CommunicatorError>> + Send {
         async move {
-            let spec = ExecSpec { command, env, timeout, as_root: true };
+            let spec = ExecSpec { command, env, timeout, as_root: true, guest_timeout: true };
             self.run(spec, &mut on_output).await
         }
     }
@@ -257,7 +273,13 @@ pub trait Communicator: Send + Sync {
             }
             let remote = format!("/tmp/strata-step-{}", hex::encode(suffix));
             self.upload_bytes(&bytes, &remote, 0o755).await?;
-            let spec = ExecSpec { command: &shell::quote(&remote), env, timeout, as_root: true };
+            let spec = ExecSpec {
+                command: &shell::quote(&remote),
+                env,
+                timeout,
+                as_root: true,
+                guest_timeout: true,
+            };
             let result = self.run(spec, &mut on_output).await;
             let cleanup = format!("rm -f -- {}", shell::quote(&remote));
             let no_env = BTreeMap::new();
@@ -266,6 +288,7 @@ pub trait Communicator: Send + Sync {
                 env: &no_env,
                 timeout: Duration::from_secs(60),
                 as_root: true,
+                guest_timeout: false,
             };
             let removed = self.run(cleanup, &mut |_, _| {}).await;
             let exit = result?;
@@ -351,8 +374,9 @@ fn command_failed<C: Communicator + ?Sized>(
     }
 }
 
-/// Runs `command` (as root, or as the login user) and keeps its output: (exit, stdout, stderr).
-async fn capture<C: Communicator + ?Sized>(
+/// Runs one of strata's own commands (as root, or as the login user; without a `timeout` in the
+/// guest, see [`ExecSpec::guest_timeout`]) and keeps its output: (exit, stdout, stderr).
+pub(crate) async fn capture<C: Communicator + ?Sized>(
     communicator: &C,
     command: &str,
     timeout: Duration,
@@ -361,7 +385,7 @@ async fn capture<C: Communicator + ?Sized>(
     let mut stdout = String::new();
     let mut stderr = String::new();
     let env = BTreeMap::new();
-    let spec = ExecSpec { command, env: &env, timeout, as_root };
+    let spec = ExecSpec { command, env: &env, timeout, as_root, guest_timeout: false };
     let exit = communicator
         .run(spec, &mut |stream, line| {
             let text = if stream == Stream::Stdout { &mut stdout } else { &mut stderr };

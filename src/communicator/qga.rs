@@ -30,8 +30,7 @@ use self::wire::{Message, Reader};
 use super::lines::Lines;
 use super::tar;
 use super::{
-    CloudInitOutcome, Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER,
-    shell,
+    CloudInitOutcome, Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, shell,
 };
 use crate::events::Stream;
 use crate::units::format_duration;
@@ -66,8 +65,6 @@ pub const DEFAULT_UPLOAD_CHUNK: usize = 48 * 1024;
 /// safe here: with 8 in flight, a 100 MB upload under TCG stalled after ~25 MB (qemu-ga's
 /// reply never came), which one at a time never did.
 const WRITES_IN_FLIGHT: usize = 1;
-/// Extra time past a command's timeout (and KILL_AFTER) before strata stops waiting for it.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// Freezing syncs every file system first.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(120);
 /// During a reboot the old agent may die mid-request: do not wait long for any one reply.
@@ -566,7 +563,7 @@ impl GuestAgentCommunicator {
         call_timeout: Duration,
     ) -> Result<ExitInfo, CommunicatorError> {
         let waiting = || format!("wait for `{}`", spec.command);
-        let limit = started + spec.timeout + KILL_AFTER + EXIT_GRACE;
+        let limit = started + spec.host_wait();
         let mut pause = FIRST_POLL;
         let mut last_read: Option<Instant> = None;
         let status = loop {
@@ -681,6 +678,7 @@ impl GuestAgentCommunicator {
             env: &env,
             timeout: Duration::from_secs(3600),
             as_root: true,
+            guest_timeout: true,
         };
         let mut stderr = String::new();
         let exit = self
@@ -747,7 +745,13 @@ impl GuestAgentCommunicator {
     async fn boot_id_within(&self, call_timeout: Duration) -> Result<String, CommunicatorError> {
         let env = BTreeMap::new();
         let command = "cat /proc/sys/kernel/random/boot_id";
-        let spec = ExecSpec { command, env: &env, timeout: Duration::from_secs(30), as_root: true };
+        let spec = ExecSpec {
+            command,
+            env: &env,
+            timeout: Duration::from_secs(30),
+            as_root: true,
+            guest_timeout: false,
+        };
         let mut stdout = String::new();
         let exit = self
             .run_with(
@@ -969,6 +973,7 @@ mod tests {
             env: &env,
             timeout: Duration::from_secs(5),
             as_root: true,
+            guest_timeout: true,
         };
         let line = shell::command_line(&spec, true).unwrap();
         let script =

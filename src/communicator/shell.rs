@@ -33,7 +33,7 @@ fn seconds(timeout: Duration) -> u64 {
 }
 
 /// The text the login shell gets for `spec`:
-/// `[sudo -n --] timeout --kill-after=10s SECSs [env 'K=v'…] /bin/sh -c 'COMMAND'`.
+/// `[sudo -n --] [timeout --kill-after=10s SECSs] [env 'K=v'…] /bin/sh -c 'COMMAND'`.
 /// `timeout` runs inside `sudo` so that, as root, it can kill everything the command started.
 /// The environment goes through `env` rather than `export`, which `sudo` would reset.
 pub fn command_line(spec: &ExecSpec<'_>, login_is_root: bool) -> Result<String, CommunicatorError> {
@@ -42,11 +42,13 @@ pub fn command_line(spec: &ExecSpec<'_>, login_is_root: bool) -> Result<String, 
     if spec.as_root && !login_is_root {
         words.push("sudo -n --".to_owned());
     }
-    words.push(format!(
-        "timeout --kill-after={}s {}s",
-        KILL_AFTER.as_secs(),
-        seconds(spec.timeout)
-    ));
+    if spec.guest_timeout {
+        words.push(format!(
+            "timeout --kill-after={}s {}s",
+            KILL_AFTER.as_secs(),
+            seconds(spec.timeout)
+        ));
+    }
     // Without variables, no `env`: one process less, and each costs 50-100 ms in an emulated
     // guest that has not run it yet.
     if !spec.env.is_empty() {
@@ -100,6 +102,7 @@ mod tests {
             env: &env,
             timeout: Duration::from_millis(1500),
             as_root: true,
+            guest_timeout: true,
         };
         let line = command_line(&spec, true).unwrap();
         assert!(line.starts_with("timeout --kill-after=10s 2s env "), "{line}");
@@ -111,6 +114,8 @@ mod tests {
         let line = command_line(&spec, true).unwrap();
         assert!(line.starts_with("timeout --kill-after=10s 2s /bin/sh -c "), "{line}");
         assert_eq!(sh(&line), "|");
+        let own = ExecSpec { guest_timeout: false, ..spec };
+        assert!(command_line(&own, false).unwrap().starts_with("sudo -n -- /bin/sh -c "));
     }
 
     #[test]
@@ -122,6 +127,7 @@ mod tests {
             env: &env,
             timeout: Duration::from_secs(1),
             as_root: false,
+            guest_timeout: true,
         };
         assert!(matches!(command_line(&spec, false), Err(CommunicatorError::EnvName { .. })));
         let empty = BTreeMap::new();
@@ -130,6 +136,7 @@ mod tests {
             env: &empty,
             timeout: Duration::from_secs(1),
             as_root: false,
+            guest_timeout: true,
         };
         assert!(matches!(command_line(&spec, false), Err(CommunicatorError::Nul { .. })));
     }

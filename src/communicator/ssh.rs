@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::keys::{ClientKey, fingerprint};
 use super::lines::Lines;
 use super::tar;
-use super::{Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, KILL_AFTER, shell};
+use super::{Communicator, CommunicatorError, ConnectWait, ExecSpec, ExitInfo, shell};
 use crate::events::Stream;
 
 /// The first pause between connection attempts; it doubles up to [`MAX_BACKOFF`].
@@ -34,8 +34,6 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(3);
 const BANNER_TIMEOUT: Duration = Duration::from_secs(4);
 /// Key exchange and authentication, once the banner came.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Extra time past a command's timeout (and KILL_AFTER) before strata stops waiting for it.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Where and as whom to log in, and the host key to expect there.
 #[derive(Clone)]
@@ -281,7 +279,7 @@ impl Communicator for SshCommunicator {
             .map_err(|error| self.session_error(&format!("start `{}`", spec.command), error))?;
         // The command gets no input.
         channel.eof().await.map_err(|error| self.session_error("close stdin", error))?;
-        let limit = spec.timeout + KILL_AFTER + EXIT_GRACE;
+        let limit = spec.host_wait();
         let timed_out = || CommunicatorError::Timeout {
             guest: self.describe(),
             command: spec.command.to_owned(),
@@ -290,7 +288,7 @@ impl Communicator for SshCommunicator {
         let Ok((code, signal)) =
             tokio::time::timeout(limit, collect(&mut channel, on_output)).await
         else {
-            // `timeout` in the guest should have ended it; give up on the channel anyway.
+            // `timeout` in the guest (if any) should have ended it; give up on the channel.
             let _ = channel.close().await;
             return Err(timed_out());
         };
@@ -336,6 +334,7 @@ impl Communicator for SshCommunicator {
             env: &env,
             timeout: Duration::from_secs(30),
             as_root: true,
+            guest_timeout: false,
         };
         // The connection may drop before the command reports back: that is the point.
         let _ = self.run(spec, &mut |_, _| {}).await;

@@ -83,8 +83,9 @@ impl Machine {
         }
         let console_start = std::fs::metadata(&spec.serial_log).map_or(0, |meta| meta.len());
 
-        let mut command =
-            process::Command::new(&spec.binary).args(spec.argv()).stderr_tail(STDERR_TAIL);
+        let argv = spec.argv();
+        tracing::debug!("qemu: {} {}", spec.binary.display(), argv.join(" ".as_ref()).display());
+        let mut command = process::Command::new(&spec.binary).args(argv).stderr_tail(STDERR_TAIL);
         if let Some(log) = &spec.stderr_log {
             command = command.stderr_to_file(log);
         }

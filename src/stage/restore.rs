@@ -4,7 +4,6 @@
 //! booting. They hold guest memory, which may hold secrets: 0600, never exported.
 //! Must not decide when to save or resume: `build` does.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use serde_json::{Value, json};
 use super::Link;
 use super::{Session, StageError, StageJob, Vm, machine_spec};
 use crate::communicator::{
-    ClientKey, Communicator, GuestAgentCommunicator, HostKey, SshCommunicator, SshTarget, shell,
+    ClientKey, GuestAgentCommunicator, Held, HostKey, SshCommunicator, SshTarget, shell,
 };
 use crate::events::Event;
 use crate::qemu::machine::Machine;
@@ -173,16 +172,15 @@ impl Session {
                 now, meta.machine
             ));
         }
-        let vm = match continue_guest(machine, &meta, port).await {
-            Ok(vm) => vm,
-            Err(why) => return Err(why),
-        };
+        let (vm, standby) = continue_guest(machine, &meta, port).await?;
         job.events.emit(Event::RestoreResumed {
             stage: stage.clone(),
             from: restore.display().to_string(),
             seconds: started.elapsed().as_secs_f64(),
         });
-        Ok(Session::from_parts(vm, run_dir))
+        let mut session = Session::from_parts(vm, run_dir);
+        session.standby = standby;
+        Ok(session)
     }
 }
 
@@ -198,13 +196,19 @@ fn read_meta(restore: &Path) -> Result<RestoreMeta, String> {
 }
 
 /// Waits for the incoming state to load, continues the guest, reconnects, fixes its clock.
-async fn continue_guest(machine: Machine, meta: &RestoreMeta, port: u16) -> Result<Vm, String> {
+/// Over SSH the clock is set by the stage's seal command, started ahead (see
+/// [`super::session::stand_by`]), which it returns.
+async fn continue_guest(
+    machine: Machine,
+    meta: &RestoreMeta,
+    port: u16,
+) -> Result<(Vm, Option<Held>), String> {
     let loaded = wait_incoming(&machine).await;
     let fail = |machine: Machine, why: String| async move {
         let stderr = machine.stderr_tail();
         let _ = machine.kill().await;
         let detail = stderr.lines().last().map(|line| format!(" ({line})")).unwrap_or_default();
-        Err::<Vm, String>(format!("{why}{detail}"))
+        Err(format!("{why}{detail}"))
     };
     if let Err(why) = loaded {
         return fail(machine, why).await;
@@ -238,12 +242,21 @@ async fn continue_guest(machine: Machine, meta: &RestoreMeta, port: u16) -> Resu
     };
     tracing::debug!("resume: reconnected after {:?}", machine.started().elapsed());
     // The guest's clock stood still while it was saved: set it to the host's. (`hwclock
-    // --hctosys` would wait up to a second for the RTC's next tick.)
-    let _ =
-        link.exec_as_root(&set_clock_command(), &BTreeMap::new(), CLOCK_WITHIN, |_, _| {}).await;
+    // --hctosys` would wait up to a second for the RTC's next tick.) A failure leaves the clock
+    // late, as it would be without the fix, and the seal starts its own command.
+    let clock = set_clock_command();
+    let standby = match &link {
+        Link::Ssh(ssh) => {
+            super::session::stand_by(ssh, &meta.user, &clock, CLOCK_WITHIN).await.ok()
+        }
+        Link::Agent(_) => {
+            let _ = crate::communicator::capture(&link, &clock, CLOCK_WITHIN, true).await;
+            None
+        }
+    };
     tracing::debug!("resume: clock set after {:?}", machine.started().elapsed());
     let started = machine.started();
-    Ok(Vm { machine, link: Some(link), target, started, host_key })
+    Ok((Vm { machine, link: Some(link), target, started, host_key }, standby))
 }
 
 /// `date -s @SECONDS.NANOS` with the host's time now; its error ignored (the build goes on with a

@@ -14,7 +14,9 @@ use super::guest::{self, GuestFacts};
 use super::{
     Link, StageError, StageJob, StageOutput, Vm, boot, create_overlay, race_death, run_dir,
 };
-use crate::communicator::{Communicator, CommunicatorError, ExecSpec, SshCommunicator};
+use crate::communicator::{
+    Communicator, CommunicatorError, ExecSpec, Held, NotHeld, SshCommunicator, capture,
+};
 use crate::events::Event;
 use crate::qemu::img;
 
@@ -24,27 +26,27 @@ const FREEZE_WITHIN: Duration = Duration::from_secs(60);
 const SYSPREP_WITHIN: Duration = Duration::from_secs(600);
 /// What the sysprep-and-freeze command says between the two.
 const SYSPREPPED: &str = "sysprepped";
+/// What a seal command started ahead says when it is ready, and when it begins to seal.
+const STANDING_BY: &str = "standing-by";
+const SEALING: &str = "sealing";
 /// Its exit status when the guest cannot be frozen.
 const CANNOT_FREEZE: u32 = 3;
-/// The freeze command thaws by itself after this long even if strata never answers.
-const HOLD_SECONDS: u32 = 60;
 const POWER_OFF_GRACE: Duration = Duration::from_secs(90);
 const CHECK_WITHIN: Duration = Duration::from_secs(300);
 
 /// Trims, then freezes every local journaled filesystem, says `frozen`, waits for a line on stdin
-/// (or EOF, or the timeout), thaws, and puts back the keys sysprep kept in memory (the thaw comes
-/// after the cut, so they land in the next stage's overlay). `head` and `timeout` are run once
-/// before the freeze so that nothing has to be read from a frozen disk for the first time.
+/// (or its end: strata closes the channel, or goes away, so a guest never stays frozen longer
+/// than strata lives), thaws, and puts back the keys sysprep kept in memory (the thaw comes
+/// after the cut, so they land in the next stage's overlay).
 /// The trim comes first so that a guest without fsfreeze is trimmed before its power-off too.
 /// Mounts are listed last-mounted first, so a filesystem mounted inside another is frozen before
-/// it. (The shell reads /proc/mounts itself: each process costs 50-100 ms under emulation, and
-/// `fsfreeze` syncs the filesystem it freezes, so no `sync` after the trim.)
+/// it. (The shell reads /proc/mounts and waits with its own `read`: each process costs 50-100 ms
+/// under emulation. `fsfreeze` syncs the filesystem it freezes, so no `sync` after the trim.)
 const FREEZE: &str = r#"set -u
 mounts=""
 while read -r _ mount type _; do
   case $type in ext2|ext3|ext4|xfs|btrfs) mounts="$mount $mounts" ;; esac
 done < /proc/mounts
-timeout 1 head -c0 </dev/null
 sync
 fstrim -a >/dev/null 2>&1 || true
 command -v fsfreeze >/dev/null || { echo "no fsfreeze" >&2; exit 3; }
@@ -56,14 +58,14 @@ for m in $mounts; do
   fi
 done
 echo frozen
-timeout HOLD head -n1 >/dev/null
+read -r _ || true
 for m in $frozen; do fsfreeze -u "$m"; done
 "#;
 
 /// The guest's filesystems held frozen, by whichever means its communicator has.
 enum Frozen {
     /// A command over SSH that thaws when it reads a line (or its stdin closes).
-    Ssh(crate::communicator::Held),
+    Ssh(Held),
     /// `guest-fsfreeze-freeze`; thawed with `guest-fsfreeze-thaw`.
     Agent,
 }
@@ -73,9 +75,8 @@ impl Frozen {
         agent: &crate::communicator::GuestAgentCommunicator,
     ) -> Result<Frozen, CommunicatorError> {
         // The same trim first, so the layer holds only what the stage really wrote.
-        let env = BTreeMap::new();
         let trim = "sync; fstrim -a >/dev/null 2>&1; sync";
-        agent.exec_as_root(trim, &env, FREEZE_WITHIN, |_, _| {}).await?;
+        capture(agent, trim, FREEZE_WITHIN, true).await?;
         agent.freeze().await.map(|_| Frozen::Agent)
     }
 
@@ -97,10 +98,11 @@ struct Sealed {
 }
 
 /// Sysprep, then the freeze. Over SSH one command does both: each command costs a login shell,
-/// `sudo` and a round trip, about 0.4 s under emulation. `Err`: sysprep failed.
-async fn seal(link: &Link, user: &str) -> Result<Sealed, CommunicatorError> {
+/// `sudo` and a round trip, about 0.4 s under emulation. `standby`: that command, started ahead
+/// (see [`stand_by`]). `Err`: sysprep failed.
+async fn seal(link: &Link, user: &str, standby: Option<Held>) -> Result<Sealed, CommunicatorError> {
     match link {
-        Link::Ssh(ssh) => seal_over_ssh(ssh, user).await,
+        Link::Ssh(ssh) => seal_over_ssh(ssh, user, standby).await,
         Link::Agent(agent) => {
             let facts = guest::sysprep(link, user).await?;
             let frozen = Frozen::freeze_agent(agent).await.map_err(|error| error.to_string());
@@ -109,27 +111,77 @@ async fn seal(link: &Link, user: &str) -> Result<Sealed, CommunicatorError> {
     }
 }
 
-async fn seal_over_ssh(ssh: &SshCommunicator, user: &str) -> Result<Sealed, CommunicatorError> {
-    let freeze = FREEZE.replace("HOLD", &HOLD_SECONDS.to_string());
-    let script = format!(
-        "{}echo {SYSPREPPED}\nset +e\n{freeze}{}",
-        guest::sysprep_script(),
+/// The whole seal as one root script: facts and sysprep, [`SYSPREPPED`], the freeze and its
+/// hold, the thaw, the keys put back.
+fn seal_script(user: &str) -> String {
+    format!(
+        "{}echo {SYSPREPPED}\nset +e\n{FREEZE}{}",
+        guest::sysprep_script(user),
         guest::unkeep_script()
+    )
+}
+
+/// Starts the stage's seal command ahead of time, as root, behind `first` (a command the guest
+/// needs now anyway, such as setting its clock after a resume): it runs `first`, says
+/// [`STANDING_BY`], and waits for a line before it seals. The seal then costs no command of its
+/// own: no login shell, no `sudo`, about 0.25 s under emulation. If the command is gone by then
+/// (a `reboot` step ends it), the seal starts a fresh one.
+pub(super) async fn stand_by(
+    ssh: &SshCommunicator,
+    user: &str,
+    first: &str,
+    within: Duration,
+) -> Result<Held, Box<NotHeld>> {
+    let script = format!(
+        "{first}\necho {STANDING_BY}\nread -r _ || exit 0\necho {SEALING}\n{}",
+        seal_script(user)
     );
-    let env = BTreeMap::from([("STRATA_USER".to_owned(), user.to_owned())]);
-    let spec = ExecSpec {
-        command: &script,
-        env: &env,
-        timeout: SYSPREP_WITHIN + Duration::from_secs(u64::from(HOLD_SECONDS) * 2),
+    let env = BTreeMap::new();
+    let spec = root_script(&script, &env);
+    ssh.hold(spec, "sysprep and freeze", STANDING_BY, within).await
+}
+
+fn root_script<'a>(script: &'a str, env: &'a BTreeMap<String, String>) -> ExecSpec<'a> {
+    ExecSpec {
+        command: script,
+        env,
+        timeout: SYSPREP_WITHIN + FREEZE_WITHIN,
         as_root: true,
+        guest_timeout: false,
+    }
+}
+
+async fn seal_over_ssh(
+    ssh: &SshCommunicator,
+    user: &str,
+    standby: Option<Held>,
+) -> Result<Sealed, CommunicatorError> {
+    let within = SYSPREP_WITHIN + FREEZE_WITHIN;
+    let fresh = || async {
+        let script = seal_script(user);
+        let env = BTreeMap::new();
+        ssh.hold(root_script(&script, &env), "sysprep and freeze", "frozen", within).await
     };
-    match ssh.hold(spec, "sysprep and freeze", "frozen", SYSPREP_WITHIN + FREEZE_WITHIN).await {
+    let held = match standby {
+        None => fresh().await,
+        Some(standby) => match standby.proceed("frozen", within).await {
+            // It ended before it began to seal (a reboot ended it): start one now.
+            Err(gone)
+                if !said(&gone.stdout, SEALING)
+                    && !matches!(gone.error, CommunicatorError::Timeout { .. }) =>
+            {
+                fresh().await
+            }
+            other => other,
+        },
+    };
+    match held {
         Ok(held) => {
             let facts = guest::parse_facts(held.said().lines());
             Ok(Sealed { facts, frozen: Ok(Frozen::Ssh(held)) })
         }
         Err(not_held) => {
-            let sysprepped = not_held.stdout.lines().any(|line| line == SYSPREPPED);
+            let sysprepped = said(&not_held.stdout, SYSPREPPED);
             match not_held.code {
                 Some(CANNOT_FREEZE) if sysprepped => Ok(Sealed {
                     facts: guest::parse_facts(not_held.stdout.lines()),
@@ -145,6 +197,11 @@ async fn seal_over_ssh(ssh: &SshCommunicator, user: &str) -> Result<Sealed, Comm
             }
         }
     }
+}
+
+/// Whether `stdout` has the whole line `marker`.
+fn said(stdout: &str, marker: &str) -> bool {
+    stdout.lines().any(|line| line == marker)
 }
 
 /// What a cut did. Either way the guest is sysprepped, and `facts` are the stage's.
@@ -165,6 +222,8 @@ pub struct Session {
     /// The block node the guest writes to now (`disk0`, then `layer1`, `layer2`, …).
     top_node: String,
     cuts: u32,
+    /// The stage's seal command, started ahead ([`stand_by`]), if it was.
+    pub(super) standby: Option<Held>,
 }
 
 impl Session {
@@ -177,7 +236,7 @@ impl Session {
     }
 
     pub(super) fn from_parts(vm: Vm, run_dir: tempfile::TempDir) -> Session {
-        Session { vm, run_dir, top_node: "disk0".to_owned(), cuts: 0 }
+        Session { vm, run_dir, top_node: "disk0".to_owned(), cuts: 0, standby: None }
     }
 
     /// The seed the guest booted with (restore points keep a copy, for reboots after a resume).
@@ -193,12 +252,12 @@ impl Session {
     }
 
     /// Sysprep and freeze; `Err` when sysprep failed (or QEMU died).
-    async fn seal(&self, job: &StageJob<'_>) -> Result<Sealed, StageError> {
+    async fn seal(&mut self, job: &StageJob<'_>) -> Result<Sealed, StageError> {
         let stage = job.stage.name.to_string();
         let link = guest::link(&self.vm, &stage)?;
         let user = &job.definition.communicator.user;
-        let sealed =
-            race_death(&self.vm.machine, &stage, "during sysprep", seal(link, user)).await?;
+        let sealing = seal(link, user, self.standby.take());
+        let sealed = race_death(&self.vm.machine, &stage, "during sysprep", sealing).await?;
         sealed.map_err(|source| self.communicator_error(&stage, "sysprep failed", source))
     }
 
@@ -270,15 +329,8 @@ impl Session {
         };
         let comm =
             |source| self.communicator_error(&stage, "failed to restore the build's keys", source);
-        let exit = agent
-            .exec_as_root(
-                &guest::unkeep_script(),
-                &BTreeMap::new(),
-                Duration::from_secs(60),
-                |_, _| {},
-            )
-            .await
-            .map_err(comm)?;
+        let (exit, _, stderr) =
+            capture(agent, &guest::unkeep_script(), FREEZE_WITHIN, true).await.map_err(comm)?;
         if exit.success() {
             Ok(())
         } else {
@@ -286,7 +338,7 @@ impl Session {
                 guest: agent.describe(),
                 command: "restore the build's keys".to_owned(),
                 code: exit.code,
-                stderr: String::new(),
+                stderr: stderr.trim_end().to_owned(),
             }))
         }
     }
@@ -299,7 +351,7 @@ impl Session {
     /// exactly as a cut leaves it: filesystems frozen (so consistent, journals flushed), then
     /// QEMU told to quit, which writes out its caches. That skips the guest's whole shutdown; a
     /// guest that cannot freeze is powered off over ACPI instead.
-    pub async fn power_off(self, job: &StageJob<'_>) -> Result<GuestFacts, StageError> {
+    pub async fn power_off(mut self, job: &StageJob<'_>) -> Result<GuestFacts, StageError> {
         let Sealed { facts, frozen } = self.seal(job).await?;
         job.events.emit(Event::PoweringOff { stage: job.stage.name.to_string() });
         if let Ok(frozen) = frozen {
