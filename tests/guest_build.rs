@@ -203,23 +203,6 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     assert!(named(&events, "stage_started").is_empty());
     assert!(warm < Duration::from_secs(3), "a fully cached build took {warm:?}");
 
-    // The app changed: only final is built again.
-    let script = project.path("scripts/install-app.sh");
-    let text = std::fs::read_to_string(&script).unwrap();
-    std::fs::write(&script, format!("{text}\n# a change to the app's install\n")).unwrap();
-    let started = Instant::now();
-    let (output, events) = project.run_json(&["build", definition]);
-    assert_success(&output, "strata");
-    eprintln!("app-only rebuild, warm: {:.1}s", started.elapsed().as_secs_f64());
-    assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
-    assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
-    // It resumed app-base's saved guest: no boot, no cloud-init run.
-    assert_eq!(stages_of(&events, "restore_resumed"), ["final"], "{}", stderr(&output));
-    assert!(named(&events, "cloud_init_done").is_empty(), "a resumed guest does not boot");
-    let console =
-        std::fs::read_to_string(log_dir(&events).join("final/console.log")).unwrap_or_default();
-    assert!(!console.contains("Linux version"), "the kernel did not start again:\n{console}");
-
     // Other machine settings: the restore point is refused and the stage boots as usual.
     let toml = project.path("images/demo.toml");
     let original_toml = std::fs::read_to_string(&toml).unwrap();
@@ -237,8 +220,32 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     assert!(named(&events, "restore_resumed").is_empty());
     assert_eq!(stages_of(&events, "cloud_init_done"), ["final"], "it booted instead");
     std::fs::write(&toml, original_toml).unwrap();
-    let final_key = named(&events, "layer_committed")[0]["key"].as_str().unwrap().to_owned();
-    let build_machine_id_layer = project.store.join("layers").join(&final_key);
+
+    // The app changed: only final is built again, resuming app-base's saved guest. The first
+    // time, the step also ends the seal command the resume started ahead (as a reboot step
+    // would): the seal starts a fresh one.
+    let script = project.path("scripts/install-app.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let ends_standby = "pkill -f 'echo standing-by' || true";
+    let mut final_key = String::new();
+    for change in
+        [format!("{text}\n{ends_standby}\n"), format!("{text}\n# a change to the app's install\n")]
+    {
+        std::fs::write(&script, change).unwrap();
+        let started = Instant::now();
+        let (output, events) = project.run_json(&["build", definition]);
+        assert_success(&output, "strata");
+        eprintln!("app-only rebuild, warm: {:.1}s", started.elapsed().as_secs_f64());
+        assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base"]);
+        assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
+        // It resumed app-base's saved guest: no boot, no cloud-init run.
+        assert_eq!(stages_of(&events, "restore_resumed"), ["final"], "{}", stderr(&output));
+        assert!(named(&events, "cloud_init_done").is_empty(), "a resumed guest does not boot");
+        let console =
+            std::fs::read_to_string(log_dir(&events).join("final/console.log")).unwrap_or_default();
+        assert!(!console.contains("Linux version"), "the kernel did not start again:\n{console}");
+        final_key = named(&events, "layer_committed")[0]["key"].as_str().unwrap().to_owned();
+    }
 
     // The hardening changed: every stage's key changes (shown without building it all again).
     let harden = project.path("scripts/harden.sh");
@@ -260,7 +267,6 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     // Move the whole store: relative backing files keep every layer usable.
     let moved = project.path("moved-store");
     std::fs::rename(&project.store, &moved).unwrap();
-    assert!(build_machine_id_layer.strip_prefix(&project.store).is_ok());
 
     // Boot the final layer as a fresh instance: new seed, new key, the app answers.
     let vm = RunningVm::start(&project, &moved, "final");
@@ -310,6 +316,8 @@ fn assert_clean_template(vm: &RunningVm) {
     assert_eq!(machine_id.len(), 32, "a new machine-id was made at boot: {machine_id:?}");
     let host_keys = vm.ssh_ok("ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true");
     assert_eq!(host_keys, "1", "only the seed's host key, none from the build");
+    let archived = vm.ssh_ok("sudo find /var/log/journal -name '*@*' | wc -l");
+    assert_eq!(archived, "0", "the build's journal is gone");
     let status = vm.ssh_ok("cloud-init status --long | head -3");
     assert!(status.contains("done"), "cloud-init ran again: {status}");
 }
@@ -356,10 +364,13 @@ fn assert_fsck_clean(disk: &Path) {
     );
 }
 
-/// What an orphan list looks like to `e2fsck -n`.
+/// What an orphan list looks like to `e2fsck -n`. With two or more orphans, `-n` (which does
+/// not release them) also reads the list's links as "a corrupted orphan linked list"; a frozen
+/// loop-mounted ext4 with two open deleted files shows the same.
 fn is_orphan_trace(line: &str) -> bool {
     let line = line.trim();
     (line.starts_with("Deleted inode ") && line.contains("has zero dtime"))
+        || line.starts_with("Inodes that were part of a corrupted orphan linked list found.")
         || line.starts_with("Block bitmap differences:")
         || line.starts_with("Inode bitmap differences:")
         || line.starts_with("Free blocks count wrong")

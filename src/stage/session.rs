@@ -170,6 +170,7 @@ async fn seal_over_ssh(
                 if !said(&gone.stdout, SEALING)
                     && !matches!(gone.error, CommunicatorError::Timeout { .. }) =>
             {
+                tracing::debug!("seal: the command started ahead is gone; starting a fresh one");
                 fresh().await
             }
             other => other,
