@@ -141,6 +141,7 @@ pub struct StageOutcome {
     pub key: LayerKey,
     pub cached: bool,
     pub seconds: f64,
+    /// What the layer takes on disk.
     pub bytes: u64,
     pub disk: PathBuf,
 }
@@ -266,7 +267,7 @@ fn outcome(planned: &PlannedStage, layer: &Layer, cached: bool, started: Instant
         key: planned.key.clone(),
         cached,
         seconds: seconds_since(started),
-        bytes: layer.metadata.disk_bytes,
+        bytes: layer.allocated_bytes(),
         disk: layer.disk(),
     }
 }
@@ -542,6 +543,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             stage: planned.stage.name.to_string(),
             key: planned.key.to_string(),
             bytes: layer.metadata.disk_bytes,
+            allocated_bytes: layer.allocated_bytes(),
             seconds: seconds_since(started),
         });
         self.outcomes.push(outcome(planned, &layer, false, started));

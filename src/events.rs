@@ -104,7 +104,10 @@ pub enum Event {
     LayerCommitted {
         stage: String,
         key: String,
+        /// The qcow2 file's length.
         bytes: u64,
+        /// What it takes on disk (it is sparse).
+        allocated_bytes: u64,
         seconds: f64,
     },
     ExportArtifact {

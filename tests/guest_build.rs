@@ -12,6 +12,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -181,6 +182,15 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
         assert_eq!(link["backing-filename-format"], "qcow2");
     }
     assert!(chain[3]["filename"].as_str().unwrap().contains("/sources/sha256-"));
+    // Layers are sparse: what one takes on disk is reported, besides its file's length.
+    for committed in named(&events, "layer_committed") {
+        let key = committed["key"].as_str().unwrap();
+        let disk = std::fs::metadata(project.store.join("layers").join(key).join("disk.qcow2"));
+        let disk = disk.unwrap();
+        assert_eq!(committed["bytes"], disk.len());
+        assert_eq!(committed["allocated_bytes"], disk.blocks() * 512);
+        assert!(disk.blocks() * 512 < disk.len(), "{committed}");
+    }
     for layer in &layers {
         let size = std::fs::metadata(layer.join("disk.qcow2")).unwrap().len();
         let metadata: Value =

@@ -27,7 +27,7 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
         let (state, size, virtual_size, age) = match &planned.status {
             Status::Cached(layer) => (
                 "cached".to_owned(),
-                ByteSize(layer.metadata.disk_bytes).to_string(),
+                ByteSize(layer.allocated_bytes()).to_string(),
                 ByteSize(layer.metadata.virtual_bytes).to_string(),
                 format_duration(std::time::Duration::from_secs(
                     now.saturating_sub(layer.metadata.created),
@@ -57,7 +57,7 @@ fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
         .iter()
         .map(|planned| {
             let layer = match &planned.status {
-                Status::Cached(layer) => Some(&layer.metadata),
+                Status::Cached(layer) => Some(layer),
                 _ => None,
             };
             serde_json::json!({
@@ -65,9 +65,10 @@ fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
                 "key": planned.key.as_str(),
                 "cached": layer.is_some(),
                 "parent": planned.stage.parent.as_ref().map(crate::definition::StageName::as_str),
-                "layer_bytes": layer.map(|metadata| metadata.disk_bytes),
-                "virtual_bytes": layer.map(|metadata| metadata.virtual_bytes),
-                "created": layer.map(|metadata| metadata.created),
+                "layer_bytes": layer.map(|layer| layer.metadata.disk_bytes),
+                "allocated_bytes": layer.map(|layer| layer.allocated_bytes()),
+                "virtual_bytes": layer.map(|layer| layer.metadata.virtual_bytes),
+                "created": layer.map(|layer| layer.metadata.created),
                 "restore_bytes": match &planned.status {
                     Status::Cached(layer) => restore_bytes(&layer.dir),
                     _ => None,

@@ -133,22 +133,11 @@ mod tests {
         );
         let metadata = LayerMetadata {
             key: key.into(),
-            stage: "s".into(),
-            image: "i".into(),
             parent: parent.map(Into::into),
             backing,
-            inputs: serde_json::Value::Null,
-            created: 0,
-            strata_version: "0".into(),
             disk_bytes: 4,
             virtual_bytes: 4,
-            disk_sha256: String::new(),
-            disk_mtime_ns: 0,
-            build_seconds: 0.0,
-            packages: vec![],
-            os_id: None,
-            os_version: None,
-            guest_agent: false,
+            ..LayerMetadata::default()
         };
         fs::write(dir.join("layer.json"), serde_json::to_vec(&metadata).unwrap()).unwrap();
     }

@@ -22,7 +22,7 @@ pub const METADATA_FILE: &str = "layer.json";
 const KEPT_MARKER: &str = "KEPT";
 
 /// What `layer.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LayerMetadata {
     pub key: String,
     pub stage: String,
@@ -61,6 +61,16 @@ impl Layer {
     #[must_use]
     pub fn disk(&self) -> PathBuf {
         self.dir.join(DISK_FILE)
+    }
+
+    /// What its disk takes on the filesystem: the allocated blocks. Layers are sparse (a commit
+    /// keeps only what differs from the backing chain), so the file's length, which the record
+    /// keeps for its integrity check, says more than the layer holds. The length when the
+    /// filesystem cannot tell.
+    #[must_use]
+    pub fn allocated_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.disk()).map_or(self.metadata.disk_bytes, |meta| meta.blocks() * 512)
     }
 }
 
@@ -322,4 +332,29 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64, i128)> {
 #[must_use]
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_layer_reports_its_allocated_blocks_not_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = std::fs::File::create(dir.path().join(DISK_FILE)).unwrap();
+        disk.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&disk, &[1u8; 64 << 10], 1 << 20).unwrap();
+        disk.sync_all().unwrap();
+        let layer = Layer {
+            dir: dir.path().to_owned(),
+            metadata: LayerMetadata { disk_bytes: 8 << 20, ..LayerMetadata::default() },
+        };
+        let allocated = layer.allocated_bytes();
+        assert!((64 << 10..1 << 20).contains(&allocated), "{allocated} bytes allocated");
+
+        // No disk to ask: the recorded length.
+        let gone = Layer { dir: dir.path().join("gone"), metadata: layer.metadata.clone() };
+        assert_eq!(gone.allocated_bytes(), 8 << 20);
+    }
 }

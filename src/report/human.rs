@@ -135,7 +135,7 @@ impl Observer for Human {
             Event::Committing { stage } => {
                 self.stage_bar(&mut state, stage).set_message("committing");
             }
-            Event::LayerCommitted { stage, key, bytes, seconds } => {
+            Event::LayerCommitted { stage, key, allocated_bytes, seconds, .. } => {
                 state.ready.remove(stage);
                 let bar = self.stage_bar(&mut state, stage);
                 bar.set_style(finished_style());
@@ -143,7 +143,7 @@ impl Observer for Human {
                     "built {} in {} ({})",
                     short(key),
                     crate::units::format_duration(Duration::from_secs_f64(*seconds)),
-                    ByteSize(*bytes)
+                    ByteSize(*allocated_bytes)
                 ));
             }
             Event::RestoreResumed { stage, seconds, .. } => {

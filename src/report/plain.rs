@@ -42,11 +42,11 @@ impl Plain {
             }
             Event::Sysprep { stage } => format!("{stage}: sysprep"),
             Event::PoweringOff { stage } => format!("{stage}: powering off"),
-            Event::LayerCommitted { stage, key, bytes, .. } => {
+            Event::LayerCommitted { stage, key, allocated_bytes, .. } => {
                 format!(
-                    "{stage}: layer {} committed, {}",
+                    "{stage}: layer {} committed, {} on disk",
                     short(key),
-                    crate::units::ByteSize(*bytes)
+                    crate::units::ByteSize(*allocated_bytes)
                 )
             }
             Event::ExportStarted { path, format, virtual_bytes } => format!(
