@@ -28,6 +28,13 @@ pub struct NotHeld {
     pub error: CommunicatorError,
 }
 
+impl NotHeld {
+    /// Failed with nothing heard from the command.
+    fn silent(error: CommunicatorError) -> Box<NotHeld> {
+        Box::new(NotHeld { code: None, stdout: String::new(), stderr: String::new(), error })
+    }
+}
+
 impl SshCommunicator {
     /// Starts `spec` and waits up to `within` for a stdout line equal to `marker`. `what` names
     /// the command in errors (its script may be long).
@@ -38,15 +45,13 @@ impl SshCommunicator {
         marker: &str,
         within: Duration,
     ) -> Result<Held, Box<NotHeld>> {
-        let not_held = |error| {
-            Box::new(NotHeld { code: None, stdout: String::new(), stderr: String::new(), error })
-        };
-        let line = shell::command_line(&spec, self.target().user == "root").map_err(not_held)?;
-        let channel = self.open_channel().await.map_err(not_held)?;
+        let line =
+            shell::command_line(&spec, self.target().user == "root").map_err(NotHeld::silent)?;
+        let channel = self.open_channel().await.map_err(NotHeld::silent)?;
         channel
             .exec(true, line)
             .await
-            .map_err(|error| not_held(self.error("start a held command", error)))?;
+            .map_err(|error| NotHeld::silent(self.error("start a held command", error)))?;
         let held = Held {
             channel,
             guest: self.describe_target(),
@@ -62,9 +67,9 @@ impl Held {
     /// to `within` for a stdout line equal to `marker`, as [`SshCommunicator::hold`] does.
     pub async fn proceed(self, marker: &str, within: Duration) -> Result<Held, Box<NotHeld>> {
         if self.channel.data(&b"go\n"[..]).await.is_err() {
-            let error = self.failed(-1, "the held command's channel closed early");
-            let (stdout, stderr) = (String::new(), String::new());
-            return Err(Box::new(NotHeld { code: None, stdout, stderr, error }));
+            return Err(NotHeld::silent(
+                self.failed(-1, "the held command's channel closed early"),
+            ));
         }
         self.wait_for(marker, within).await
     }
@@ -77,15 +82,11 @@ impl Held {
                 let error = self.failed(code_or, &format!("{stdout}{stderr}"));
                 Err(Box::new(NotHeld { code, stdout, stderr, error }))
             }
-            Err(_) => {
-                let error = CommunicatorError::Timeout {
-                    guest: self.guest,
-                    command: self.command,
-                    timeout: within,
-                };
-                let (stdout, stderr) = (String::new(), String::new());
-                Err(Box::new(NotHeld { code: None, stdout, stderr, error }))
-            }
+            Err(_) => Err(NotHeld::silent(CommunicatorError::Timeout {
+                guest: self.guest,
+                command: self.command,
+                timeout: within,
+            })),
         }
     }
 

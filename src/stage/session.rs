@@ -26,6 +26,8 @@ const FREEZE_WITHIN: Duration = Duration::from_secs(60);
 const SYSPREP_WITHIN: Duration = Duration::from_secs(600);
 /// What the sysprep-and-freeze command says between the two.
 const SYSPREPPED: &str = "sysprepped";
+/// What it says once the filesystems are frozen ([`FREEZE`] echoes it).
+const FROZEN: &str = "frozen";
 /// What a seal command started ahead says when it is ready, and when it begins to seal.
 const STANDING_BY: &str = "standing-by";
 const SEALING: &str = "sealing";
@@ -136,19 +138,26 @@ pub(super) async fn stand_by(
         "{first}\necho {STANDING_BY}\nread -r _ || exit 0\necho {SEALING}\n{}",
         seal_script(user)
     );
-    let env = BTreeMap::new();
-    let spec = root_script(&script, &env);
-    ssh.hold(spec, "sysprep and freeze", STANDING_BY, within).await
+    hold_seal(ssh, &script, STANDING_BY, within).await
 }
 
-fn root_script<'a>(script: &'a str, env: &'a BTreeMap<String, String>) -> ExecSpec<'a> {
-    ExecSpec {
+/// Starts a seal `script` as root (strata's own: no `timeout` in the guest) and waits up to
+/// `within` for its line `marker`.
+async fn hold_seal(
+    ssh: &SshCommunicator,
+    script: &str,
+    marker: &str,
+    within: Duration,
+) -> Result<Held, Box<NotHeld>> {
+    let env = BTreeMap::new();
+    let spec = ExecSpec {
         command: script,
-        env,
+        env: &env,
         timeout: SYSPREP_WITHIN + FREEZE_WITHIN,
         as_root: true,
         guest_timeout: false,
-    }
+    };
+    ssh.hold(spec, "sysprep and freeze", marker, within).await
 }
 
 async fn seal_over_ssh(
@@ -157,14 +166,10 @@ async fn seal_over_ssh(
     standby: Option<Held>,
 ) -> Result<Sealed, CommunicatorError> {
     let within = SYSPREP_WITHIN + FREEZE_WITHIN;
-    let fresh = || async {
-        let script = seal_script(user);
-        let env = BTreeMap::new();
-        ssh.hold(root_script(&script, &env), "sysprep and freeze", "frozen", within).await
-    };
+    let fresh = || async { hold_seal(ssh, &seal_script(user), FROZEN, within).await };
     let held = match standby {
         None => fresh().await,
-        Some(standby) => match standby.proceed("frozen", within).await {
+        Some(standby) => match standby.proceed(FROZEN, within).await {
             // It ended before it began to seal (a reboot ended it): start one now.
             Err(gone)
                 if !said(&gone.stdout, SEALING)
