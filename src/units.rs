@@ -25,6 +25,7 @@ impl ByteSize {
     pub const KIB: u64 = 1024;
     pub const MIB: u64 = 1024 * 1024;
     pub const GIB: u64 = 1024 * 1024 * 1024;
+    pub const TIB: u64 = 1024 * Self::GIB;
 
     #[must_use]
     pub fn bytes(self) -> u64 {
@@ -52,7 +53,7 @@ impl FromStr for ByteSize {
             "K" | "KB" | "KIB" => Self::KIB,
             "M" | "MB" | "MIB" => Self::MIB,
             "G" | "GB" | "GIB" => Self::GIB,
-            "T" | "TB" | "TIB" => Self::GIB * 1024,
+            "T" | "TB" | "TIB" => Self::TIB,
             _ => return Err(bad()),
         };
         number.checked_mul(multiplier).map(ByteSize).ok_or_else(bad)
@@ -74,6 +75,14 @@ impl fmt::Display for ByteSize {
         write!(f, "{} B", self.0)
     }
 }
+
+/// The longest timeout a definition may set: a week. No boot or step takes that long, and
+/// deadlines (`Instant::now() + timeout`) cannot overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+
+/// The longest refresh period of a layer: ten years, so that dates computed from it stay
+/// within what `SystemTime` holds.
+pub const MAX_REFRESH: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Parses "90s", "10m", "1h30m", "7d", "500ms". A bare number is refused: the unit is the point.
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {

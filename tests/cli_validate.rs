@@ -99,3 +99,50 @@ fn no_color_env_gives_plain_text() {
         .code(2)
         .stderr(predicate::str::contains("\u{1b}[").not());
 }
+
+const HEAD: &str = "name = \"t\"\n[source]\nurl = \"https://example.org/base.qcow2\"\nchecksum = \
+                    \"sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881\"\n";
+
+fn write_definition(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, text).unwrap_or_else(|error| panic!("{error}"));
+    path.display().to_string()
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"))
+}
+
+// Issue 16, item 1: miette panicked (exit 101) underlining past column 65,535.
+#[test]
+fn error_past_column_65535_exits_two_without_panic() {
+    let dir = temp_dir();
+    let text = format!(
+        "{HEAD}[[stage]]\nname = \"a\"\nsteps = [{}{{ shell = \"\" }} ]\n",
+        " ".repeat(70_000)
+    );
+    let path = write_definition(&dir, &text);
+    strata()
+        .args(["validate", &path])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!("{path}:7:70020: `shell` is empty")))
+        .stderr(predicate::str::contains("help: give `shell` a value"))
+        .stderr(predicate::str::contains("panicked").not());
+}
+
+// Issue 16, item 4: 20,000 problems took over 10 s and printed 2 MB.
+#[test]
+fn thousands_of_problems_are_quick_and_counted() {
+    let dir = temp_dir();
+    let text = format!("{HEAD}[[stage]]\nname = \"a\"\nsteps = [\n{}]\n", "{},\n".repeat(20_000));
+    let path = write_definition(&dir, &text);
+    let started = std::time::Instant::now();
+    let output = strata().args(["validate", &path]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("step has no action").count(), 50, "{stderr}");
+    assert!(stderr.contains("... and 19950 more problems in this file"), "{stderr}");
+    assert!(stderr.len() < 64 * 1024, "{} bytes", stderr.len());
+}

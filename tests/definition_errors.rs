@@ -220,7 +220,7 @@ fn zero_ready_timeout() {
 fn cpus_zero() {
     let text = with_head(&format!("[machine]\ncpus = 0\n{ONE_STAGE}"));
     let error = invalid(&text);
-    assert_eq!(error.to_string(), "`cpus` must be at least 1, not 0");
+    assert_eq!(error.to_string(), "`cpus` must be from 1 to 255, not 0");
     let (line, column) = position(&text, "cpus = 0", 0);
     assert_eq!((error.line(), error.column()), (line, column + 7));
     assert_eq!(error.snippet(), "0");
@@ -788,4 +788,59 @@ fn definition_error_display_leads_with_the_location() {
     let expected = format!("{}:{line}:{column}: bad stage name \"Bad\"", def_path().display());
     assert_eq!(error.to_string(), expected);
     assert_eq!(error.problems().count(), 1);
+}
+
+// Issue 16, item 2: "did you mean" against a 20,000-character [vars] key once needed ~3 GB.
+#[test]
+fn huge_var_names_get_no_suggestion_quickly() {
+    let name = "v".repeat(20_000);
+    let text = with_head(&format!(
+        "[vars]\n{name} = \"1\"\n\n[[stage]]\nname = \"base\"\nsteps = [{{ shell = \"x\", env = \
+         {{ A = \"{{{{ vars.{name}w }}}}\" }} }}]\n"
+    ));
+    let started = std::time::Instant::now();
+    let error = invalid(&text);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(matches!(error.problem(), Problem::UnknownVar { suggestion: None, .. }), "{error}");
+}
+
+// Issue 16, item 3: what QEMU or the clock cannot do is refused at validate, with its place.
+#[test]
+fn durations_beyond_a_week_are_refused() {
+    for (table, key, value) in [
+        ("[communicator]", "ready_timeout", "18446744073709551615s"),
+        ("[communicator]", "ready_timeout", "8d"),
+    ] {
+        let text = with_head(&format!("{table}\n{key} = \"{value}\"\n\n{ONE_STAGE}"));
+        let error = invalid(&text);
+        assert_at(&error, &text, "is above the maximum of 7d", &format!("\"{value}\""), 0);
+    }
+    let text = with_head(
+        "[[stage]]\nname = \"base\"\nsteps = [{ shell = \"x\", timeout = \"99999999999999999h\" }]\n",
+    );
+    assert_at(&invalid(&text), &text, "`timeout`", "\"99999999999999999h\"", 0);
+    let text = with_head(&ONE_STAGE.replace("steps", "refresh = \"36500d\"\nsteps"));
+    assert_at(&invalid(&text), &text, "`refresh`", "\"36500d\"", 0);
+    assert_eq!(
+        ok(&with_head(&format!("[communicator]\nready_timeout = \"7d\"\n\n{ONE_STAGE}")))
+            .communicator
+            .ready_timeout,
+        Duration::from_secs(7 * 86_400)
+    );
+}
+
+#[test]
+fn machine_sizes_beyond_qemu_are_refused() {
+    for (line, message) in [
+        ("memory = \"18446744073709551615\"", "above the maximum of 1T"),
+        ("disk_size = \"16384T\"", "above the maximum of 64T"),
+        ("cpus = 1000", "`cpus` must be from 1 to 255, not 1000"),
+    ] {
+        let text = with_head(&format!("[machine]\n{line}\n\n{ONE_STAGE}"));
+        let value = line.split_once(" = ").map_or("", |(_, value)| value);
+        assert_at(&invalid(&text), &text, message, value, 0);
+    }
+    let biggest = "[machine]\ncpus = 255\nmemory = \"1T\"\ndisk_size = \"64T\"\n\n";
+    let machine = ok(&with_head(&format!("{biggest}{ONE_STAGE}"))).machine;
+    assert_eq!((machine.cpus, machine.disk_size), (255, Some(ByteSize(64 * ByteSize::TIB))));
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::definition::{ExportFormat, ExportTarget};
+
 /// Every subcommand with its flags and an example, under `strata --help`.
 const SYNOPSIS: &str = "\
 Synopsis:
@@ -156,28 +158,14 @@ pub struct ExportArgs {
     pub stage: Option<String>,
     /// Image format [default: from the definition's [export] table]
     #[arg(long, value_enum, value_name = "F")]
-    pub format: Option<FormatArg>,
+    pub format: Option<ExportFormat>,
     /// Platform to prepare for [default: from the definition's [export] table]
     #[arg(long, value_enum, value_name = "T")]
-    pub target: Option<TargetArg>,
+    pub target: Option<ExportTarget>,
     /// Output folder
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
     /// Overwrite existing outputs
     #[arg(long)]
     pub force: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    Qcow2,
-    Raw,
-    Vmdk,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TargetArg {
-    Generic,
-    Openstack,
-    Proxmox,
 }

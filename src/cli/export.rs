@@ -1,8 +1,7 @@
 //! `strata export DEF [--stage NAME] [--format F] [--target T] [-o DIR] [--force]`: flattens a
 //! built stage into standalone images and platform files. Must not build anything.
 
-use super::{ExportArgs, FormatArg, GlobalArgs, TargetArg};
-use crate::definition::{ExportFormat, ExportTarget};
+use super::{ExportArgs, GlobalArgs};
 use crate::error::Error;
 use crate::export::{ExportOptions, Selection};
 use crate::layer::LayerStore;
@@ -11,19 +10,8 @@ pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(&args.definition)?;
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
-    let selection = Selection {
-        stage: args.stage.clone(),
-        format: args.format.map(|format| match format {
-            FormatArg::Qcow2 => ExportFormat::Qcow2,
-            FormatArg::Raw => ExportFormat::Raw,
-            FormatArg::Vmdk => ExportFormat::Vmdk,
-        }),
-        target: args.target.map(|target| match target {
-            TargetArg::Generic => ExportTarget::Generic,
-            TargetArg::Openstack => ExportTarget::Openstack,
-            TargetArg::Proxmox => ExportTarget::Proxmox,
-        }),
-    };
+    let selection =
+        Selection { stage: args.stage.clone(), format: args.format, target: args.target };
     // gc takes this lock exclusively: it never removes the layers an export reads.
     let gc_guard = tokio::task::spawn_blocking(move || store.lock_shared("gc"))
         .await

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode, SourceSpan};
 
+use super::types::{Machine, SEED_TEMPLATE_VARIABLES};
+
 /// One thing wrong with a definition, without its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,7 +64,7 @@ pub enum Problem {
     BadChoice {
         key: &'static str,
         value: String,
-        choices: &'static [&'static str],
+        choices: Vec<String>,
         suggestion: Option<String>,
     },
     EmptyList {
@@ -137,19 +139,17 @@ pub enum Problem {
     MemoryTooSmall {
         text: String,
     },
+    /// A size or duration beyond what QEMU or the clock can take.
+    TooLarge {
+        key: &'static str,
+        text: String,
+        max: String,
+    },
     BadUser {
         user: String,
     },
     RootUser,
 }
-
-/// Valid choices, in the order the help lists them.
-pub(super) const FIRMWARES: &[&str] = &["bios", "uefi"];
-pub(super) const ACCELS: &[&str] = &["auto", "kvm", "tcg"];
-pub(super) const KINDS: &[&str] = &["ssh", "guest-agent"];
-pub(super) const FORMATS: &[&str] = &["qcow2", "raw", "vmdk"];
-pub(super) const COMPRESSIONS: &[&str] = &["none", "zlib", "zstd"];
-pub(super) const TARGETS: &[&str] = &["generic", "openstack", "proxmox"];
 
 fn backticked(items: &[impl AsRef<str>]) -> String {
     items.iter().map(|item| format!("`{}`", item.as_ref())).collect::<Vec<_>>().join(", ")
@@ -238,9 +238,14 @@ impl fmt::Display for Problem {
             Problem::NetworkNeedsGuestAgent => {
                 f.write_str("`network = false` needs the guest-agent communicator")
             }
-            Problem::BadCpus { value } => write!(f, "`cpus` must be at least 1, not {value}"),
+            Problem::BadCpus { value } => {
+                write!(f, "`cpus` must be from 1 to {}, not {value}", Machine::MAX_CPUS)
+            }
             Problem::MemoryTooSmall { text } => {
                 write!(f, "`memory` \"{text}\" is below the minimum of 256M")
+            }
+            Problem::TooLarge { key, text, max } => {
+                write!(f, "`{key}` \"{text}\" is above the maximum of {max}")
             }
             Problem::BadUser { user } => write!(f, "bad user name \"{user}\""),
             Problem::RootUser => f.write_str("the communicator user must not be root"),
@@ -300,8 +305,9 @@ impl Problem {
             }
             Problem::BadEnvName { .. } => "not a variable name".into(),
             Problem::NetworkNeedsGuestAgent => "no network for an ssh communicator".into(),
-            Problem::BadCpus { .. } => "must be 1 or more".into(),
+            Problem::BadCpus { .. } => format!("must be 1 to {}", Machine::MAX_CPUS),
             Problem::MemoryTooSmall { .. } => "too small".into(),
+            Problem::TooLarge { max, .. } => format!("more than {max}"),
             Problem::BadUser { .. } | Problem::RootUser => "bad user".into(),
         }
     }
@@ -420,17 +426,26 @@ impl Problem {
                 format!("use `vars.{s}`, or add `{name} = \"...\"` to [vars]")
             }
             Problem::UnknownVar { name, .. } => format!("add `{name} = \"...\"` to [vars]"),
-            Problem::UnknownTemplateVariable { .. } => format!(
-                "seed templates get {}",
-                backticked(super::validate::SEED_TEMPLATE_VARIABLES)
-            ),
+            Problem::UnknownTemplateVariable { .. } => {
+                format!("seed templates get {}", backticked(SEED_TEMPLATE_VARIABLES))
+            }
             Problem::BadEnvName { .. } => {
                 "use letters, digits and `_`, not starting with a digit".into()
             }
             Problem::NetworkNeedsGuestAgent => {
                 "set [communicator] kind = \"guest-agent\", or remove `network = false`".into()
             }
-            Problem::BadCpus { .. } => "set `cpus` to 1 or more".into(),
+            Problem::BadCpus { .. } => {
+                format!(
+                    "set `cpus` from 1 to {} (what QEMU's q35 machine takes)",
+                    Machine::MAX_CPUS
+                )
+            }
+            Problem::TooLarge { key, max, .. } => {
+                format!(
+                    "set `{key}` to at most {max}: more is beyond what QEMU or the clock can do"
+                )
+            }
             Problem::MemoryTooSmall { .. } => {
                 "give the guest at least \"256M\"; cloud images want \"1G\" or more".into()
             }
@@ -447,8 +462,71 @@ impl Problem {
     }
 }
 
-fn quoted(items: &[&str]) -> String {
-    items.iter().map(|item| format!("\"{item}\"")).collect::<Vec<_>>().join(", ")
+fn quoted(items: &[impl AsRef<str>]) -> String {
+    items.iter().map(|item| format!("\"{}\"", item.as_ref())).collect::<Vec<_>>().join(", ")
+}
+
+/// The definition's text with where each line starts, computed once: every problem finds
+/// its line by binary search, so thousands of problems cost no more than the file's length.
+#[derive(Debug, Clone)]
+pub(super) struct Lines {
+    text: Arc<String>,
+    /// Byte offset of each line's start, and whether the line is ASCII (column = byte offset).
+    starts: Arc<Vec<(usize, bool)>>,
+}
+
+/// Lines longer than this (in bytes) are not shown as a snippet: miette cannot underline past
+/// column 65,535 (it panics), and a screen of one line helps nobody. The message and
+/// FILE:LINE:COL still say where.
+const MAX_SNIPPET_LINE: usize = 4096;
+
+impl Lines {
+    pub(super) fn new(text: Arc<String>) -> Self {
+        let mut starts = Vec::new();
+        let mut start = 0;
+        for line in text.split_inclusive('\n') {
+            starts.push((start, line.is_ascii()));
+            start += line.len();
+        }
+        if starts.is_empty() || text.ends_with('\n') {
+            starts.push((start, true));
+        }
+        Lines { text, starts: Arc::new(starts) }
+    }
+
+    pub(super) fn text(&self) -> &Arc<String> {
+        &self.text
+    }
+
+    /// 0-based index of the line holding byte `offset`.
+    fn line_index(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&(start, _)| start <= offset).saturating_sub(1)
+    }
+
+    /// 1-based line and character column of a byte offset (on a character boundary).
+    pub(super) fn line_column(&self, offset: usize) -> (usize, usize) {
+        let index = self.line_index(offset);
+        let (start, ascii) = self.starts.get(index).copied().unwrap_or((0, true));
+        let offset = offset.clamp(start, self.text.len());
+        let column = if ascii {
+            offset - start
+        } else {
+            self.text.get(start..offset).map_or(0, |before| before.chars().count())
+        };
+        (index + 1, column + 1)
+    }
+
+    /// Whether every line `span` touches, and the line either side (miette's context), is
+    /// short enough to show.
+    fn fits_a_snippet(&self, span: &Range<usize>) -> bool {
+        let first = self.line_index(span.start).saturating_sub(1);
+        let last = (self.line_index(span.end) + 1).min(self.starts.len().saturating_sub(1));
+        (first..=last).all(|index| {
+            let start = self.starts.get(index).map_or(0, |&(start, _)| start);
+            let end = self.starts.get(index + 1).map_or(self.text.len(), |&(end, _)| end);
+            end.saturating_sub(start) <= MAX_SNIPPET_LINE
+        })
+    }
 }
 
 /// A problem with its place in the file: 1-based line and column (in characters).
@@ -462,34 +540,38 @@ pub struct Invalid {
     /// A second place worth showing, like the first stage of a duplicated name.
     secondary: Option<(Range<usize>, String)>,
     source: NamedSource<Arc<String>>,
+    /// The lines around the spans are short enough for miette to underline.
+    snippet: bool,
     /// Further problems in the same file, after this one.
     others: Vec<Invalid>,
 }
 
 impl Invalid {
-    pub(super) fn new(
-        path: &Path,
-        text: &Arc<String>,
-        problem: Problem,
-        span: Range<usize>,
-    ) -> Self {
-        let span = clamp(text, span);
-        let (line, column) = line_column(text, span.start);
+    pub(super) fn new(path: &Path, lines: &Lines, problem: Problem, span: Range<usize>) -> Self {
+        let span = clamp(lines.text(), span);
+        let (line, column) = lines.line_column(span.start);
         Invalid {
             path: path.to_owned(),
             problem,
-            span,
             line,
             column,
             secondary: None,
-            source: NamedSource::new(path.display().to_string(), Arc::clone(text))
+            source: NamedSource::new(path.display().to_string(), Arc::clone(lines.text()))
                 .with_language("toml"),
+            snippet: lines.fits_a_snippet(&span),
+            span,
             others: Vec::new(),
         }
     }
 
-    pub(super) fn with_secondary(mut self, span: Range<usize>, label: String) -> Self {
+    pub(super) fn with_secondary(
+        mut self,
+        lines: &Lines,
+        span: Range<usize>,
+        label: String,
+    ) -> Self {
         let span = clamp(self.source.inner(), span);
+        self.snippet &= lines.fits_a_snippet(&span);
         self.secondary = Some((span, label));
         self
     }
@@ -497,6 +579,25 @@ impl Invalid {
     pub(super) fn with_others(mut self, others: Vec<Invalid>) -> Self {
         self.others = others;
         self
+    }
+
+    /// This problem with only the first `count` problems of the file (itself included), and
+    /// how many were left out: what a person can read.
+    #[must_use]
+    pub fn first(&self, count: usize) -> (Invalid, usize) {
+        let keep = count.saturating_sub(1).min(self.others.len());
+        let shown = Invalid {
+            path: self.path.clone(),
+            problem: self.problem.clone(),
+            span: self.span.clone(),
+            line: self.line,
+            column: self.column,
+            secondary: self.secondary.clone(),
+            source: self.source.clone(),
+            snippet: self.snippet,
+            others: self.others.get(..keep).unwrap_or_default().to_vec(),
+        };
+        (shown, self.others.len() - keep)
     }
 
     /// The definition file.
@@ -553,8 +654,13 @@ impl Invalid {
 }
 
 impl fmt::Display for Invalid {
+    /// The problem; with its location in front when no snippet will show where it is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.problem)
+        if self.snippet {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.location(), self.problem)
+        }
     }
 }
 
@@ -566,10 +672,13 @@ impl Diagnostic for Invalid {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(&self.source)
+        self.snippet.then_some(&self.source as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if !self.snippet {
+            return None;
+        }
         let primary = LabeledSpan::new_primary_with_span(
             Some(self.problem.label()),
             SourceSpan::from(self.span.clone()),
@@ -604,52 +713,32 @@ fn clamp(text: &str, span: Range<usize>) -> Range<usize> {
     start..end
 }
 
-/// 1-based line and character column of a byte offset.
-pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
+/// Words longer than this get no suggestion: nobody mistypes a 65-character key, and the
+/// distance table grows with the product of the lengths.
+const MAX_SUGGESTED_LEN: usize = 64;
+/// At most this many candidates are compared (a [vars] table may hold thousands).
+const MAX_CANDIDATES: usize = 1000;
 
-/// The closest candidate by edit distance, when it is close enough to be a likely typo.
+/// The closest candidate by edit distance (a swap of neighbours counts as one edit), when it
+/// is close enough to be a likely typo.
 pub(super) fn suggest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 6);
+    let length = word.chars().count();
+    if length > MAX_SUGGESTED_LEN {
+        return None;
+    }
+    let limit = (length / 3).max(1) + usize::from(word.len() > 6);
     candidates
         .into_iter()
-        .map(|candidate| (edit_distance(word, candidate), candidate))
+        .take(MAX_CANDIDATES)
+        .filter(|candidate| candidate.len().abs_diff(word.len()) <= limit * 4)
+        .filter(|candidate| candidate.chars().count().abs_diff(length) <= limit)
+        .map(|candidate| (strsim::osa_distance(word, candidate), candidate))
         .filter(|(distance, candidate)| *distance <= limit && *candidate != word)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate.to_owned())
-}
-
-/// Levenshtein distance over characters, counting a swap of neighbours as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best =
-                (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = best;
-        }
-    }
-    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -659,9 +748,32 @@ mod tests {
     #[test]
     fn line_and_column_count_characters() {
         let text = "a = 1\nbé = \"x\"\n";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 6), (2, 1));
-        assert_eq!(line_column(text, text.rfind('=').unwrap_or(0)), (2, 4));
+        let lines = Lines::new(Arc::new(text.to_owned()));
+        assert_eq!(lines.line_column(0), (1, 1));
+        assert_eq!(lines.line_column(4), (1, 5));
+        assert_eq!(lines.line_column(6), (2, 1));
+        assert_eq!(lines.line_column(text.rfind('=').unwrap_or(0)), (2, 4));
+        assert_eq!(lines.line_column(text.len()), (3, 1));
+    }
+
+    #[test]
+    fn long_names_get_no_suggestion_and_cost_nothing() {
+        let long = "v".repeat(20_000);
+        let near = format!("{long}w");
+        let started = std::time::Instant::now();
+        assert_eq!(suggest(&long, [near.as_str()]), None);
+        let many: Vec<String> = (0..100_000).map(|i| format!("name{i}")).collect();
+        assert_eq!(suggest("nmae0", many.iter().map(String::as_str)), Some("name0".into()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn lines_too_long_for_a_snippet() {
+        let text = format!("a = 1\nb = 2\nc = [{}]\n", " ".repeat(70_000));
+        let lines = Lines::new(Arc::new(text));
+        assert!(lines.fits_a_snippet(&(0..1)));
+        assert!(!lines.fits_a_snippet(&(12..13)), "on the long line");
+        assert!(!lines.fits_a_snippet(&(6..7)), "the long line is context");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 pub use error::{Invalid, Problem};
 pub use types::*;
-pub use validate::SEED_TEMPLATE_VARIABLES;
 
 /// A definition that cannot be used, with where and why. Rendered by miette.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -31,7 +30,7 @@ pub enum DefinitionError {
     },
     /// One or more problems in the file; the first is the one shown first. Displayed as
     /// "FILE:LINE:COL: message" (for logs); miette renders the `Invalid` inside.
-    #[error("{}: {}", .0.location(), .0)]
+    #[error("{}: {}", .0.location(), .0.problem())]
     #[diagnostic(transparent)]
     Invalid(Box<Invalid>),
 }

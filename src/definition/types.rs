@@ -1,12 +1,28 @@
 //! The validated form of an image definition. Only these types leave `definition/`:
-//! every path is absolute, every size and duration parsed, every stage's parent resolved.
+//! every path is absolute, every size and duration parsed and bounded, every stage's parent
+//! resolved. The enums of choices derive clap's `ValueEnum`: their kebab-case words are the
+//! ones definitions and the command line both take, written once.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::ValueEnum;
+
 use crate::units::ByteSize;
+
+/// What seed (user-data) templates are rendered with (DESIGN §1).
+pub const SEED_TEMPLATE_VARIABLES: &[&str] = &[
+    "user",
+    "ssh_authorized_key",
+    "host_key_private",
+    "host_key_public",
+    "hostname",
+    "image",
+    "stage",
+    "vars",
+];
 
 /// A validated `images/NAME.toml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +175,16 @@ pub struct Machine {
     pub extra_args: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+impl Machine {
+    /// QEMU's q35 machine takes up to 255 vCPUs without x2APIC interrupt remapping.
+    pub const MAX_CPUS: u32 = 255;
+    /// 1 TiB: what QEMU's default 40 physical address bits can map on any host.
+    pub const MAX_MEMORY: ByteSize = ByteSize(ByteSize::TIB);
+    /// 64 TiB: the largest virtual size qcow2 images are made for.
+    pub const MAX_DISK_SIZE: ByteSize = ByteSize(64 * ByteSize::TIB);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Firmware {
     Bios,
     Uefi,
@@ -175,7 +200,7 @@ impl Firmware {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum AccelChoice {
     Auto,
     Kvm,
@@ -189,7 +214,7 @@ pub struct Communicator {
     pub ready_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum CommunicatorKind {
     Ssh,
     GuestAgent,
@@ -287,21 +312,21 @@ pub struct Export {
     pub targets: Vec<ExportTarget>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum ExportFormat {
     Qcow2,
     Raw,
     Vmdk,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Compression {
     None,
     Zlib,
     Zstd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum ExportTarget {
     Generic,
     Openstack,

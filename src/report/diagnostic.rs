@@ -9,20 +9,35 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use crate::definition::DefinitionError;
 
-/// Renders a definition error as text, colour or not.
+/// How many problems of one file are shown; the rest are counted. A file with thousands of
+/// problems (a generated one, say) gets a readable report, not megabytes.
+pub const SHOWN_PROBLEMS: usize = 50;
+
+/// Renders a definition error as text, colour or not: the first `SHOWN_PROBLEMS` problems,
+/// then how many more there are.
 #[must_use]
 pub fn render(error: &DefinitionError, color: bool) -> String {
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let handler = GraphicalReportHandler::new_themed(theme).with_links(false);
     let mut out = String::new();
     // The `Invalid` itself, whose message does not repeat the location miette shows anyway.
-    let diagnostic: &dyn miette::Diagnostic = match error {
-        DefinitionError::Invalid(invalid) => invalid.as_ref(),
-        DefinitionError::Read { .. } => error,
+    // (Lines too long for miette to underline come without a snippet: see `Invalid`.)
+    let shown;
+    let (diagnostic, left_out): (&dyn miette::Diagnostic, usize) = match error {
+        DefinitionError::Invalid(invalid) => {
+            let left_out;
+            (shown, left_out) = invalid.first(SHOWN_PROBLEMS);
+            (&shown, left_out)
+        }
+        DefinitionError::Read { .. } => (error, 0),
     };
     if handler.render_report(&mut out, diagnostic).is_err() {
         // Rendering only fails on a broken writer or span; the message still gets out.
         out = format!("error: {error}\n");
+    }
+    if left_out > 0 {
+        let noun = if left_out == 1 { "problem" } else { "problems" };
+        out.push_str(&format!("\n... and {left_out} more {noun} in this file\n"));
     }
     out
 }
