@@ -87,7 +87,7 @@ impl PartialMeta {
 
 /// The first [`KEY_CHARS`] hex characters of the URL's sha256: partial files and the lock.
 pub(crate) fn url_key(url: &SourceUrl) -> String {
-    let key = url.key();
+    let key = super::index::sha256_hex(url.for_request());
     key.get(..KEY_CHARS).unwrap_or(&key).to_owned()
 }
 

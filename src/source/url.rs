@@ -4,7 +4,7 @@
 //! [`SourceUrl`] holds the real URL, but its `Display`, `Debug` and `Serialize` give only the
 //! redacted form (userinfo and secret-looking query values replaced by `***`), so whatever
 //! prints, logs or stores one cannot leak the secret. The real text is reachable only through
-//! [`SourceUrl::for_request`] (the HTTP client) and [`SourceUrl::key`] (a hash, for file names).
+//! [`SourceUrl::for_request`]: the HTTP client, and hashes that name files and locks.
 
 use std::fmt;
 
@@ -70,11 +70,6 @@ impl SourceUrl {
     /// The real URL, for the HTTP client only.
     pub(super) fn for_request(&self) -> &str {
         &self.real
-    }
-
-    /// The sha256 (hex) of the real URL: file and lock names, never shown as a URL.
-    pub(super) fn key(&self) -> String {
-        super::index::sha256_hex(&self.real)
     }
 }
 
@@ -169,6 +164,5 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         assert!(!serde_json::to_string(&url).unwrap().contains("s3cret"));
         assert!(url.for_request().contains("s3cret"));
-        assert_ne!(url.key(), SourceUrl::new("https://u:other@h/x.img?signature=s3cret").key());
     }
 }
