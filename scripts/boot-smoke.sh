@@ -105,6 +105,23 @@ ssh_opts=(-i "$work/key" -p "$port" -o BatchMode=yes -o IdentitiesOnly=yes
           -o ConnectTimeout=5)
 # shellcheck disable=SC2029 # the commands are meant to expand in the guest
 guest() { ssh "${ssh_opts[@]}" smoke@127.0.0.1 "$@"; }
+# The first login can come just before cloud-init restarts sshd; a connection that meets the
+# restart fails in SSH itself (exit 255, "kex_exchange_identification: Connection closed by
+# remote host"). Such failures are retried for up to 60 s while QEMU runs; any other exit
+# status (the remote command's) is returned at once.
+guest_retry() {
+  local until=$(( $(date +%s) + 60 )) rc
+  while :; do
+    rc=0
+    guest "$@" 2>"$work/ssh.err" || rc=$?
+    if [ "$rc" -ne 255 ] || [ "$(date +%s)" -ge "$until" ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
+      cat "$work/ssh.err" >&2
+      return "$rc"
+    fi
+    echo "boot-smoke: ssh failed ($(tr -d '\r' <"$work/ssh.err" | tail -n1)); retrying" >&2
+    sleep 1
+  done
+}
 
 start=$(date +%s.%N)
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$(date +%s.%N)" "$start"; }
@@ -129,15 +146,15 @@ echo "boot-smoke: SSH login after ${t_ssh}s"
 
 remaining=$(( deadline - $(date +%s) ))
 [ "$remaining" -gt 0 ] || fail "no time left for cloud-init"
-status=$(guest "timeout $remaining cloud-init status --wait --long" 2>&1) || true
+status=$(guest_retry "timeout $remaining cloud-init status --wait --long" 2>&1) || true
 t_ci=$(elapsed)
 printf '  %s\n' "$status" | sed '2,$s/^/  /'
 echo "$status" | grep -q '^status: done' || fail "cloud-init did not finish cleanly"
 echo "boot-smoke: cloud-init done after ${t_ci}s"
 
-guest 'systemd-analyze 2>/dev/null | head -n1; uname -r; findmnt -no SOURCE,SIZE / 2>/dev/null || df -h /; systemctl is-system-running || true' \
+guest_retry 'systemd-analyze 2>/dev/null | head -n1; uname -r; findmnt -no SOURCE,SIZE / 2>/dev/null || df -h /; systemctl is-system-running || true' \
   | sed 's/^/  guest: /' || fail "could not query the guest"
-guest 'sudo -n true' || fail "passwordless sudo does not work for the seeded user"
+guest_retry 'sudo -n true' || fail "passwordless sudo does not work for the seeded user"
 
 # Power off and wait for QEMU to exit, with a deadline.
 guest 'sudo systemctl poweroff' 2>/dev/null || true

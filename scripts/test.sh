@@ -9,11 +9,21 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 
 $SUDO bash scripts/install-host-deps.sh
 $SUDO bash scripts/build-base-image.sh
-bash scripts/boot-smoke.sh
+# A failed smoke test must not hide the suite's results: run the suite anyway, then fail.
+smoke=0
+bash scripts/boot-smoke.sh || smoke=$?
 
 export STRATA_GUEST_TESTS=1
+suite=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || suite=$?
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast || suite=$?
 fi
+if [ "$smoke" -ne 0 ]; then
+  echo "test.sh: FAILED: the boot smoke test (exit $smoke); the suite's results are above" >&2
+fi
+if [ "$suite" -ne 0 ]; then
+  echo "test.sh: FAILED: the test suite (exit $suite)" >&2
+fi
+[ "$smoke" -eq 0 ] && [ "$suite" -eq 0 ]

@@ -201,6 +201,10 @@ fn kept_note(kept: &Option<PathBuf>) -> String {
 /// Consecutive stages to build share one boot: each one's layer is cut from the running guest.
 pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, Error> {
     let BuildContext { definition, layers, events, options, .. } = *context;
+    if !options.no_warm {
+        // QEMU runs zstd to save and to resume restore points (`exec:zstd`).
+        crate::process::require_program("zstd")?;
+    }
     let store = layers.store();
     let fetch_options =
         crate::source::FetchOptions { offline: options.offline, verify: options.verify };

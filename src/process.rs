@@ -103,6 +103,30 @@ pub fn debian_package(program: &str) -> Option<&'static str> {
     Some(package)
 }
 
+/// Checks that `program` is installed (an executable file on PATH, or at the path given), for
+/// programs that something else runs on strata's behalf (QEMU's `exec:zstd`) and whose absence
+/// would otherwise show late and vaguely. The error names the Debian package.
+pub fn require_program(program: &str) -> Result<(), ProcessError> {
+    require_program_in(program, std::env::var_os("PATH").as_deref())
+}
+
+fn require_program_in(program: &str, search_path: Option<&OsStr>) -> Result<(), ProcessError> {
+    let found = if program.contains('/') {
+        is_executable(Path::new(program))
+    } else {
+        search_path.is_some_and(|dirs| {
+            std::env::split_paths(dirs).any(|dir| is_executable(&dir.join(program)))
+        })
+    };
+    if found { Ok(()) } else { Err(spawn_error(program, io::ErrorKind::NotFound.into())) }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
+}
+
 /// A child process to start: a builder over `tokio::process::Command` that always sets a new
 /// process group, a parent-death signal and a null stdin unless asked otherwise.
 #[derive(Debug, Clone)]
@@ -589,6 +613,24 @@ mod tests {
         assert!(error.contains("sh -c"), "{error}");
         assert!(error.contains("exit status: 3"), "{error}");
         assert!(error.contains("it broke"), "{error}");
+    }
+
+    #[test]
+    fn required_programs_are_looked_up_on_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let without = std::env::join_paths([dir.path()]).unwrap();
+        let error = require_program_in("zstd", Some(&without)).unwrap_err();
+        assert!(matches!(error, ProcessError::NotInstalled { .. }), "{error:?}");
+        assert!(error.to_string().contains("package `zstd`"), "{error}");
+        assert!(require_program_in("zstd", None).is_err());
+
+        let zstd = dir.path().join("zstd");
+        std::fs::write(&zstd, "#!/bin/sh\n").unwrap();
+        assert!(require_program_in("zstd", Some(&without)).is_err(), "not executable");
+        std::fs::set_permissions(&zstd, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        require_program_in("zstd", Some(&without)).unwrap();
+        require_program_in(&zstd.to_string_lossy(), None).unwrap();
     }
 
     #[tokio::test]

@@ -593,3 +593,174 @@ async fn a_full_disk_is_reported_as_such() {
     assert!(message.contains("disk full") && message.contains(&url), "{message}");
     assert_eq!(server.requests("/disk.qcow2").len(), 1, "no retry for a full disk");
 }
+
+// ---- a lying Content-Length (issue 16, item 6) ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_content_length_longer_than_the_body_keeps_the_whole_file() {
+    let server = Server::start();
+    let body = random_bytes(MIB, 18);
+    server.route("/disk.img", Route { extra_length: 1000, ..Route::body(body.clone()) });
+    let (_dir, store) = new_store();
+    let source = http(server.url("/disk.img"), &body);
+    let fetched = tokio::time::timeout(Duration::from_secs(60), fetch(&store, &source, online()))
+        .await
+        .expect("the fetch never ends")
+        .0
+        .unwrap();
+    assert_eq!(fs::read(&fetched.path).unwrap(), body);
+    // The body, then a resume answered 416 whose partial already is the whole, right file.
+    assert_eq!(server.requests("/disk.img").len(), 2);
+    assert_eq!(server.body_bytes("/disk.img"), body.len() as u64, "downloaded once");
+    assert_eq!(source_files(&store).len(), 1, "{:?}", source_files(&store));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_server_with_other_bytes_is_given_up_on() {
+    let server = Server::start();
+    let body = random_bytes(200_000, 19);
+    server.route("/disk.img", Route { extra_length: 1000, ..Route::body(body.clone()) });
+    let (_dir, store) = new_store();
+    let source = http(server.url("/disk.img"), b"what the definition expects");
+    let started = std::time::Instant::now();
+    let (result, _) =
+        tokio::time::timeout(Duration::from_secs(60), fetch(&store, &source, online()))
+            .await
+            .expect("the fetch never ends");
+    let error = result.unwrap_err();
+    assert!(matches!(error, SourceError::Interrupted { .. }), "{error:?}");
+    let requests = server.requests("/disk.img").len();
+    assert!(requests <= 5, "{requests} requests: the same bytes again are no progress");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}
+
+// ---- credentials in URLs (issue 16, item 7) ----
+
+const SECRETS: [&str; 4] = ["hunter2user", "s3cr3t-t0ken", "AMZSIGNATURE0123", "AKIDCREDENTIAL"];
+
+fn secret_url(server: &Server, path: &str) -> String {
+    format!(
+        "http://hunter2user:s3cr3t-t0ken@127.0.0.1:{}{path}?X-Amz-Signature=AMZSIGNATURE0123\
+         &x-amz-credential=AKIDCREDENTIAL&v=1",
+        server.port
+    )
+}
+
+fn assert_no_secret(what: &str, text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} holds `{secret}`:\n{text}");
+    }
+}
+
+fn assert_no_secret_in_files(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_no_secret_in_files(&path);
+        } else {
+            assert_no_secret(&path.display().to_string(), path.display().to_string().as_bytes());
+            assert_no_secret(&path.display().to_string(), &fs::read(&path).unwrap_or_default());
+        }
+    }
+}
+
+#[test]
+fn credentials_in_the_url_are_sent_but_never_shown_nor_stored() {
+    let server = Server::start();
+    let body = random_bytes(300_000, 20);
+    // A 503 first: a warning that names the URL.
+    let route = Route { fail_first: vec![503], ..Route::body(body.clone()) };
+    server.route("/disk.qcow2", route);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let checksum = format!("checksum = \"sha256:{}\"", sha256(&body));
+    let definition = write_definition(dir.path(), &secret_url(&server, "/disk.qcow2"), &checksum);
+
+    for format in ["human", "json"] {
+        let output = strata(&store)
+            .args(["--log-format", format, "fetch"])
+            .arg(&definition)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_no_secret("stdout", &output.stdout);
+        assert_no_secret("stderr", &output.stderr);
+    }
+    let requests = server.requests("/disk.qcow2");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let authorization = requests[0].headers.get("authorization").expect("Basic auth is sent");
+    assert!(authorization.starts_with("Basic "), "{authorization}");
+    assert!(requests[0].target.contains("AMZSIGNATURE0123"), "the real URL is requested");
+
+    // A download that fails for good, and a checksum file behind a signed URL.
+    let other = format!("checksum = \"sha256:{}\"", sha256(b"not cached"));
+    let missing = write_definition(dir.path(), &secret_url(&server, "/missing.qcow2"), &other);
+    for format in ["human", "json"] {
+        let output =
+            strata(&store).args(["--log-format", format, "fetch"]).arg(&missing).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert_no_secret("stdout", &output.stdout);
+        assert_no_secret("stderr", &output.stderr);
+        let shown = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert!(shown.contains("/missing.qcow2"), "the URL is still named: {shown}");
+    }
+    server.route("/SHA256SUMS", Route::body(format!("{}  disk.qcow2\n", sha256(&body))));
+    let checksum = format!("checksum_url = \"{}\"", secret_url(&server, "/SHA256SUMS"));
+    let signed = write_definition(dir.path(), &secret_url(&server, "/disk.qcow2"), &checksum);
+    let output =
+        strata(&store).args(["--log-format", "json", "fetch"]).arg(&signed).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_no_secret("stdout", &output.stdout);
+    assert_no_secret("stderr", &output.stderr);
+
+    assert_no_secret_in_files(&store);
+}
+
+// ---- litter (issue 16, item 12) ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_leaves_no_file() {
+    let server = Server::start();
+    let (_dir, store) = new_store();
+    let (result, _) = fetch(&store, &http(server.url("/missing.qcow2"), b"x"), online()).await;
+    assert!(matches!(result, Err(SourceError::Status { status: 404, .. })), "{result:?}");
+    assert!(source_files(&store).is_empty(), "{:?}", source_files(&store));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_partials_are_swept_unless_a_fetch_holds_them() {
+    let (dir, store) = new_store();
+    let sources = store.sources_dir();
+    let key = |url: &str| sha256(url.as_bytes())[..16].to_owned();
+    // A local copy killed half-way, an empty partial after a failed download, and an orphaned
+    // sidecar: litter. A resumable partial, and litter of a fetch still running: kept.
+    let killed_copy = format!(".copy-{}-Xa9b3c.partial", key("/images/a.qcow2"));
+    let empty = format!("{}-b.qcow2.partial", key("http://h/b.qcow2"));
+    let orphan = format!("{}-c.qcow2.partial.json", key("http://h/c.qcow2"));
+    let resumable = format!("{}-d.qcow2.partial", key("http://h/d.qcow2"));
+    let busy_copy = format!(".copy-{}-Zz0000.partial", key("/images/e.qcow2"));
+    fs::write(sources.join(&killed_copy), b"half a copy").unwrap();
+    fs::write(sources.join(&empty), b"").unwrap();
+    fs::write(sources.join(&orphan), b"{}").unwrap();
+    fs::write(sources.join(&resumable), b"first bytes").unwrap();
+    let sidecar = r#"{"url":"http://h/d.qcow2","etag":"\"e\"","last_modified":null,"total":99}"#;
+    fs::write(sources.join(format!("{resumable}.json")), sidecar).unwrap();
+    fs::write(sources.join(&busy_copy), b"being copied").unwrap();
+    let _running = store.lock(&format!("source-{}", key("/images/e.qcow2"))).unwrap();
+
+    // Any fetch sweeps: here one of a local file.
+    let body = random_bytes(1000, 21);
+    let image = dir.path().join("local.img");
+    fs::write(&image, &body).unwrap();
+    fetch(&store, &inline(Location::File(image), &body), online()).await.0.unwrap();
+
+    let left = source_files(&store);
+    for gone in [&killed_copy, &empty, &orphan] {
+        assert!(!left.contains(gone), "{gone} is still there: {left:?}");
+    }
+    for kept in [&resumable, &format!("{resumable}.json"), &busy_copy] {
+        assert!(left.contains(kept), "{kept} was removed: {left:?}");
+    }
+}

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{HttpServer, assert_success, base_image_dir, copy_demo, enabled, free_port, stderr};
+use common::{
+    HttpServer, SSH_RETRY_WINDOW, assert_success, base_image_dir, copy_demo, enabled, free_port,
+    ssh_retrying, stderr,
+};
 
 /// How long a guest may take to answer over SSH with cloud-init done: generous, since other
 /// guests share the machine's two cores.
@@ -251,8 +254,18 @@ impl Instance {
     }
 
     fn ssh_as(&self, user: &str, key: &Path, command: &str) -> Output {
-        Command::new("ssh")
-            .arg("-i")
+        self.ssh_command(user, key, command).output().unwrap()
+    }
+
+    /// Like [`Instance::ssh_as`], tried again while SSH itself fails (cloud-init restarts sshd
+    /// just after the first login).
+    fn ssh_as_retrying(&self, user: &str, key: &Path, command: &str) -> Output {
+        ssh_retrying(|| self.ssh_command(user, key, command), SSH_RETRY_WINDOW)
+    }
+
+    fn ssh_command(&self, user: &str, key: &Path, command: &str) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.arg("-i")
             .arg(key)
             .args([
                 "-o",
@@ -273,13 +286,12 @@ impl Instance {
             .args(["-p", &self.port.to_string()])
             .arg(format!("{user}@127.0.0.1"))
             .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        ssh
     }
 
     fn ssh(&self, user: &str, command: &str) -> String {
-        let output = self.ssh_as(user, &self.key, command);
+        let output = self.ssh_as_retrying(user, &self.key, command);
         assert!(
             output.status.success(),
             "`{command}` failed in the guest: {}\n{}",
@@ -318,7 +330,7 @@ impl Instance {
             std::thread::sleep(Duration::from_secs(3));
         }
         let ssh_seconds = self.started.elapsed().as_secs_f64();
-        let status = self.ssh_as(user, &self.key, "cloud-init status --wait --long");
+        let status = self.ssh_as_retrying(user, &self.key, "cloud-init status --wait --long");
         let text = String::from_utf8_lossy(&status.stdout).into_owned();
         assert!(
             status.status.success() && text.contains("done"),

@@ -480,7 +480,7 @@ fn missing_qemu_names_the_package_to_install() {
         ),
     )
     .unwrap();
-    let strata = |path: &str| {
+    let build = |path: &str, warm: bool| {
         Command::new(strata_bin())
             .arg("--store")
             .arg(root.join("store"))
@@ -488,9 +488,17 @@ fn missing_qemu_names_the_package_to_install() {
             .env("PATH", path)
             .arg("build")
             .arg(&definition)
+            .args(if warm { &[][..] } else { &["--no-warm"][..] })
             .output()
             .unwrap()
     };
+    let strata = |path: &str| build(path, false);
+
+    // Restore points need zstd (QEMU runs it): checked first, unless --no-warm.
+    let output = build("/nonexistent-dir", true);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("`zstd` was not found") && text.contains("package `zstd`"), "{text}");
 
     // Nothing of QEMU on PATH: qemu-img is the first one needed.
     let output = strata("/nonexistent-dir");

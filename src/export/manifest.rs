@@ -33,7 +33,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRecord {
-    /// As the definition names it (a URL or a local path).
+    /// As the definition names it (a URL or a local path), credentials redacted.
     pub url: String,
     /// The sha256 of the source image as stored.
     pub sha256: String,

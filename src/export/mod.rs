@@ -199,7 +199,7 @@ pub fn resolve(
         layer: *layer,
         chain,
         source: SourceRecord {
-            url: definition.source.location.to_string(),
+            url: crate::source::SourceUrl::for_location(&definition.source.location).to_string(),
             sha256: source.digest.hex().to_owned(),
         },
         firmware: definition.machine.firmware,

@@ -150,6 +150,11 @@ impl Sink {
         &self.path
     }
 
+    /// The digests of the bytes written so far (the sink goes on).
+    pub(crate) fn digests(&self) -> Computed {
+        self.hashes.clone().finish()
+    }
+
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.hashes.update(bytes);

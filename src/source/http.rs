@@ -6,6 +6,13 @@
 //! A resume sends `Range: bytes=N-` with `If-Range` (a strong ETag, else Last-Modified); a `200`
 //! answer means the server ignored the range or the file changed, and the download restarts
 //! from zero. Without any validator nothing is resumed.
+//!
+//! Nothing is written before the server answered 200 or 206: a 404 leaves no file. Retries are
+//! bounded three ways: [`MAX_TRIES`] failures in a row without new bytes (bytes count as new
+//! only past the most the partial ever held, so a server that sends the same bytes again and
+//! again is not "progress"), [`MAX_ATTEMPTS`] requests in all, and no new try after
+//! [`RETRY_WINDOW`]. A resume answered 416 while the partial holds as many bytes as the file
+//! has is checked against the expected digest before anything is thrown away.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,12 +24,22 @@ use serde::{Deserialize, Serialize};
 
 use super::SourceError;
 use super::hashing::{Computed, Sink};
-use super::index::sha256_hex;
+use super::url::SourceUrl;
+use crate::definition::{Digest, HashAlgo};
 use crate::events::{Event, Events};
 use crate::store::{Store, write_atomic};
 
 /// Failed attempts in a row (without new bytes) before giving up.
 pub(crate) const MAX_TRIES: u32 = 5;
+/// Requests for one download in all, whatever arrived.
+pub(crate) const MAX_ATTEMPTS: u32 = 30;
+/// No new try starts this long after the download started.
+const RETRY_WINDOW: Duration = Duration::from_secs(6 * 3600);
+/// A `.copy-*.partial` whose name carries no URL key (an older strata's) is litter once it
+/// has not changed for this long.
+const UNKEYED_COPY_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How many hex characters of the URL's sha256 name its partial files and lock.
+const KEY_CHARS: usize = 16;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,6 +63,7 @@ pub(crate) fn client() -> Result<reqwest::Client, SourceError> {
 /// What a partial download is of, and how to ask for the rest of the same file.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct PartialMeta {
+    /// The redacted URL: the file's name already carries a hash of the real one.
     url: String,
     etag: Option<String>,
     last_modified: Option<String>,
@@ -67,6 +85,17 @@ impl PartialMeta {
     }
 }
 
+/// The first [`KEY_CHARS`] hex characters of the URL's sha256: partial files and the lock.
+pub(crate) fn url_key(url: &SourceUrl) -> String {
+    let key = super::index::sha256_hex(url.for_request());
+    key.get(..KEY_CHARS).unwrap_or(&key).to_owned()
+}
+
+/// The store lock a fetch of the URL with this key holds.
+pub(crate) fn lock_name(key: &str) -> String {
+    format!("source-{key}")
+}
+
 /// `sources/<url key>-<file name>.partial` and its `.partial.json` sidecar.
 #[derive(Debug, Clone)]
 pub(crate) struct Partial {
@@ -75,14 +104,13 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    pub(crate) fn for_url(store: &Store, url: &str, file_name: &str) -> Self {
+    pub(crate) fn for_url(store: &Store, url: &SourceUrl, file_name: &str) -> Self {
         let safe: String = file_name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
             .take(80)
             .collect();
-        let key = sha256_hex(url);
-        let stem = format!("{}-{safe}", key.get(..16).unwrap_or(&key));
+        let stem = format!("{}-{safe}", url_key(url));
         let dir = store.sources_dir();
         Partial {
             data: dir.join(format!("{stem}.partial")),
@@ -109,34 +137,120 @@ impl Partial {
         write_atomic(&self.meta, &json)
     }
 
-    /// Resumes the partial file when its sidecar says it is this URL's and can be resumed;
-    /// otherwise starts an empty one.
-    fn open(&self, url: &str, want_sha512: bool) -> std::io::Result<(Sink, PartialMeta)> {
+    /// The sidecar, when it is this URL's and the partial file can be resumed.
+    fn resumable_meta(&self, shown_url: Option<&str>) -> Option<PartialMeta> {
         let meta = std::fs::read(&self.meta)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<PartialMeta>(&bytes).ok())
-            .filter(|meta| meta.url == url && meta.validator().is_some());
+            .filter(|meta| shown_url.is_none_or(|url| meta.url == url))
+            .filter(|meta| meta.validator().is_some())?;
         let present = std::fs::metadata(&self.data).is_ok_and(|found| found.len() > 0);
-        if let (Some(meta), true) = (meta, present) {
-            return Ok((Sink::resume(&self.data, want_sha512)?, meta));
+        present.then_some(meta)
+    }
+
+    /// Resumes the partial file when its sidecar says it is this URL's and can be resumed;
+    /// otherwise opens nothing: the file is created (or truncated) once the server answered.
+    fn open(
+        &self,
+        url: &SourceUrl,
+        want_sha512: bool,
+    ) -> std::io::Result<(Option<Sink>, PartialMeta)> {
+        if let Some(meta) = self.resumable_meta(Some(url.redacted())) {
+            return Ok((Some(Sink::resume(&self.data, want_sha512)?), meta));
         }
-        let _ = std::fs::remove_file(&self.meta);
-        let meta = PartialMeta { url: url.to_owned(), ..PartialMeta::default() };
-        Ok((Sink::create(&self.data, want_sha512)?, meta))
+        self.remove_meta();
+        Ok((None, PartialMeta { url: url.redacted().to_owned(), ..PartialMeta::default() }))
     }
 }
 
+/// Removes what downloads left that no fetch can resume: `.copy-*.partial` files, empty or
+/// unresumable `.partial` files and orphaned sidecars in `sources/`; only those whose URL's
+/// lock is free (no fetch of that URL is running). Returns how many files were removed.
+pub(crate) fn sweep(store: &Store) -> usize {
+    let Ok(entries) = std::fs::read_dir(store.sources_dir()) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        removed += if let Some(rest) = name.strip_prefix(".copy-") {
+            if name.ends_with(".partial") { sweep_copy(store, rest, &path) } else { 0 }
+        } else if let Some(stem) = name.strip_suffix(".partial") {
+            sweep_partial(store, stem, &path)
+        } else if let Some(stem) = name.strip_suffix(".partial.json") {
+            sweep_sidecar(store, stem, &path)
+        } else {
+            0
+        };
+    }
+    removed
+}
+
+/// `.copy-KEY-XXXXXX.partial` (a local copy that died): gone when KEY's lock is free; an
+/// unkeyed one when old.
+fn sweep_copy(store: &Store, rest: &str, path: &Path) -> usize {
+    if key_of(rest).is_some() {
+        let Some(_lock) = unlocked(store, rest) else { return 0 };
+        return remove_counted(path);
+    }
+    let age = std::fs::metadata(path)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok());
+    if age.is_some_and(|age| age >= UNKEYED_COPY_AGE) { remove_counted(path) } else { 0 }
+}
+
+/// `KEY-NAME.partial`: gone, with its sidecar, when no fetch could resume it.
+fn sweep_partial(store: &Store, stem: &str, path: &Path) -> usize {
+    let Some(_lock) = unlocked(store, stem) else { return 0 };
+    let partial = Partial {
+        data: path.to_owned(),
+        meta: path.with_file_name(format!("{stem}.partial.json")),
+    };
+    if partial.resumable_meta(None).is_some() {
+        return 0;
+    }
+    partial.remove_meta();
+    remove_counted(path)
+}
+
+/// `KEY-NAME.partial.json` without its data file.
+fn sweep_sidecar(store: &Store, stem: &str, path: &Path) -> usize {
+    let Some(_lock) = unlocked(store, stem) else { return 0 };
+    if path.with_file_name(format!("{stem}.partial")).exists() {
+        return 0;
+    }
+    remove_counted(path)
+}
+
+fn remove_counted(path: &Path) -> usize {
+    usize::from(std::fs::remove_file(path).is_ok())
+}
+
+/// The lock of the URL whose key starts `name`, if nobody holds it.
+fn unlocked(store: &Store, name: &str) -> Option<std::fs::File> {
+    let key = key_of(name)?;
+    store.try_lock(&lock_name(key)).ok().flatten()
+}
+
+fn key_of(name: &str) -> Option<&str> {
+    let key = name.get(..KEY_CHARS)?;
+    let keyed = key.bytes().all(|b| b.is_ascii_hexdigit()) && name[KEY_CHARS..].starts_with('-');
+    keyed.then_some(key)
+}
+
 /// Downloads `url` into `partial`, resuming what is there, and returns the digests and length.
-/// The bytes stay in the partial file; the caller verifies and renames them.
+/// The bytes stay in the partial file; the caller verifies and renames them. `expected` is
+/// used only to recognise a partial file that already holds the whole file.
 pub(crate) async fn download(
     client: &reqwest::Client,
-    url: &str,
+    url: &SourceUrl,
     partial: &Partial,
-    want_sha512: bool,
+    expected: &Digest,
     events: &Events,
 ) -> Result<(Computed, u64), SourceError> {
+    let want_sha512 = expected.algo() == HashAlgo::Sha512;
     let opened = {
-        let (reopened, owned_url) = (partial.clone(), url.to_owned());
+        let (reopened, owned_url) = (partial.clone(), url.clone());
         tokio::task::spawn_blocking(move || reopened.open(&owned_url, want_sha512))
             .await
             .map_err(|source| SourceError::Task { source })?
@@ -144,9 +258,13 @@ pub(crate) async fn download(
     let (mut sink, mut meta) = opened.map_err(|source| write_error(url, &partial.data, source))?;
     let started = Instant::now();
     let mut failures = 0_u32;
+    let mut attempts = 0_u32;
+    // The most bytes the partial file ever held: only more than that is progress.
+    let mut high_water = sink.as_ref().map_or(0, Sink::len);
     loop {
-        let before = sink.len();
-        match attempt(client, url, sink, &mut meta, partial, events).await {
+        attempts += 1;
+        let wanted = Wanted { expected, want_sha512 };
+        match attempt(client, url, sink, &mut meta, partial, wanted, events).await {
             Outcome::Done(done) => {
                 let finished = tokio::task::spawn_blocking(move || done.finish())
                     .await
@@ -154,7 +272,7 @@ pub(crate) async fn download(
                 let (computed, len) =
                     finished.map_err(|source| write_error(url, &partial.data, source))?;
                 events.emit(Event::DownloadFinished {
-                    url: url.to_owned(),
+                    url: url.to_string(),
                     digest: computed.sha256.to_string(),
                     bytes: len,
                     seconds: started.elapsed().as_secs_f64(),
@@ -162,26 +280,38 @@ pub(crate) async fn download(
                 return Ok((computed, len));
             }
             Outcome::Retry(back, error) => {
-                failures = if back.len() > before { 1 } else { failures + 1 };
-                if failures >= MAX_TRIES {
+                let kept = back.as_ref().map_or(0, Sink::len);
+                failures = if kept > high_water { 1 } else { failures + 1 };
+                high_water = high_water.max(kept);
+                let delay = backoff(failures);
+                let out_of_time = started.elapsed() + delay >= RETRY_WINDOW;
+                if failures >= MAX_TRIES || attempts >= MAX_ATTEMPTS || out_of_time {
+                    if kept == 0 {
+                        partial.remove();
+                    }
                     return Err(SourceError::Interrupted {
-                        url: url.to_owned(),
-                        tries: failures,
-                        kept: back.len(),
+                        url: url.to_string(),
+                        tries: attempts,
+                        kept,
                         partial: partial.data.clone(),
                         cause: Box::new(error),
                     });
                 }
-                let delay = backoff(failures);
                 events.warn(format!(
-                    "{error}; retrying in {:.1}s (try {} of {MAX_TRIES})",
+                    "{error}; retrying in {:.1}s (try {}; at most {MAX_TRIES} in a row without \
+                     new bytes)",
                     delay.as_secs_f64(),
-                    failures + 1
+                    attempts + 1,
                 ));
                 tokio::time::sleep(delay).await;
                 sink = back;
             }
-            Outcome::Fatal(error) => return Err(error),
+            Outcome::Fatal(error) => {
+                if high_water == 0 {
+                    partial.remove();
+                }
+                return Err(error);
+            }
         }
     }
 }
@@ -193,30 +323,40 @@ fn backoff(failures: u32) -> Duration {
 
 enum Outcome {
     Done(Sink),
-    /// Worth another try; the sink holds whatever arrived, consistent with its hashes.
-    Retry(Sink, SourceError),
+    /// Worth another try; the sink (if one was opened) holds whatever arrived, consistent with
+    /// its hashes.
+    Retry(Option<Sink>, SourceError),
     Fatal(SourceError),
+}
+
+/// What the content must be, for a partial file that may already be whole.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    expected: &'a Digest,
+    want_sha512: bool,
 }
 
 async fn attempt(
     client: &reqwest::Client,
-    url: &str,
-    mut sink: Sink,
+    url: &SourceUrl,
+    mut sink: Option<Sink>,
     meta: &mut PartialMeta,
     partial: &Partial,
+    wanted: Wanted<'_>,
     events: &Events,
 ) -> Outcome {
-    let mut request = client.get(url);
-    if sink.len() > 0 {
+    let mut request = client.get(url.for_request());
+    let have = sink.as_ref().map_or(0, Sink::len);
+    if have > 0 {
         match meta.validator() {
             Some(validator) => {
                 request = request
-                    .header(header::RANGE, format!("bytes={}-", sink.len()))
+                    .header(header::RANGE, format!("bytes={have}-"))
                     .header(header::IF_RANGE, validator);
             }
             None => {
-                if let Err(source) = sink.restart() {
-                    return Outcome::Fatal(write_error(url, sink.path(), source));
+                if let Some(Err(source)) = sink.as_mut().map(Sink::restart) {
+                    return Outcome::Fatal(write_error(url, &partial.data, source));
                 }
             }
         }
@@ -227,51 +367,60 @@ async fn attempt(
     };
     let status = response.status();
     let total = match status {
-        StatusCode::PARTIAL_CONTENT => {
-            let range = content_range(response.headers());
-            match range {
-                Some((start, total)) if start == sink.len() => {
-                    if meta.validator().is_none() {
-                        meta.take_validators(response.headers());
-                    }
-                    total
+        StatusCode::PARTIAL_CONTENT => match content_range(response.headers()) {
+            Some((start, total)) if start == sink.as_ref().map_or(0, Sink::len) => {
+                if meta.validator().is_none() {
+                    meta.take_validators(response.headers());
                 }
-                _ => {
-                    if let Err(source) = sink.restart() {
-                        return Outcome::Fatal(write_error(url, sink.path(), source));
-                    }
-                    return Outcome::Retry(sink, SourceError::BadRange { url: url.to_owned() });
-                }
+                total
             }
-        }
+            _ => {
+                if let Some(Err(source)) = sink.as_mut().map(Sink::restart) {
+                    return Outcome::Fatal(write_error(url, &partial.data, source));
+                }
+                return Outcome::Retry(sink, SourceError::BadRange { url: url.to_string() });
+            }
+        },
         StatusCode::OK => {
-            if sink.len() > 0
-                && let Err(source) = sink.restart()
+            if let Some(Err(source)) =
+                sink.as_mut().filter(|sink| sink.len() > 0).map(Sink::restart)
             {
-                return Outcome::Fatal(write_error(url, sink.path(), source));
+                return Outcome::Fatal(write_error(url, &partial.data, source));
             }
             meta.take_validators(response.headers());
             response.content_length()
         }
-        StatusCode::RANGE_NOT_SATISFIABLE if sink.len() > 0 => {
+        StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
+            let whole = unsatisfied_range_total(response.headers());
+            if let Some(sink) = sink.take_if(|sink| already_whole(sink, whole, wanted)) {
+                return Outcome::Done(sink);
+            }
             // The partial file is no prefix of what the server has now.
-            if let Err(source) = sink.restart() {
-                return Outcome::Fatal(write_error(url, sink.path(), source));
+            if let Some(Err(source)) = sink.as_mut().map(Sink::restart) {
+                return Outcome::Fatal(write_error(url, &partial.data, source));
             }
             return Outcome::Retry(sink, status_error(url, status));
         }
         _ => return classify(sink, status_error(url, status)),
+    };
+    // The server said 200 or 206: only now is anything written.
+    let sink = match sink {
+        Some(sink) => sink,
+        None => match Sink::create(&partial.data, wanted.want_sha512) {
+            Ok(sink) => sink,
+            Err(source) => return Outcome::Fatal(write_error(url, &partial.data, source)),
+        },
     };
     meta.total = total;
     if let Err(source) = partial.save_meta(meta) {
         return Outcome::Fatal(write_error(url, &partial.meta, source));
     }
     let resumed_from = sink.len();
-    events.emit(Event::DownloadStarted { url: url.to_owned(), total_bytes: total, resumed_from });
-
+    events.emit(Event::DownloadStarted { url: url.to_string(), total_bytes: total, resumed_from });
     // The network side stays here; writing and hashing run on a blocking thread.
     let path = sink.path().to_owned();
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let mut sink = sink;
     let writer = tokio::task::spawn_blocking(move || {
         while let Some(chunk) = receiver.blocking_recv() {
             sink.write(&chunk)?;
@@ -292,7 +441,7 @@ async fn attempt(
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
                     events.emit(Event::DownloadProgress {
-                        url: url.to_owned(),
+                        url: url.to_string(),
                         done_bytes: done,
                         total_bytes: total,
                     });
@@ -312,19 +461,27 @@ async fn attempt(
         Err(source) => return Outcome::Fatal(SourceError::Task { source }),
     };
     if let Some(source) = body_error {
-        return Outcome::Retry(sink, SourceError::Body { url: url.to_owned(), source });
+        let body = SourceError::Body { url: url.to_string(), source: source.without_url() };
+        return Outcome::Retry(Some(sink), body);
     }
     match total {
         Some(total) if sink.len() != total => {
             let got = sink.len();
-            Outcome::Retry(sink, SourceError::Truncated { url: url.to_owned(), got, total })
+            let truncated = SourceError::Truncated { url: url.to_string(), got, total };
+            Outcome::Retry(Some(sink), truncated)
         }
         _ => Outcome::Done(sink),
     }
 }
 
-fn classify(sink: Sink, error: SourceError) -> Outcome {
+fn classify(sink: Option<Sink>, error: SourceError) -> Outcome {
     if error.is_transient() { Outcome::Retry(sink, error) } else { Outcome::Fatal(error) }
+}
+
+/// Whether a partial file a resume was refused for (416) already holds the whole file: as
+/// many bytes as the server says it has, with the expected digest.
+fn already_whole(sink: &Sink, whole: Option<u64>, wanted: Wanted<'_>) -> bool {
+    whole == Some(sink.len()) && sink.digests().matches(wanted.expected)
 }
 
 /// `Content-Range: bytes START-END/TOTAL` as (START, TOTAL); TOTAL may be `*`.
@@ -336,8 +493,18 @@ fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
+/// `Content-Range: bytes */TOTAL`, as a 416 answers: the length of the file the server has.
+fn unsatisfied_range_total(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let total = value.trim().strip_prefix("bytes")?.trim_start().strip_prefix("*/")?;
+    total.trim().parse().ok()
+}
+
 /// Fetches a small text file (a checksum file), with the same retries.
-pub(crate) async fn fetch_text(client: &reqwest::Client, url: &str) -> Result<String, SourceError> {
+pub(crate) async fn fetch_text(
+    client: &reqwest::Client,
+    url: &SourceUrl,
+) -> Result<String, SourceError> {
     let mut failures = 0;
     loop {
         let error = match fetch_text_once(client, url).await {
@@ -348,7 +515,7 @@ pub(crate) async fn fetch_text(client: &reqwest::Client, url: &str) -> Result<St
         failures += 1;
         if failures >= MAX_TRIES {
             return Err(SourceError::GaveUp {
-                url: url.to_owned(),
+                url: url.to_string(),
                 tries: failures,
                 cause: Box::new(error),
             });
@@ -357,36 +524,38 @@ pub(crate) async fn fetch_text(client: &reqwest::Client, url: &str) -> Result<St
     }
 }
 
-async fn fetch_text_once(client: &reqwest::Client, url: &str) -> Result<String, SourceError> {
-    let mut response = client.get(url).send().await.map_err(|error| request_error(url, error))?;
+async fn fetch_text_once(client: &reqwest::Client, url: &SourceUrl) -> Result<String, SourceError> {
+    let mut response =
+        client.get(url.for_request()).send().await.map_err(|error| request_error(url, error))?;
     if response.status() != StatusCode::OK {
         return Err(status_error(url, response.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|source| SourceError::Body { url: url.to_owned(), source })?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|source| SourceError::Body {
+        url: url.to_string(),
+        source: source.without_url(),
+    })? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_TEXT {
-            return Err(SourceError::ChecksumFileTooBig { url: url.to_owned(), limit: MAX_TEXT });
+            return Err(SourceError::ChecksumFileTooBig { url: url.to_string(), limit: MAX_TEXT });
         }
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn status_error(url: &str, status: StatusCode) -> SourceError {
+fn status_error(url: &SourceUrl, status: StatusCode) -> SourceError {
     SourceError::Status {
-        url: url.to_owned(),
+        url: url.to_string(),
         status: status.as_u16(),
         reason: status.canonical_reason().unwrap_or("").to_owned(),
     }
 }
 
 /// Sorts reqwest's errors into what a user can act on.
-fn request_error(url: &str, error: reqwest::Error) -> SourceError {
-    let url = url.to_owned();
+/// The URL is taken out of reqwest's error: it is the real one, secrets included.
+fn request_error(url: &SourceUrl, error: reqwest::Error) -> SourceError {
+    let url = url.to_string();
+    let error = error.without_url();
     if error.is_dns() {
         SourceError::Dns { url, source: error }
     } else if looks_like_tls(&error) {
@@ -419,8 +588,8 @@ fn looks_like_tls(error: &reqwest::Error) -> bool {
 }
 
 /// A failed write: "disk full" gets its own error, since the fix is different.
-pub(crate) fn write_error(url: &str, path: &Path, source: std::io::Error) -> SourceError {
-    let url = url.to_owned();
+pub(crate) fn write_error(url: &SourceUrl, path: &Path, source: std::io::Error) -> SourceError {
+    let url = url.to_string();
     let path = path.to_owned();
     if source.kind() == std::io::ErrorKind::StorageFull {
         SourceError::DiskFull { url, path, source }
@@ -449,6 +618,8 @@ mod tests {
         assert_eq!(content_range(&headers), Some((5, None)));
         headers.insert(header::CONTENT_RANGE, "items 1-2/3".parse().unwrap());
         assert_eq!(content_range(&headers), None);
+        headers.insert(header::CONTENT_RANGE, "bytes */4096".parse().unwrap());
+        assert_eq!(unsatisfied_range_total(&headers), Some(4096));
     }
 
     #[test]
@@ -467,8 +638,8 @@ mod tests {
     fn partial_names_are_safe_and_distinct() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let one = Partial::for_url(&store, "http://a/x y.img", "x y.img");
-        let two = Partial::for_url(&store, "http://b/x y.img", "x y.img");
+        let one = Partial::for_url(&store, &SourceUrl::new("http://a/x y.img"), "x y.img");
+        let two = Partial::for_url(&store, &SourceUrl::new("http://b/x y.img"), "x y.img");
         assert_ne!(one.data, two.data);
         assert!(one.data.to_string_lossy().ends_with("-x_y.img.partial"));
     }

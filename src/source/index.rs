@@ -16,15 +16,16 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::url::SourceUrl;
 use crate::definition::{Digest, HashAlgo};
 use crate::store::{Store, write_atomic};
 
 /// What the index records about one verified file in `sources/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
-    /// The URL (or path) the file was fetched from.
+    /// The URL (or path) the file was fetched from, redacted.
     pub(crate) url: String,
-    /// The checksum file that gave `expected`, if any.
+    /// The checksum file that gave `expected`, if any, redacted.
     pub(crate) checksum_url: Option<String>,
     /// The digest the definition (or its checksum file) expects, as `ALGO:HEX`.
     pub(crate) expected: String,
@@ -85,8 +86,10 @@ pub(crate) fn by_digest_path(store: &Store, expected: &Digest) -> PathBuf {
     dir(store).join(format!("digest-{}.json", sha256_hex(&expected.to_string())))
 }
 
-pub(crate) fn by_url_path(store: &Store, url: &str, checksum_url: &str) -> PathBuf {
-    dir(store).join(format!("url-{}.json", sha256_hex(&format!("{url}\n{checksum_url}"))))
+/// Keyed by the real URLs (hashed); the entry itself holds only their redacted forms.
+pub(crate) fn by_url_path(store: &Store, url: &SourceUrl, checksum_url: &SourceUrl) -> PathBuf {
+    let key = format!("{}\n{}", url.for_request(), checksum_url.for_request());
+    dir(store).join(format!("url-{}.json", sha256_hex(&key)))
 }
 
 pub(crate) fn sha256_hex(text: &str) -> String {
@@ -149,8 +152,9 @@ mod tests {
     fn keys_differ_by_checksum_url() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_ne!(by_url_path(&store, "u", "a"), by_url_path(&store, "u", "b"));
-        assert!(read(&by_url_path(&store, "u", "a")).is_none());
+        let (u, a, b) = (SourceUrl::new("u"), SourceUrl::new("a"), SourceUrl::new("b"));
+        assert_ne!(by_url_path(&store, &u, &a), by_url_path(&store, &u, &b));
+        assert!(read(&by_url_path(&store, &u, &a)).is_none());
         assert!(parse_digest("md5:00").is_none());
     }
 }

@@ -11,11 +11,16 @@
 //! With `checksum_url`, an online fetch reads the checksum file every time (so a moved
 //! "latest" image is noticed) and then looks the digest up; offline, or when the checksum file
 //! cannot be reached, the index's record of the digest that file gave last time is used.
+//!
+//! URLs may carry credentials: they are handled as [`SourceUrl`]s, and only their redacted form
+//! reaches errors, events and files (see [`url`]). Every fetch first sweeps what earlier
+//! downloads left and nothing can resume ([`clean_stale`]).
 
 mod checksum;
 mod hashing;
 mod http;
 mod index;
+mod url;
 
 use std::fs;
 use std::io;
@@ -24,6 +29,7 @@ use std::time::Instant;
 
 pub use checksum::find_entry as find_checksum_entry;
 pub use hashing::SourceDigest;
+pub use url::{SourceUrl, redact};
 
 use crate::definition::{Checksum, Digest, HashAlgo, Location, Source};
 use crate::events::{Event, Events};
@@ -245,34 +251,34 @@ pub async fn fetch(
     options: FetchOptions,
     events: &Events,
 ) -> Result<FetchedSource, SourceError> {
-    let url = source.location.to_string();
+    let url = SourceUrl::for_location(&source.location);
     let _lock = lock(store, &url).await?;
+    clean_stale(store);
     let mut net = Net { offline: options.offline, client: None };
     let expected = expected_digest(store, source, &url, &mut net, events).await?;
     if let Some(found) = cached(store, source, &url, &expected, options, events).await? {
         return Ok(found);
     }
     let (temp, computed, size) = match &source.location {
-        Location::Http(http_url) => {
+        Location::Http(_) => {
             if options.offline {
-                return Err(SourceError::NotCached { url });
+                return Err(SourceError::NotCached { url: url.to_string() });
             }
-            let partial = http::Partial::for_url(store, http_url, &source.location.file_name());
-            let want_sha512 = expected.digest.algo() == HashAlgo::Sha512;
+            let partial = http::Partial::for_url(store, &url, &source.location.file_name());
             let (computed, size) =
-                http::download(net.client()?, http_url, &partial, want_sha512, events).await?;
+                http::download(net.client()?, &url, &partial, &expected.digest, events).await?;
             (Landing::Partial(partial), computed, size)
         }
         Location::File(path) => {
             let (temp, computed, size) =
-                copy_local(path, &store.sources_dir(), &expected.digest, events).await?;
+                copy_local(path, &url, &store.sources_dir(), &expected.digest, events).await?;
             (Landing::Temp(temp), computed, size)
         }
     };
     if !computed.matches(&expected.digest) {
         temp.discard();
         return Err(SourceError::Mismatch {
-            url,
+            url: url.to_string(),
             expected: expected.digest.to_string(),
             actual: computed.actual_for(&expected.digest),
         });
@@ -288,7 +294,7 @@ pub async fn fetch(
 /// size and modification time (no hashing). For `strata layers` and cache keys.
 #[must_use]
 pub fn lookup(store: &Store, source: &Source) -> Option<FetchedSource> {
-    let url = source.location.to_string();
+    let url = SourceUrl::for_location(&source.location);
     let expected = match &source.checksum {
         Checksum::Inline(digest) => digest.clone(),
         Checksum::File(Location::File(path)) => {
@@ -296,7 +302,8 @@ pub fn lookup(store: &Store, source: &Source) -> Option<FetchedSource> {
             checksum::find_entry(&text, &source.location.file_name())?
         }
         Checksum::File(Location::Http(checksum_url)) => {
-            index::read(&index::by_url_path(store, &url, checksum_url))?.expected_digest()?
+            let checksum_url = SourceUrl::new(checksum_url);
+            index::read(&index::by_url_path(store, &url, &checksum_url))?.expected_digest()?
         }
     };
     let entry = index::read(&index::by_digest_path(store, &expected))?;
@@ -323,26 +330,32 @@ impl Net {
     }
 }
 
-async fn lock(store: &Store, url: &str) -> Result<fs::File, SourceError> {
-    let key = index::sha256_hex(url);
-    let name = format!("source-{}", key.get(..32).unwrap_or(&key));
+async fn lock(store: &Store, url: &SourceUrl) -> Result<fs::File, SourceError> {
+    let name = http::lock_name(&http::url_key(url));
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.lock(&name))
         .await
         .map_err(|source| SourceError::Task { source })?
-        .map_err(|source| SourceError::Lock { url: url.to_owned(), source })
+        .map_err(|source| SourceError::Lock { url: url.to_string(), source })
+}
+
+/// Removes what downloads and local copies left in `sources/` that nothing can resume (empty
+/// partial files, `.copy-*.partial`), skipping any whose URL a running fetch holds. Every
+/// fetch calls it; returns how many files went.
+pub fn clean_stale(store: &Store) -> usize {
+    http::sweep(store)
 }
 
 /// The digest the content must have, and the checksum file it came from.
 struct Expected {
     digest: Digest,
-    checksum_url: Option<String>,
+    checksum_url: Option<SourceUrl>,
 }
 
 async fn expected_digest(
     store: &Store,
     source: &Source,
-    url: &str,
+    url: &SourceUrl,
     net: &mut Net,
     events: &Events,
 ) -> Result<Expected, SourceError> {
@@ -355,26 +368,28 @@ async fn expected_digest(
             let text = tokio::fs::read(path)
                 .await
                 .map_err(|source| SourceError::ReadChecksum { path: path.clone(), source })?;
-            (String::from_utf8_lossy(&text).into_owned(), path.display().to_string())
+            let checksum_url = SourceUrl::for_location(&Location::File(path.clone()));
+            (String::from_utf8_lossy(&text).into_owned(), checksum_url)
         }
         Checksum::File(Location::Http(checksum_url)) => {
+            let checksum_url = SourceUrl::new(checksum_url);
             let remembered = || {
-                index::read(&index::by_url_path(store, url, checksum_url))
+                index::read(&index::by_url_path(store, url, &checksum_url))
                     .and_then(|entry| entry.expected_digest())
             };
             if net.offline {
                 let digest =
-                    remembered().ok_or_else(|| SourceError::NotCached { url: url.to_owned() })?;
-                return Ok(Expected { digest, checksum_url: Some(checksum_url.clone()) });
+                    remembered().ok_or_else(|| SourceError::NotCached { url: url.to_string() })?;
+                return Ok(Expected { digest, checksum_url: Some(checksum_url) });
             }
-            match http::fetch_text(net.client()?, checksum_url).await {
+            match http::fetch_text(net.client()?, &checksum_url).await {
                 Ok(text) => (text, checksum_url.clone()),
                 Err(error) => match remembered() {
                     Some(digest) if error.is_unreachable() => {
                         events.warn(format!(
                             "{error}; using the digest {checksum_url} gave last time ({digest})"
                         ));
-                        return Ok(Expected { digest, checksum_url: Some(checksum_url.clone()) });
+                        return Ok(Expected { digest, checksum_url: Some(checksum_url) });
                     }
                     _ => return Err(error),
                 },
@@ -382,7 +397,7 @@ async fn expected_digest(
         }
     };
     let digest = checksum::find_entry(&text, &file_name).ok_or_else(|| {
-        SourceError::NoChecksumEntry { checksum_url: checksum_url.clone(), file_name }
+        SourceError::NoChecksumEntry { checksum_url: checksum_url.to_string(), file_name }
     })?;
     Ok(Expected { digest, checksum_url: Some(checksum_url) })
 }
@@ -391,7 +406,7 @@ async fn expected_digest(
 async fn cached(
     store: &Store,
     source: &Source,
-    url: &str,
+    url: &SourceUrl,
     expected: &Expected,
     options: FetchOptions,
     events: &Events,
@@ -422,7 +437,7 @@ async fn cached(
             index::remove(&entry_path);
             if options.offline && matches!(source.location, Location::Http(_)) {
                 return Err(SourceError::CachedCorrupt {
-                    url: url.to_owned(),
+                    url: url.to_string(),
                     path,
                     expected: expected.digest.to_string(),
                     actual,
@@ -445,7 +460,7 @@ async fn cached(
     } else if let Some(checksum_url) = &expected.checksum_url {
         write_index(&index::by_url_path(store, url, checksum_url), &entry, url)?;
     }
-    events.emit(Event::SourceCached { url: url.to_owned(), digest: fetched.digest.to_string() });
+    events.emit(Event::SourceCached { url: url.to_string(), digest: fetched.digest.to_string() });
     Ok(Some(fetched))
 }
 
@@ -459,8 +474,8 @@ fn adopt(store: &Store, source: &Source, expected: &Expected) -> Option<Entry> {
     let file = file_name_for(&digest, &source.location);
     fs::metadata(store.sources_dir().join(&file)).ok()?;
     Some(Entry {
-        url: source.location.to_string(),
-        checksum_url: expected.checksum_url.clone(),
+        url: SourceUrl::for_location(&source.location).to_string(),
+        checksum_url: expected.checksum_url.as_ref().map(SourceUrl::to_string),
         expected: expected.digest.to_string(),
         sha256: digest.hex().to_owned(),
         file,
@@ -474,7 +489,7 @@ fn adopt(store: &Store, source: &Source, expected: &Expected) -> Option<Entry> {
 /// Writes the index entries for a verified file: by digest, and by URL for a checksum file.
 fn record(
     store: &Store,
-    url: &str,
+    url: &SourceUrl,
     expected: &Expected,
     fetched: &FetchedSource,
 ) -> Result<(), SourceError> {
@@ -482,8 +497,8 @@ fn record(
         .map_err(|source| SourceError::StoreRead { path: fetched.path.clone(), source })?;
     let file = fetched.path.file_name().map(|name| name.to_string_lossy().into_owned());
     let mut entry = Entry {
-        url: url.to_owned(),
-        checksum_url: expected.checksum_url.clone(),
+        url: url.to_string(),
+        checksum_url: expected.checksum_url.as_ref().map(SourceUrl::to_string),
         expected: expected.digest.to_string(),
         sha256: fetched.digest.hex().to_owned(),
         file: file.unwrap_or_default(),
@@ -500,7 +515,7 @@ fn record(
     Ok(())
 }
 
-fn write_index(path: &Path, entry: &Entry, url: &str) -> Result<(), SourceError> {
+fn write_index(path: &Path, entry: &Entry, url: &SourceUrl) -> Result<(), SourceError> {
     index::write(path, entry).map_err(|source| http::write_error(url, path, source))
 }
 
@@ -547,6 +562,7 @@ impl Landing {
 /// Copies a local source into a temp file in `sources/`, hashing on the way (read once).
 async fn copy_local(
     from: &Path,
+    url: &SourceUrl,
     sources_dir: &Path,
     expected: &Digest,
     events: &Events,
@@ -555,19 +571,21 @@ async fn copy_local(
     let dir = sources_dir.to_owned();
     let want_sha512 = expected.algo() == HashAlgo::Sha512;
     let events = events.clone();
+    let url = url.clone();
     tokio::task::spawn_blocking(move || {
-        let url = from.display().to_string();
         let read_error = |source| SourceError::ReadLocal { path: from.clone(), source };
         let mut input = fs::File::open(&from).map_err(read_error)?;
         let total = input.metadata().ok().map(|metadata| metadata.len());
         let started = Instant::now();
         events.emit(Event::DownloadStarted {
-            url: url.clone(),
+            url: url.to_string(),
             total_bytes: total,
             resumed_from: 0,
         });
+        // Named by the URL's key, so the stale-work sweep can tell whose lock guards it.
+        let prefix = format!(".copy-{}-", http::url_key(&url));
         let temp = tempfile::Builder::new()
-            .prefix(".copy-")
+            .prefix(&prefix)
             .suffix(".partial")
             .tempfile_in(&dir)
             .map_err(|source| http::write_error(&url, &dir, source))?;
@@ -580,7 +598,7 @@ async fn copy_local(
         let (computed, size) =
             sink.finish().map_err(|source| http::write_error(&url, &temp_path, source))?;
         events.emit(Event::DownloadFinished {
-            url,
+            url: url.to_string(),
             digest: computed.sha256.to_string(),
             bytes: size,
             seconds: started.elapsed().as_secs_f64(),

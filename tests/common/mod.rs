@@ -1,7 +1,8 @@
 //! Helpers shared by the guest-booting test binaries (`guest_*.rs`, `communicator_qga.rs`):
 //! the `STRATA_GUEST_TESTS` gate, where the repository and the local base image are, a loopback
 //! HTTP server for the base image, a copy of the demo pointed at it, the strata binary, files
-//! with modes, and reading strata's JSON events and output.
+//! with modes, reading strata's JSON events and output, and `ssh` runs that outlast cloud-init's
+//! restart of sshd.
 
 // Each test binary compiles this module on its own and uses a subset of it.
 #![allow(dead_code)]
@@ -136,4 +137,22 @@ pub fn write_mode(path: &Path, content: impl AsRef<[u8]>, mode: u32) {
 /// Asserts that `what` (a command's name, for the message) exited 0; shows its stderr if not.
 pub fn assert_success(output: &Output, what: &str) {
     assert!(output.status.success(), "{what} failed: {:?}\n{}", output.status, stderr(output));
+}
+
+/// How long an `ssh` run is tried again while it fails in SSH itself.
+pub const SSH_RETRY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Runs the `ssh` command `make` builds, again (once a second, until `within` has passed) while
+/// it fails in SSH itself: exit 255, as when the connection meets cloud-init restarting sshd
+/// just after the first login ("kex_exchange_identification: Connection closed by remote
+/// host"). Any other exit status is the remote command's and is returned at once.
+pub fn ssh_retrying(make: impl Fn() -> Command, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    loop {
+        let output = make().output().unwrap();
+        if output.status.code() != Some(255) || Instant::now() >= deadline {
+            return output;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

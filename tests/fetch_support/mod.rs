@@ -1,7 +1,7 @@
 //! Real HTTP servers on 127.0.0.1 for the fetch tests: an origin with ranges, ETags and
-//! configurable misbehaviour (drop the connection, ignore ranges, fail first, redirect), and
-//! a forward proxy that records what went through it. One thread per connection, one
-//! request per connection (`Connection: close`).
+//! configurable misbehaviour (drop the connection, ignore ranges, fail first, redirect, claim
+//! a longer Content-Length than the body), and a forward proxy that records what went through
+//! it. One thread per connection, one request per connection (`Connection: close`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,6 +32,8 @@ pub struct Route {
     pub throttle: Option<Duration>,
     /// Send no ETag and no Last-Modified.
     pub no_validators: bool,
+    /// Claim this many bytes more in Content-Length than the body has (then close early).
+    pub extra_length: usize,
 }
 
 impl Route {
@@ -44,6 +46,8 @@ impl Route {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    /// The request target as sent (path and query).
+    pub target: String,
     pub headers: HashMap<String, String>,
 }
 
@@ -124,7 +128,8 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
     let path = target.split('?').next().unwrap_or(&target).to_owned();
     let route = {
         let mut state = state.lock().unwrap();
-        state.seen.push(Seen { path: path.clone(), headers: headers.clone() });
+        let seen = Seen { path: path.clone(), target: target.clone(), headers: headers.clone() };
+        state.seen.push(seen);
         let Some(route) = state.routes.get_mut(&path) else {
             drop(state);
             let _ = respond_status(&mut stream, 404);
@@ -179,15 +184,16 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
                 "HTTP/1.1 206 Partial Content\r\n{validators}Content-Range: bytes {start}-{}/{len}\r\n\
                  Content-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
                 len - 1,
-                len - start
+                len - start + route.extra_length
             );
             (head, start)
         }
         None => {
             let accept = if route.ignore_range { "" } else { "Accept-Ranges: bytes\r\n" };
             let head = format!(
-                "HTTP/1.1 200 OK\r\n{validators}{accept}Content-Length: {len}\r\n\
-                 Connection: close\r\n\r\n"
+                "HTTP/1.1 200 OK\r\n{validators}{accept}Content-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                len + route.extra_length
             );
             (head, 0)
         }
