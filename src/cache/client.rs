@@ -31,6 +31,8 @@ const READ_WITHIN: Duration = Duration::from_secs(60);
 /// Config blobs are small JSON records; anything bigger is not ours.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 const SOURCE_CONFIG_FORMAT: u32 = 1;
+/// A tag nothing is pushed under: looking it up checks the connection and the login.
+const PROBE_TAG: &str = "strata-connection-check";
 
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,12 +123,14 @@ impl Cache {
             auth_hint,
             events: events.clone(),
         };
-        let probe = cache.reference("probe".to_owned());
+        let probe = cache.reference(PROBE_TAG.to_owned());
         cache
             .client
             .auth(&probe, &cache.auth, RegistryOperation::Pull)
             .await
             .map_err(|error| cache.classify("connecting", error))?;
+        // Basic auth is only tried on a real request: one manifest HEAD checks the login now.
+        cache.has_tag(PROBE_TAG.to_owned(), "connecting").await?;
         Ok(cache)
     }
 

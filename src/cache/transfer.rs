@@ -57,7 +57,9 @@ pub struct Progress {
     key: String,
     direction: CacheDirection,
     total_bytes: Option<u64>,
-    state: Arc<Mutex<(u64, Instant)>>,
+    /// Bytes so far, and when the last event went out (`None`: none yet, so the first chunk
+    /// is reported at once).
+    state: Arc<Mutex<(u64, Option<Instant>)>>,
 }
 
 impl Progress {
@@ -68,15 +70,15 @@ impl Progress {
             key: key.to_owned(),
             direction,
             total_bytes: total,
-            state: Arc::new(Mutex::new((0, Instant::now()))),
+            state: Arc::new(Mutex::new((0, None))),
         }
     }
 
     pub fn advance(&self, bytes: usize) {
         let Ok(mut state) = self.state.lock() else { return };
         state.0 = state.0.saturating_add(bytes as u64);
-        if state.1.elapsed() >= PROGRESS_EVERY {
-            state.1 = Instant::now();
+        if state.1.is_none_or(|last| last.elapsed() >= PROGRESS_EVERY) {
+            state.1 = Some(Instant::now());
             self.events.emit(Event::CacheTransferProgress {
                 key: self.key.clone(),
                 direction: self.direction,
