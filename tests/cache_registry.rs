@@ -205,7 +205,8 @@ fn chain(dir: &Path) -> Chain {
     let store = Store::open(dir).unwrap();
     let layers = LayerStore::new(store.clone());
     let source = make_source(&store, 4);
-    let source_backing = format!("../../sources/{}", source.path.file_name().unwrap().to_string_lossy());
+    let source_backing =
+        format!("../../sources/{}", source.path.file_name().unwrap().to_string_lossy());
     let base = make_layer(&layers, "base", None, &source_backing, 6 << 10, 8);
     let base_key = key_of("base");
     let app = make_layer(
@@ -232,7 +233,8 @@ async fn connect(registry: &Registry, events: &Events) -> Cache {
 
 fn assert_untouched(store: &Store, key: &LayerKey) {
     assert!(!store.layers_dir().join(key.as_str()).exists(), "a layer folder appeared");
-    let left: Vec<_> = std::fs::read_dir(store.tmp_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(store.tmp_dir()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "tmp/ is not clean: {left:?}");
 }
 
@@ -307,7 +309,9 @@ async fn layers_and_sources_round_trip_byte_identical_and_are_uploaded_once() {
     let events = recorder.events();
     let pulls = events
         .iter()
-        .filter(|e| matches!(e, Event::CacheTransferFinished { direction: CacheDirection::Pull, .. }))
+        .filter(|e| {
+            matches!(e, Event::CacheTransferFinished { direction: CacheDirection::Pull, .. })
+        })
         .count();
     assert_eq!(pulls, 3, "source, base and app pulled once each: {events:?}");
     drop(a.layers);
@@ -334,7 +338,8 @@ async fn a_tampered_blob_is_refused_and_nothing_enters_the_store() {
     std::fs::write(&big, data).unwrap();
 
     let (store_b, layers_b) = empty_store(&dir.path().join("b"));
-    std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap())).unwrap();
+    std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap()))
+        .unwrap();
     let error = cache.pull_layer(&layers_b, &key_of("base"), None).await.unwrap_err();
     eprintln!("{error}");
     assert!(matches!(error, CacheError::DigestMismatch { .. }), "{error}");
@@ -346,7 +351,8 @@ async fn a_tampered_blob_is_refused_and_nothing_enters_the_store() {
 async fn basic_auth_a_wrong_password_is_one_line_naming_the_registry_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = dir.path().join("htpasswd");
-    let output = Command::new("htpasswd").args(["-Bbn", "runner", "right-pass-42"]).output().unwrap();
+    let output =
+        Command::new("htpasswd").args(["-Bbn", "runner", "right-pass-42"]).output().unwrap();
     assert!(output.status.success(), "htpasswd (apache2-utils) runs");
     std::fs::write(&htpasswd, output.stdout).unwrap();
     let registry = Registry::start(dir.path(), Some(&htpasswd));
@@ -354,9 +360,10 @@ async fn basic_auth_a_wrong_password_is_one_line_naming_the_registry_and_never_s
 
     let secret = "wrong-pass-1337";
     let wrong = Credentials::Basic { user: "runner".into(), password: secret.into() };
-    let error = Cache::connect(&registry.url(), &wrong, &CredentialsFrom::Environment, &Events::none())
-        .await
-        .unwrap_err();
+    let error =
+        Cache::connect(&registry.url(), &wrong, &CredentialsFrom::Environment, &Events::none())
+            .await
+            .unwrap_err();
     eprintln!("{error}");
     assert!(matches!(error, CacheError::Auth { .. }), "{error}");
     assert!(!error.is_unavailable());
@@ -373,16 +380,21 @@ async fn basic_auth_a_wrong_password_is_one_line_naming_the_registry_and_never_s
     assert!(!everything.contains(secret), "the password leaked: {everything}");
 
     // Anonymous is refused too, and says what to set.
-    let anonymous =
-        Cache::connect(&registry.url(), &Credentials::Anonymous, &CredentialsFrom::Nowhere, &Events::none())
-            .await
-            .unwrap_err();
+    let anonymous = Cache::connect(
+        &registry.url(),
+        &Credentials::Anonymous,
+        &CredentialsFrom::Nowhere,
+        &Events::none(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(anonymous, CacheError::Auth { .. }), "{anonymous}");
 
     let right = Credentials::Basic { user: "runner".into(), password: "right-pass-42".into() };
-    let cache = Cache::connect(&registry.url(), &right, &CredentialsFrom::Environment, &Events::none())
-        .await
-        .unwrap();
+    let cache =
+        Cache::connect(&registry.url(), &right, &CredentialsFrom::Environment, &Events::none())
+            .await
+            .unwrap();
     assert!(matches!(cache.push_layer(&a.base).await.unwrap(), Pushed::Uploaded { .. }));
     assert!(cache.has_layer(&key_of("base")).await.unwrap());
 }
@@ -420,7 +432,14 @@ async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_n
     let layers_a = LayerStore::new(store_a.clone());
     let source = make_source(&store_a, 1);
     let source_name = source.path.file_name().unwrap().to_owned();
-    let big = make_layer(&layers_a, "big", None, &format!("../../sources/{}", source_name.to_string_lossy()), 64 << 10, 8);
+    let big = make_layer(
+        &layers_a,
+        "big",
+        None,
+        &format!("../../sources/{}", source_name.to_string_lossy()),
+        64 << 10,
+        8,
+    );
     let key = key_of("big");
 
     let registry = Registry::start(dir.path(), None);
@@ -436,7 +455,8 @@ async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_n
     eprintln!("{error}");
     assert!(error.is_unavailable(), "{error}");
     assert!(error.to_string().contains(url.registry()), "{error}");
-    let left: Vec<_> = std::fs::read_dir(store_a.tmp_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(store_a.tmp_dir()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "the push left {left:?}");
     assert!(matches!(layers_a.lookup(&key, true).unwrap(), Lookup::Hit(_)));
 
@@ -453,7 +473,10 @@ async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_n
     let (store_b, layers_b) = empty_store(&dir.path().join("b"));
     std::fs::copy(&source.path, store_b.sources_dir().join(&source_name)).unwrap();
     let registry = killer.registry.lock().unwrap().take();
-    let killer = Arc::new(KillMidTransfer { direction: CacheDirection::Pull, registry: Mutex::new(registry) });
+    let killer = Arc::new(KillMidTransfer {
+        direction: CacheDirection::Pull,
+        registry: Mutex::new(registry),
+    });
     let events = Events::none().with(killer.clone());
     let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &events).await.unwrap();
     let error = cache.pull_layer(&layers_b, &key, None).await.unwrap_err();
@@ -481,7 +504,8 @@ async fn a_restore_point_round_trips_only_when_asked() {
     cache.push_layer(&a.base).await.unwrap();
 
     let (store_b, layers_b) = empty_store(&dir.path().join("b"));
-    std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap())).unwrap();
+    std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap()))
+        .unwrap();
     cache.pull_layer(&layers_b, &key_of("base"), None).await.unwrap();
     // Not pushed yet: nothing to pull, and a layer pull never brings one.
     assert_eq!(cache.pull_restore(&layers_b, &key_of("base")).await.unwrap(), None);
@@ -491,7 +515,10 @@ async fn a_restore_point_round_trips_only_when_asked() {
     let pulled = cache.pull_restore(&layers_b, &key_of("base")).await.unwrap().unwrap();
     for file in ["restore.json", "state.zst", "overlay.qcow2"] {
         assert_same_file(&restore.join(file), &pulled.join(file));
-        assert_eq!(std::fs::metadata(pulled.join(file)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(pulled.join(file)).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     assert_eq!(std::fs::metadata(&pulled).unwrap().permissions().mode() & 0o777, 0o700);
     assert_untouched(&store_b, &key_of("nothing"));
@@ -520,7 +547,8 @@ async fn measure_push_and_pull() {
     let timed = Instant::now();
     let pulled_source = cache.pull_source(&store_b, &source.digest).await.unwrap();
     let pull_source = timed.elapsed();
-    std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap())).unwrap();
+    std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap()))
+        .unwrap();
     let timed = Instant::now();
     cache.pull_layer(&layers_b, &key_of("base"), None).await.unwrap();
     let pull_layer = timed.elapsed();
@@ -538,9 +566,11 @@ async fn measure_push_and_pull() {
 
 fn base_image(store: &Store) -> Option<FetchedSource> {
     let dir = std::env::var_os("STRATA_BASE_IMAGE_DIR").map(PathBuf::from)?;
-    let image = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.extension().is_some_and(|ext| ext == "qcow2")
-    })?;
+    let image = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|ext| ext == "qcow2"))?;
     let hex = sha256_hex(&std::fs::read(&image).ok()?);
     let path = store.sources_dir().join(format!("sha256-{hex}.qcow2"));
     std::fs::copy(&image, &path).ok()?;

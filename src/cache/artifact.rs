@@ -63,9 +63,8 @@ impl Blob {
             size: i64::try_from(self.size).unwrap_or(i64::MAX),
             urls: None,
             artifact_type: None,
-            annotations: title.map(|title| {
-                BTreeMap::from([(TITLE_ANNOTATION.to_owned(), title.to_owned())])
-            }),
+            annotations: title
+                .map(|title| BTreeMap::from([(TITLE_ANNOTATION.to_owned(), title.to_owned())])),
         }
     }
 }
@@ -92,25 +91,52 @@ pub fn manifest(
     }
 }
 
-/// Checks a pulled manifest is one of ours, of the kind wanted, and returns its two blobs'
+/// What one kind of artifact is made of.
+#[derive(Debug)]
+pub struct Shape {
+    pub artifact_type: &'static str,
+    pub config_media_type: &'static str,
+    pub content_media_type: &'static str,
+}
+
+pub const LAYER: Shape = Shape {
+    artifact_type: LAYER_ARTIFACT_TYPE,
+    config_media_type: LAYER_CONFIG_MEDIA_TYPE,
+    content_media_type: LAYER_DISK_MEDIA_TYPE,
+};
+
+pub const SOURCE: Shape = Shape {
+    artifact_type: SOURCE_ARTIFACT_TYPE,
+    config_media_type: SOURCE_CONFIG_MEDIA_TYPE,
+    content_media_type: SOURCE_DISK_MEDIA_TYPE,
+};
+
+pub const RESTORE: Shape = Shape {
+    artifact_type: RESTORE_ARTIFACT_TYPE,
+    config_media_type: RESTORE_CONFIG_MEDIA_TYPE,
+    content_media_type: RESTORE_TAR_MEDIA_TYPE,
+};
+
+/// Checks a pulled manifest is one of ours, of the `shape` wanted, and returns its two blobs'
 /// descriptors (config, content). `Err` says why not.
 pub fn expect_shape<'a>(
     manifest: &'a OciImageManifest,
-    artifact_type: &str,
-    config_media_type: &str,
-    content_media_type: &str,
+    shape: &Shape,
 ) -> Result<(&'a OciDescriptor, &'a OciDescriptor), String> {
-    if manifest.artifact_type.as_deref() != Some(artifact_type) {
+    if manifest.artifact_type.as_deref() != Some(shape.artifact_type) {
         return Err(format!(
-            "its artifact type is {}, not {artifact_type}",
-            manifest.artifact_type.as_deref().unwrap_or("missing")
+            "its artifact type is {}, not {}",
+            manifest.artifact_type.as_deref().unwrap_or("missing"),
+            shape.artifact_type
         ));
     }
-    if manifest.config.media_type != config_media_type {
+    if manifest.config.media_type != shape.config_media_type {
         return Err(format!("its config has media type {}", manifest.config.media_type));
     }
     match manifest.layers.as_slice() {
-        [content] if content.media_type == content_media_type => Ok((&manifest.config, content)),
+        [content] if content.media_type == shape.content_media_type => {
+            Ok((&manifest.config, content))
+        }
         [content] => Err(format!("its blob has media type {}", content.media_type)),
         layers => Err(format!("it has {} blobs, not one", layers.len())),
     }

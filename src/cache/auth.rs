@@ -36,9 +36,11 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credentials::Anonymous => f.write_str("Anonymous"),
-            Credentials::Basic { user, .. } => {
-                f.debug_struct("Basic").field("user", user).field("password", &"<redacted>").finish()
-            }
+            Credentials::Basic { user, .. } => f
+                .debug_struct("Basic")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
         }
     }
 }
@@ -115,10 +117,8 @@ fn decode_login(entry: &serde_json::Value) -> Option<Credentials> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
-    (!user.is_empty()).then(|| Credentials::Basic {
-        user: user.to_owned(),
-        password: password.to_owned(),
-    })
+    (!user.is_empty())
+        .then(|| Credentials::Basic { user: user.to_owned(), password: password.to_owned() })
 }
 
 #[cfg(test)]
@@ -163,13 +163,20 @@ mod tests {
         let url = CacheUrl::parse("oci://reg.example:5000/cache").unwrap();
         let home = dir.path().join("home");
 
-        let docker = auth_file(&home, ".docker/config.json", "https://reg.example:5000/v1/", "d:pw1");
+        let docker =
+            auth_file(&home, ".docker/config.json", "https://reg.example:5000/v1/", "d:pw1");
         let env = env_of(&[("HOME", home.display().to_string())]);
-        assert_eq!(discover_with(&url, &env), (basic("d", "pw1"), CredentialsFrom::AuthFile(docker)));
+        assert_eq!(
+            discover_with(&url, &env),
+            (basic("d", "pw1"), CredentialsFrom::AuthFile(docker))
+        );
 
         // podman's file is read before docker's.
         let podman = auth_file(&home, ".config/containers/auth.json", "reg.example:5000", "p:pw2");
-        assert_eq!(discover_with(&url, &env), (basic("p", "pw2"), CredentialsFrom::AuthFile(podman)));
+        assert_eq!(
+            discover_with(&url, &env),
+            (basic("p", "pw2"), CredentialsFrom::AuthFile(podman))
+        );
 
         // $REGISTRY_AUTH_FILE before both; an entry for the bare host matches too.
         let explicit = auth_file(dir.path(), "explicit.json", "reg.example", "e:pw:with:colons");

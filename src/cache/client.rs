@@ -19,9 +19,7 @@ use super::artifact::{self, Blob};
 use super::transfer::{self, DownloadError, Progress};
 use super::{CacheError, CacheUrl, Credentials, CredentialsFrom};
 use crate::events::{CacheDirection, Event, Events};
-use crate::layer::{
-    Foundation, Layer, LayerKey, LayerMetadata, LayerStore, Lookup, backing_for,
-};
+use crate::layer::{Foundation, Layer, LayerKey, LayerMetadata, LayerStore, Lookup, backing_for};
 use crate::source::{FetchedSource, SourceDigest};
 use crate::store::{Store, sync_dir};
 
@@ -94,8 +92,7 @@ impl Cache {
         from: &CredentialsFrom,
         events: &Events,
     ) -> Result<Cache, CacheError> {
-        let protocol =
-            if url.plain_http() { ClientProtocol::Http } else { ClientProtocol::Https };
+        let protocol = if url.plain_http() { ClientProtocol::Http } else { ClientProtocol::Https };
         let config = ClientConfig {
             protocol,
             use_monolithic_push: true,
@@ -179,12 +176,8 @@ impl Cache {
             annotations.insert(artifact::PARENT_ANNOTATION.to_owned(), parent.clone());
         }
         let tmp = store_tmp(&layer.dir);
-        let shape = Shape {
-            artifact_type: artifact::LAYER_ARTIFACT_TYPE,
-            config_media_type: artifact::LAYER_CONFIG_MEDIA_TYPE,
-            content_media_type: artifact::LAYER_DISK_MEDIA_TYPE,
-        };
-        self.push_artifact(&item, &tag, &shape, config, &layer.disk(), &tmp, annotations).await
+        self.push_artifact(&item, &tag, &artifact::LAYER, config, &layer.disk(), &tmp, annotations)
+            .await
     }
 
     /// Pulls `key`'s layer into `store` unless it is there, and returns it. `expected_parent`
@@ -207,17 +200,8 @@ impl Cache {
             return Err(CacheError::ParentMissing { what, parent: parent.to_string() });
         }
         let tag = artifact::layer_tag(key);
-        let manifest = self.manifest(&tag, &what).await?;
-        let (config, disk) = artifact::expect_shape(
-            &manifest,
-            artifact::LAYER_ARTIFACT_TYPE,
-            artifact::LAYER_CONFIG_MEDIA_TYPE,
-            artifact::LAYER_DISK_MEDIA_TYPE,
-        )
-        .map_err(|reason| self.invalid(&what, reason))?;
-        let config_bytes = self.small_blob(&tag, config, &what).await?;
-        let record: LayerMetadata = serde_json::from_slice(&config_bytes)
-            .map_err(|error| self.invalid(&what, format!("its layer.json is invalid: {error}")))?;
+        let (record, disk): (LayerMetadata, _) =
+            self.pull_head(&tag, &artifact::LAYER, &what).await?;
         self.check_record(&record, key, expected_parent, &what)?;
         let work = store.begin(key)?;
         if !work.dir.join(&record.backing).is_file() {
@@ -225,13 +209,14 @@ impl Cache {
         }
         let stage = record.stage.clone();
         let item = Item { kind: "layer", stage: Some(&stage), key: key.as_str(), what };
-        let started = self.started(&item, CacheDirection::Pull, Some(descriptor_size(disk)));
-        let landed = self.download(&tag, disk, &store.store().tmp_dir(), &item).await?;
+        let started = self.started(&item, CacheDirection::Pull, Some(descriptor_size(&disk)));
+        let landed = self.download(&tag, &disk, &store.store().tmp_dir(), &item).await?;
         let disk_path = work.disk();
         let file = fs::File::create_new(&disk_path).map_err(io_error(&disk_path))?;
-        let (sha256, length) = transfer::decompress_sparse(landed.path(), file)
-            .await
-            .map_err(|error| self.invalid(&item.what, format!("its disk blob is not zstd: {error}")))?;
+        let (sha256, length) =
+            transfer::decompress_sparse(landed.path(), file).await.map_err(|error| {
+                self.invalid(&item.what, format!("its disk blob is not zstd: {error}"))
+            })?;
         drop(landed);
         if sha256 != record.disk_sha256 || length != record.disk_bytes {
             return Err(CacheError::DigestMismatch {
@@ -243,7 +228,7 @@ impl Cache {
         }
         // commit() records the new file's mtime, so the cheap check passes from now on.
         let layer = store.commit(work, record)?;
-        self.finished(&item, CacheDirection::Pull, descriptor_size(disk), started);
+        self.finished(&item, CacheDirection::Pull, descriptor_size(&disk), started);
         Ok(layer)
     }
 
@@ -260,19 +245,20 @@ impl Cache {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let record =
-            SourceRecord { format: SOURCE_CONFIG_FORMAT, sha256: hex.to_owned(), file_name, bytes: source.size };
-        let config = serde_json::to_vec(&record).map_err(|error| self.invalid(&item.what, error.to_string()))?;
+        let record = SourceRecord {
+            format: SOURCE_CONFIG_FORMAT,
+            sha256: hex.to_owned(),
+            file_name,
+            bytes: source.size,
+        };
+        let config = serde_json::to_vec(&record)
+            .map_err(|error| self.invalid(&item.what, error.to_string()))?;
         let annotations = BTreeMap::from([(artifact::KEY_ANNOTATION.to_owned(), hex.to_owned())]);
         let tmp = source.path.parent().map_or_else(std::env::temp_dir, |dir| {
             dir.parent().map_or_else(std::env::temp_dir, |root| root.join("tmp"))
         });
-        let shape = Shape {
-            artifact_type: artifact::SOURCE_ARTIFACT_TYPE,
-            config_media_type: artifact::SOURCE_CONFIG_MEDIA_TYPE,
-            content_media_type: artifact::SOURCE_DISK_MEDIA_TYPE,
-        };
-        self.push_artifact(&item, &tag, &shape, config, &source.path, &tmp, annotations).await
+        self.push_artifact(&item, &tag, &artifact::SOURCE, config, &source.path, &tmp, annotations)
+            .await
     }
 
     /// Pulls the source with this content into `sources/` unless it is there. The sources
@@ -285,40 +271,27 @@ impl Cache {
         let hex = digest.hex();
         let what = "the source".to_owned();
         let lock_name = format!("cache-source-{}", hex.get(..32).unwrap_or(hex));
-        let _lock = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.lock(&lock_name))
-                .await
-                .map_err(|error| CacheError::Io {
-                    path: PathBuf::from("locks"),
-                    source: std::io::Error::other(error),
-                })?
-                .map_err(crate::layer::LayerError::from)?
-        };
+        let store_for_lock = store.clone();
+        let _lock = wait_for_lock(move || {
+            store_for_lock.lock(&lock_name).map_err(crate::layer::LayerError::from)
+        })
+        .await?;
         let tag = artifact::source_tag(hex);
-        let manifest = self.manifest(&tag, &what).await?;
-        let (config, blob) = artifact::expect_shape(
-            &manifest,
-            artifact::SOURCE_ARTIFACT_TYPE,
-            artifact::SOURCE_CONFIG_MEDIA_TYPE,
-            artifact::SOURCE_DISK_MEDIA_TYPE,
-        )
-        .map_err(|reason| self.invalid(&what, reason))?;
-        let record: SourceRecord = serde_json::from_slice(&self.small_blob(&tag, config, &what).await?)
-            .map_err(|error| self.invalid(&what, format!("its record is invalid: {error}")))?;
+        let (record, blob): (SourceRecord, _) =
+            self.pull_head(&tag, &artifact::SOURCE, &what).await?;
         if record.sha256 != hex || !valid_source_name(&record.file_name, hex) {
-            return Err(self.invalid(&what, format!(
-                "it records {} as {:?}, not sha256 {hex}",
-                record.sha256, record.file_name
-            )));
+            return Err(self.invalid(
+                &what,
+                format!("it records {} as {:?}, not sha256 {hex}", record.sha256, record.file_name),
+            ));
         }
         let path = store.sources_dir().join(&record.file_name);
         if fs::metadata(&path).is_ok_and(|meta| meta.len() == record.bytes) {
             return Ok(FetchedSource { path, digest: digest.clone(), size: record.bytes });
         }
         let item = Item { kind: "source", stage: None, key: hex, what };
-        let started = self.started(&item, CacheDirection::Pull, Some(descriptor_size(blob)));
-        let landed = self.download(&tag, blob, &store.tmp_dir(), &item).await?;
+        let started = self.started(&item, CacheDirection::Pull, Some(descriptor_size(&blob)));
+        let landed = self.download(&tag, &blob, &store.tmp_dir(), &item).await?;
         let sources = store.sources_dir();
         let temp = tempfile::Builder::new()
             .prefix(".cache-pull.")
@@ -337,9 +310,10 @@ impl Cache {
                 actual: format!("sha256:{sha256} ({length} bytes)"),
             });
         }
-        temp.persist(&path).map_err(|error| CacheError::Io { path: path.clone(), source: error.error })?;
+        temp.persist(&path)
+            .map_err(|error| CacheError::Io { path: path.clone(), source: error.error })?;
         sync_dir(&sources).map_err(io_error(&sources))?;
-        self.finished(&item, CacheDirection::Pull, descriptor_size(blob), started);
+        self.finished(&item, CacheDirection::Pull, descriptor_size(&blob), started);
         Ok(FetchedSource { path, digest: digest.clone(), size: length })
     }
 
@@ -371,12 +345,8 @@ impl Cache {
         let config = serde_json::to_vec(&RestoreRecord { format: 1, key: key.to_owned() })
             .map_err(|error| self.invalid(&item.what, error.to_string()))?;
         let annotations = BTreeMap::from([(artifact::KEY_ANNOTATION.to_owned(), key.to_owned())]);
-        let shape = Shape {
-            artifact_type: artifact::RESTORE_ARTIFACT_TYPE,
-            config_media_type: artifact::RESTORE_CONFIG_MEDIA_TYPE,
-            content_media_type: artifact::RESTORE_TAR_MEDIA_TYPE,
-        };
-        self.push_artifact(&item, &tag, &shape, config, tar.path(), &tmp, annotations).await
+        self.push_artifact(&item, &tag, &artifact::RESTORE, config, tar.path(), &tmp, annotations)
+            .await
     }
 
     /// Pulls `key`'s restore point into its layer's folder (the layer must be in the store).
@@ -400,25 +370,20 @@ impl Cache {
         if !self.has_tag(tag.clone(), &format!("looking up {what}")).await? {
             return Ok(None);
         }
-        let manifest = self.manifest(&tag, &what).await?;
-        let (config, blob) = artifact::expect_shape(
-            &manifest,
-            artifact::RESTORE_ARTIFACT_TYPE,
-            artifact::RESTORE_CONFIG_MEDIA_TYPE,
-            artifact::RESTORE_TAR_MEDIA_TYPE,
-        )
-        .map_err(|reason| self.invalid(&what, reason))?;
-        let record: RestoreRecord = serde_json::from_slice(&self.small_blob(&tag, config, &what).await?)
-            .map_err(|error| self.invalid(&what, format!("its record is invalid: {error}")))?;
+        let (record, blob): (RestoreRecord, _) =
+            self.pull_head(&tag, &artifact::RESTORE, &what).await?;
         if record.key != key.as_str() {
             return Err(self.invalid(&what, format!("it belongs to layer {}", record.key)));
         }
         let stage = layer.metadata.stage.clone();
         let item = Item { kind: "restore", stage: Some(&stage), key: key.as_str(), what };
-        let started = self.started(&item, CacheDirection::Pull, Some(descriptor_size(blob)));
+        let started = self.started(&item, CacheDirection::Pull, Some(descriptor_size(&blob)));
         let tmp = store.store().tmp_dir();
-        let landed = self.download(&tag, blob, &tmp, &item).await?;
-        let tar = tempfile::Builder::new().prefix("cache-restore.").tempfile_in(&tmp).map_err(io_error(&tmp))?;
+        let landed = self.download(&tag, &blob, &tmp, &item).await?;
+        let tar = tempfile::Builder::new()
+            .prefix("cache-restore.")
+            .tempfile_in(&tmp)
+            .map_err(io_error(&tmp))?;
         let file = tar.reopen().map_err(io_error(tar.path()))?;
         transfer::decompress_sparse(landed.path(), file)
             .await
@@ -428,7 +393,7 @@ impl Cache {
         untar_into(tar.path(), &layer.dir, &into).map_err(|error| {
             self.invalid(&item.what, format!("its archive cannot be unpacked: {error}"))
         })?;
-        self.finished(&item, CacheDirection::Pull, descriptor_size(blob), started);
+        self.finished(&item, CacheDirection::Pull, descriptor_size(&blob), started);
         Ok(Some(into))
     }
 
@@ -458,6 +423,22 @@ impl Cache {
             .map_err(|error| self.classify(&format!("pulling {what}"), error))?;
         serde_json::from_slice(&bytes)
             .map_err(|error| self.invalid(what, format!("its manifest is invalid: {error}")))
+    }
+
+    /// An artifact's manifest, checked to be of `shape`, with its config parsed (the record)
+    /// and its content blob's descriptor.
+    async fn pull_head<T: serde::de::DeserializeOwned>(
+        &self,
+        tag: &str,
+        shape: &artifact::Shape,
+        what: &str,
+    ) -> Result<(T, OciDescriptor), CacheError> {
+        let manifest = self.manifest(tag, what).await?;
+        let (config, content) = artifact::expect_shape(&manifest, shape)
+            .map_err(|reason| self.invalid(what, reason))?;
+        let record = serde_json::from_slice(&self.small_blob(tag, config, what).await?)
+            .map_err(|error| self.invalid(what, format!("its record is invalid: {error}")))?;
+        Ok((record, content.clone()))
     }
 
     /// A config blob, into memory (it is small), verified against its digest.
@@ -520,7 +501,7 @@ impl Cache {
         &self,
         item: &Item<'_>,
         tag: &str,
-        shape: &Shape,
+        shape: &artifact::Shape,
         config: Vec<u8>,
         content: &Path,
         tmp: &Path,
@@ -583,7 +564,10 @@ impl Cache {
         digest: &str,
         doing: &str,
     ) -> Result<bool, CacheError> {
-        self.client.blob_exists(reference, digest).await.map_err(|error| self.classify(doing, error))
+        self.client
+            .blob_exists(reference, digest)
+            .await
+            .map_err(|error| self.classify(doing, error))
     }
 
     // ---- checks, events, errors ----
@@ -617,7 +601,8 @@ impl Cache {
         if backing_ok {
             Ok(())
         } else {
-            Err(self.invalid(what, format!("its backing file {:?} is not its parent", record.backing)))
+            Err(self
+                .invalid(what, format!("its backing file {:?} is not its parent", record.backing)))
         }
     }
 
@@ -667,23 +652,34 @@ impl Cache {
                 | OciDistributionError::AuthenticationFailure(_)
                 | OciDistributionError::ServerError { code: 401 | 403, .. }
         ) || codes(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]);
-        let missing = matches!(&error, OciDistributionError::ImageManifestNotFoundError(_) | OciDistributionError::ServerError { code: 404, .. })
-            || codes(&[
-                OciErrorCode::ManifestUnknown,
-                OciErrorCode::BlobUnknown,
-                OciErrorCode::NameUnknown,
-                OciErrorCode::NotFound,
-            ]);
+        let missing = matches!(
+            &error,
+            OciDistributionError::ImageManifestNotFoundError(_)
+                | OciDistributionError::ServerError { code: 404, .. }
+        ) || codes(&[
+            OciErrorCode::ManifestUnknown,
+            OciErrorCode::BlobUnknown,
+            OciErrorCode::NameUnknown,
+            OciErrorCode::NotFound,
+        ]);
         let unavailable = match &error {
             OciDistributionError::RequestError(request) => {
-                request.is_connect() || request.is_timeout() || request.is_request() || request.is_body()
+                request.is_connect()
+                    || request.is_timeout()
+                    || request.is_request()
+                    || request.is_body()
             }
             OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
             OciDistributionError::IoError(_) => true,
             _ => codes(&[OciErrorCode::Toomanyrequests]),
         };
         if refused {
-            CacheError::Auth { registry, doing, hint: self.auth_hint.clone(), source: Box::new(error) }
+            CacheError::Auth {
+                registry,
+                doing,
+                hint: self.auth_hint.clone(),
+                source: Box::new(error),
+            }
         } else if missing {
             CacheError::NotFound { registry, what: doing }
         } else if let OciDistributionError::DigestError(
@@ -702,12 +698,6 @@ impl Cache {
             CacheError::Registry { registry, doing, source: Box::new(error) }
         }
     }
-}
-
-struct Shape {
-    artifact_type: &'static str,
-    config_media_type: &'static str,
-    content_media_type: &'static str,
 }
 
 fn descriptor_size(descriptor: &OciDescriptor) -> u64 {
@@ -729,9 +719,19 @@ fn store_tmp(layer_dir: &Path) -> PathBuf {
 
 async fn lock_layer(store: &LayerStore, key: &LayerKey) -> Result<fs::File, CacheError> {
     let (store, key) = (store.clone(), key.clone());
-    tokio::task::spawn_blocking(move || store.lock(&key))
+    wait_for_lock(move || store.lock(&key)).await
+}
+
+/// Takes a store lock off the async threads: it may wait for another process.
+async fn wait_for_lock(
+    take: impl FnOnce() -> Result<fs::File, crate::layer::LayerError> + Send + 'static,
+) -> Result<fs::File, CacheError> {
+    tokio::task::spawn_blocking(take)
         .await
-        .map_err(|error| CacheError::Io { path: PathBuf::from("locks"), source: std::io::Error::other(error) })?
+        .map_err(|error| CacheError::Io {
+            path: PathBuf::from("locks"),
+            source: std::io::Error::other(error),
+        })?
         .map_err(CacheError::Layer)
 }
 

@@ -41,9 +41,7 @@ pub enum CacheError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error(
-        "the shared cache {registry} refused access while {doing}: check {}", hint
-    )]
+    #[error("the shared cache {registry} refused access while {doing}: check {}", hint)]
     Auth {
         registry: String,
         doing: String,
@@ -60,7 +58,9 @@ pub enum CacheError {
     DigestMismatch { registry: String, what: String, expected: String, actual: String },
     #[error("{what} in {registry} is not what strata expects ({reason}): nothing was stored")]
     Invalid { registry: String, what: String, reason: String },
-    #[error("{what} cannot be pulled before its parent layer {parent}: pull the chain from the bottom")]
+    #[error(
+        "{what} cannot be pulled before its parent layer {parent}: pull the chain from the bottom"
+    )]
     ParentMissing { what: String, parent: String },
     #[error("the shared cache {registry} failed while {doing}")]
     Registry {

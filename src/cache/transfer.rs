@@ -113,9 +113,14 @@ pub enum DownloadError {
     Network(std::io::Error),
     /// Writing the temp file failed.
     Local(std::io::Error),
-    Digest { expected: String, actual: String },
+    Digest {
+        expected: String,
+        actual: String,
+    },
     /// More bytes came than the manifest said.
-    TooLong { expected: u64 },
+    TooLong {
+        expected: u64,
+    },
 }
 
 /// Lands `stream` in a temp file in `tmp_dir`, hashing while it streams; `Ok` only when the
@@ -131,8 +136,7 @@ pub async fn download_verified(
         .prefix("cache-pull.")
         .tempfile_in(tmp_dir)
         .map_err(DownloadError::Local)?;
-    let mut output =
-        tokio::fs::File::from_std(file.reopen().map_err(DownloadError::Local)?);
+    let mut output = tokio::fs::File::from_std(file.reopen().map_err(DownloadError::Local)?);
     let mut hasher = Sha256::new();
     let mut got = 0u64;
     let actual = |hasher: Sha256| format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -165,7 +169,9 @@ pub async fn download_verified(
 }
 
 fn is_digest_error(error: &std::io::Error) -> bool {
-    error.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+    error
+        .get_ref()
+        .is_some_and(<dyn std::error::Error + Send + Sync>::is::<oci_client::errors::DigestError>)
 }
 
 /// Decompresses `from` into the empty file `to`, writing runs of zero blocks as holes. Returns the

@@ -82,7 +82,9 @@ fn redact(value: &str) -> String {
 
 fn validate_host_port(host_port: &str) -> Result<(), &'static str> {
     if host_port.contains('@') {
-        return Err("credentials do not belong in the URL: use STRATA_CACHE_USER and STRATA_CACHE_PASSWORD");
+        return Err(
+            "credentials do not belong in the URL: use STRATA_CACHE_USER and STRATA_CACHE_PASSWORD",
+        );
     }
     let (host, port) = match host_port.rsplit_once(':') {
         Some((host, port)) => (host, Some(port)),
@@ -120,7 +122,9 @@ fn validate_repository(repository: &str) -> Result<(), &'static str> {
         let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         edge(bytes.first())
             && edge(bytes.last())
-            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b))
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b))
     };
     if repository.split('/').all(component_ok) {
         Ok(())
