@@ -226,6 +226,9 @@ impl Cache {
                 actual: format!("sha256:{sha256} ({length} bytes)"),
             });
         }
+        // The record's backing path was checked; the qcow2 header must say the same, or the
+        // layer would stand on some other file.
+        self.check_header(&disk_path, &record.backing, &item.what).await?;
         // commit() records the new file's mtime, so the cheap check passes from now on.
         let layer = store.commit(work, record)?;
         self.finished(&item, CacheDirection::Pull, descriptor_size(&disk), started);
@@ -603,6 +606,26 @@ impl Cache {
         } else {
             Err(self
                 .invalid(what, format!("its backing file {:?} is not its parent", record.backing)))
+        }
+    }
+
+    async fn check_header(&self, disk: &Path, backing: &str, what: &str) -> Result<(), CacheError> {
+        let info = crate::qemu::img::info(disk).await.map_err(|error| {
+            self.invalid(what, format!("qemu-img cannot read its disk: {error}"))
+        })?;
+        let as_recorded = info.format == "qcow2"
+            && info.backing_filename.as_deref() == Some(backing)
+            && info.backing_format.as_deref() == Some("qcow2");
+        if as_recorded {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                what,
+                format!(
+                    "its disk is {} on {:?}, its record says qcow2 on {backing:?}",
+                    info.format, info.backing_filename
+                ),
+            ))
         }
     }
 
