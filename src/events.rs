@@ -19,6 +19,24 @@ pub enum Stream {
     Stderr,
 }
 
+/// Which way a shared-cache transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheDirection {
+    Push,
+    Pull,
+}
+
+impl CacheDirection {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheDirection::Push => "push",
+            CacheDirection::Pull => "pull",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -144,6 +162,35 @@ pub enum Event {
         log_dir: Option<PathBuf>,
     },
     Error {
+        message: String,
+    },
+    /// A layer, source or restore point starts moving between the store and the shared cache.
+    /// `kind` is `layer`, `source` or `restore`; `key` the layer key or the source's sha256.
+    CacheTransferStarted {
+        kind: String,
+        stage: Option<String>,
+        key: String,
+        direction: CacheDirection,
+        total_bytes: Option<u64>,
+    },
+    CacheTransferProgress {
+        key: String,
+        direction: CacheDirection,
+        done_bytes: u64,
+        total_bytes: Option<u64>,
+    },
+    /// `bytes` went over the wire (compressed); 0 when the registry had it all already.
+    CacheTransferFinished {
+        kind: String,
+        stage: Option<String>,
+        key: String,
+        direction: CacheDirection,
+        bytes: u64,
+        seconds: f64,
+    },
+    /// The shared cache could not be used; the work goes on without it.
+    CacheUnavailable {
+        registry: String,
         message: String,
     },
     /// `strata export`: flattening a stage's layers into one image has begun.

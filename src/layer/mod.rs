@@ -8,7 +8,8 @@ mod store;
 
 pub use key::{Foundation, KeyInputs, LayerKey, compute as compute_key, sha256_hex};
 pub use store::{
-    Layer, LayerMetadata, LayerStore, Lookup, WorkDir, backing_for, hash_file, now_secs,
+    DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, WorkDir, backing_for,
+    hash_file, now_secs,
 };
 
 use std::path::PathBuf;

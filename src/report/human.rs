@@ -89,7 +89,8 @@ impl Observer for Human {
                 bar.set_position(*resumed_from);
                 bar.set_message(url.clone());
             }
-            Event::DownloadProgress { done_bytes, total_bytes, .. } => {
+            Event::DownloadProgress { done_bytes, total_bytes, .. }
+            | Event::CacheTransferProgress { done_bytes, total_bytes, .. } => {
                 let bar = self.download_bar(&mut state, *total_bytes);
                 if let Some(total) = total_bytes {
                     bar.set_length(*total);
@@ -167,6 +168,18 @@ impl Observer for Human {
                     bar.finish_and_clear();
                 }
                 self.println(&format!("exported {} ({})", path.display(), ByteSize(*bytes)));
+            }
+            Event::CacheTransferStarted { direction, total_bytes, .. } => {
+                let bar = self.download_bar(&mut state, *total_bytes);
+                bar.set_prefix(direction.as_str());
+                bar.set_position(0);
+                bar.set_message(super::cache::line(event).unwrap_or_default());
+            }
+            Event::CacheTransferFinished { .. } | Event::CacheUnavailable { .. } => {
+                if let Some(bar) = state.download.take() {
+                    bar.finish_and_clear();
+                }
+                self.println(&super::cache::line(event).unwrap_or_default());
             }
             Event::Error { message } => {
                 let why = if message == "interrupted" { "interrupted" } else { "failed" };

@@ -2,6 +2,7 @@
 //! otherwise), JSON lines, and errors with their whole chain. The engine never prints.
 
 pub mod buildlog;
+mod cache;
 pub mod diagnostic;
 mod human;
 mod plain;

@@ -65,7 +65,7 @@ impl Plain {
             Event::RestoreResumed { stage, seconds, .. } => {
                 format!("{stage}: resumed a saved guest instead of booting ({seconds:.1}s)")
             }
-            _ => return None,
+            _ => return super::cache::line(event),
         };
         Some(text)
     }
@@ -77,7 +77,7 @@ fn short(key: &str) -> &str {
 
 impl Observer for Plain {
     fn observe(&self, event: &Event) {
-        let is_warning = matches!(event, Event::Warning { .. });
+        let is_warning = matches!(event, Event::Warning { .. } | Event::CacheUnavailable { .. });
         if self.quiet && !is_warning {
             return;
         }
