@@ -10,6 +10,7 @@ pub mod build;
 pub mod cli;
 pub mod communicator;
 pub mod definition;
+pub mod drift;
 pub mod error;
 pub mod events;
 pub mod export;
