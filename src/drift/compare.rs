@@ -113,20 +113,6 @@ impl Finding {
     }
 }
 
-impl Change {
-    /// The stable name of the aspect, as in its JSON `aspect`.
-    #[must_use]
-    pub fn aspect(&self) -> &'static str {
-        match self {
-            Change::Content { .. } => "content",
-            Change::Mode { .. } => "mode",
-            Change::Owner { .. } => "owner",
-            Change::Type { .. } => "type",
-            Change::Target { .. } => "target",
-        }
-    }
-}
-
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -9,9 +9,15 @@ use super::*;
 use crate::drift::{Compare, FileEntry, FileType, Finding, Inventory, compare, parse_inventory};
 
 fn run_snippet(roots: &Roots, ignore: &IgnoreRules) -> Inventory {
-    let script = collect_script(roots, ignore);
-    let output = Command::new("/bin/sh").arg("-c").arg(&script).output();
-    let output = output.unwrap_or_else(|e| panic!("cannot run /bin/sh: {e}"));
+    run_snippet_in("/bin/sh", "", roots, ignore)
+}
+
+/// Runs the snippet with `shell`, after `before` (the script it is embedded in).
+fn run_snippet_in(shell: &str, before: &str, roots: &Roots, ignore: &IgnoreRules) -> Inventory {
+    let script = format!("{before}{}echo after", collect_script(roots, ignore));
+    let output = Command::new(shell).arg("-c").arg(&script).output();
+    let output = output.unwrap_or_else(|e| panic!("cannot run {shell}: {e}"));
+    assert!(output.stdout.ends_with(b"after\n"), "the script around it goes on");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     parse_inventory(&output.stdout, roots).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -140,6 +146,19 @@ fn no_roots_and_no_patterns_still_make_a_valid_inventory() {
     let roots = Roots::new::<&str>(&[]).unwrap_or_else(|e| panic!("{e}"));
     let ignore = IgnoreRules::only([]).unwrap_or_else(|e| panic!("{e}"));
     assert!(run_snippet(&roots, &ignore).files.entries.is_empty());
+}
+
+#[test]
+fn the_snippet_runs_under_set_eu_in_sh_and_bash() {
+    let roots = Roots::new(&["/nonexistent/strata", "/etc/ssh"]).unwrap_or_else(|e| panic!("{e}"));
+    let ignore = IgnoreRules::new::<&str>(&[]).unwrap_or_else(|e| panic!("{e}"));
+    for shell in ["/bin/sh", "/bin/bash"] {
+        if Path::new(shell).exists() {
+            let inventory = run_snippet_in(shell, "set -eu\nset -- a b\n", &roots, &ignore);
+            let keys = inventory.files.entries.iter().filter(|e| e.path.contains("ssh_host_"));
+            assert_eq!(keys.count(), 0, "{shell}: host keys are pruned");
+        }
+    }
 }
 
 #[test]
