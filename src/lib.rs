@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod communicator;
 pub mod definition;
+pub mod drift;
 pub mod error;
 pub mod events;
 pub mod export;
