@@ -7,6 +7,7 @@
 //! way the engine tells the outside world anything; `report` is the only code that prints.
 
 pub mod build;
+pub mod check;
 pub mod cli;
 pub mod communicator;
 pub mod definition;
