@@ -127,7 +127,7 @@ pub async fn run_check<E: GuestExec>(exec: &E, check: &Check) -> Result<CheckRes
     let outcome = exec.exec_check(&command, wait).await;
     let seconds = started.elapsed().as_secs_f64();
     let (passed, output) = match outcome {
-        Ok(GuestOutput { code, output }) if code == 0 => (true, output),
+        Ok(GuestOutput { code: 0, output }) => (true, output),
         Ok(GuestOutput { code, output }) => (false, format!("{output}(exit status {code})\n")),
         Err(ExecFailure::TimedOut) => (
             false,
