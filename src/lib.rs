@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod communicator;
 pub mod definition;

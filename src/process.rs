@@ -98,6 +98,7 @@ pub fn debian_package(program: &str) -> Option<&'static str> {
         "xorriso" => "xorriso",
         "zstd" => "zstd",
         "cloud-localds" => "cloud-image-utils",
+        "ansible-playbook" => "ansible-core",
         _ => return None,
     };
     Some(package)

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata::communicator::{
-    AttemptError, ClientKey, Communicator, CommunicatorError, ConnectWait, ExecSpec, HostKey,
-    SshCommunicator, SshTarget,
+    AnsibleError, AnsibleStep, AttemptError, ClientKey, Communicator, CommunicatorError,
+    ConnectWait, ExecSpec, HostKey, SshCommunicator, SshTarget,
 };
 use strata::events::Stream;
 
@@ -63,7 +63,7 @@ impl Server {
         let config = format!(
             "ListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
              UsePAM no\nStrictModes no\nPidFile none\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nLogLevel ERROR\n",
+             KbdInteractiveAuthentication no\nLogLevel ERROR\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
             key_path.display(),
             authorized.display()
         );
@@ -604,4 +604,166 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     assert!(gone.stdout.is_empty(), "{:?}", gone.stdout);
     assert!(!matches!(gone.error, CommunicatorError::Timeout { .. }), "{}", gone.error);
     ssh.close().await;
+}
+
+fn ansible_available() -> bool {
+    let found = Command::new("ansible-playbook").arg("--version").output().is_ok();
+    if !found {
+        eprintln!(
+            "note: ansible-playbook is not installed; skipping (apt-get install ansible-core)"
+        );
+    }
+    found
+}
+
+/// Creates a file from extra vars with `copy`, skips a task whose tag is not selected, and
+/// records the modes of the key file and its folder while the play runs.
+const PLAYBOOK: &str = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - name: write the greeting
+      copy:
+        dest: "{{ out_dir }}/greeting"
+        content: "{{ greeting }}\n"
+        mode: "0644"
+      tags: [app]
+    - name: note the modes of the key and its folder
+      shell: "stat -c %a {{ work_parent }}/ansible-*/id_ed25519 {{ work_parent }}/ansible-* > {{ out_dir }}/modes"
+      tags: [app]
+    - name: not selected by the tags
+      file:
+        path: "{{ out_dir }}/skipped"
+        state: touch
+      tags: [other]
+"#;
+
+/// A running sshd, a playbook in its own folder and an empty work folder; `None` (the test is
+/// skipped) without sshd or ansible-playbook.
+struct Play {
+    server: Server,
+    sshd: Sshd,
+    site: tempfile::TempDir,
+    playbook: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl Play {
+    fn new(name: &str, text: &str) -> Option<Play> {
+        if !sshd_available() || !ansible_available() {
+            return None;
+        }
+        let server = Server::new();
+        let sshd = server.start();
+        let site = tempfile::tempdir().unwrap();
+        let playbook = site.path().join(name);
+        fs::write(&playbook, text).unwrap();
+        Some(Play { server, sshd, site, playbook, work: tempfile::tempdir().unwrap() })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ansible_runs_a_playbook_over_the_pinned_host_key() {
+    let Some(Play { server, sshd: _sshd, site: _site, playbook, work }) =
+        Play::new("site.yml", PLAYBOOK)
+    else {
+        return;
+    };
+    let out = server.dir.path();
+    let greeting = "hello 'world' \"$HOME\" `id` ✓";
+    let mut vars = BTreeMap::new();
+    vars.insert("out_dir".to_owned(), serde_json::json!(out));
+    vars.insert("work_parent".to_owned(), serde_json::json!(work.path()));
+    vars.insert("greeting".to_owned(), serde_json::json!(greeting));
+    let step = AnsibleStep::new(playbook.clone(), vars, vec!["app".to_owned()]);
+
+    let mut seen: Vec<(Stream, String)> = Vec::new();
+    let started = Instant::now();
+    let exit = step
+        .run(&server.target(), work.path(), Duration::from_secs(300), &mut |stream, line| {
+            seen.push((stream, line.to_owned()));
+        })
+        .await
+        .unwrap();
+    eprintln!("playbook of 2 selected tasks: {:?}", started.elapsed());
+    let text: Vec<&str> = seen.iter().map(|(_, line)| line.as_str()).collect();
+    assert!(exit.success(), "{}", text.join("\n"));
+    assert!(text.iter().any(|line| line.starts_with("TASK [write the greeting]")), "{text:?}");
+    assert!(
+        text.iter().any(|line| line.contains("ok=2") && line.contains("changed=2")),
+        "{text:?}"
+    );
+    assert_eq!(fs::read_to_string(out.join("greeting")).unwrap(), format!("{greeting}\n"));
+    assert!(!out.join("skipped").exists(), "a task tagged `other` ran");
+    assert_eq!(fs::read_to_string(out.join("modes")).unwrap(), "600\n700\n");
+    assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0, "the work folder was left");
+
+    // A guest whose host key is not the pinned one is refused.
+    let mut impostor = server.target();
+    impostor.host_key = HostKey::generate().unwrap().public_key().clone();
+    fs::remove_file(out.join("greeting")).unwrap();
+    let mut seen = Vec::new();
+    let exit = step
+        .run(&impostor, work.path(), Duration::from_secs(120), &mut |_, line| {
+            seen.push(line.to_owned());
+        })
+        .await
+        .unwrap();
+    eprintln!("refused after {:?}", exit.duration);
+    assert!(!exit.success());
+    let all = seen.join("\n");
+    assert!(all.contains("UNREACHABLE") && all.contains("Host key verification failed"), "{all}");
+    assert!(!out.join("greeting").exists());
+    assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0, "the work folder was left");
+}
+
+#[tokio::test]
+async fn ansible_names_its_package_and_the_missing_playbook() {
+    let server = Server::new();
+    let site = tempfile::tempdir().unwrap();
+    let playbook = site.path().join("site.yml");
+    fs::write(&playbook, PLAYBOOK).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let step = AnsibleStep::new(playbook, BTreeMap::new(), Vec::new())
+        .with_program("/nonexistent/ansible-playbook");
+    let error = step
+        .run(&server.target(), work.path(), Duration::from_secs(10), &mut |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, AnsibleError::Start { .. }), "{error}");
+    let chain = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+    assert!(chain.contains("ansible-core"), "{chain}");
+    assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0, "the work folder was left");
+
+    let missing = AnsibleStep::new(site.path().join("nope.yml"), BTreeMap::new(), Vec::new());
+    let error = missing
+        .run(&server.target(), work.path(), Duration::from_secs(10), &mut |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("nope.yml"), "{error}");
+}
+
+/// A playbook that outlives its timeout is stopped, and one whose run is dropped (a cancelled
+/// build) is killed; either way the key's folder is gone at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn ansible_work_folder_goes_on_timeout_and_cancel() {
+    let slow = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 120\n";
+    let Some(Play { server, sshd: _sshd, site: _site, playbook, work }) =
+        Play::new("slow.yml", slow)
+    else {
+        return;
+    };
+    let step = AnsibleStep::new(playbook, BTreeMap::new(), Vec::new());
+    let target = server.target();
+    let started = Instant::now();
+    let error =
+        step.run(&target, work.path(), Duration::from_secs(4), &mut |_, _| {}).await.unwrap_err();
+    assert!(matches!(error, AnsibleError::Timeout { .. }), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0, "the work folder was left");
+
+    let mut ignore = |_: Stream, _: &str| {};
+    let run = step.run(&target, work.path(), Duration::from_secs(300), &mut ignore);
+    let cancelled = tokio::time::timeout(Duration::from_secs(3), run).await;
+    assert!(cancelled.is_err(), "the slow playbook finished");
+    assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0, "the work folder was left");
 }

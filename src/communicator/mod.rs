@@ -1,11 +1,13 @@
 //! Talking to a running guest: SSH (russh, pinned host key) and the QEMU guest agent.
-//! Waiting until ready, running commands with streamed output, uploading files.
+//! Waiting until ready, running commands with streamed output, uploading files; Ansible steps
+//! over the same SSH target.
 //! Must not start or stop QEMU.
 //!
 //! [`Communicator`] is what the stage engine uses; [`SshCommunicator`] implements it. The
 //! provided methods (`exec`, `exec_as_root`, `run_script`, `boot_id`, `wait_cloud_init`) are
 //! built on the three required ones, so a guest-agent implementation gets them for free.
 
+mod ansible;
 mod held;
 mod keys;
 mod lines;
@@ -20,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use ansible::{ANSIBLE_PLAYBOOK, AnsibleError, AnsibleStep, INVENTORY_HOST};
 pub use held::{Held, NotHeld};
 pub use keys::{ClientKey, HostKey, fingerprint};
 pub use qga::{GuestAgentCommunicator, QgaError};

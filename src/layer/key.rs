@@ -124,8 +124,29 @@ fn file_document(path: &Path) -> Result<Value, LayerError> {
     Ok(json!({ "sha256": sha256_hex(&bytes), "mode": mode }))
 }
 
+/// An Ansible step's part of the key: everything under the playbook's folder (roles,
+/// templates, group_vars, ansible.cfg; `.git` left out, which changes without the playbook
+/// changing), which playbook in it, the extra vars and the tags. Symlinks count by their
+/// target's name, as in an upload: a role linked from outside the folder is not followed.
+pub fn ansible_document(
+    playbook: &Path,
+    extra_vars: &BTreeMap<String, Value>,
+    tags: &[String],
+) -> Result<Value, LayerError> {
+    let folder =
+        playbook.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = playbook.file_name().map(|name| name.to_string_lossy().into_owned());
+    let tree = tree_document_skipping(folder, &[".git"])?;
+    Ok(json!({ "ansible": name, "folder": tree, "extra_vars": extra_vars, "tags": tags }))
+}
+
 /// Every entry below `root` (sorted), with content, mode and symlink targets.
 fn tree_document(root: &Path) -> Result<Value, LayerError> {
+    tree_document_skipping(root, &[])
+}
+
+/// [`tree_document`] without the entries (and what is below them) named one of `skip`.
+fn tree_document_skipping(root: &Path, skip: &[&str]) -> Result<Value, LayerError> {
     let read = |path: &Path| {
         let path = path.to_owned();
         move |source| LayerError::ReadInput { path, source }
@@ -139,6 +160,9 @@ fn tree_document(root: &Path) -> Result<Value, LayerError> {
     while let Some(dir) = pending.pop() {
         for entry in fs::read_dir(&dir).map_err(read(&dir))? {
             let entry = entry.map_err(read(&dir))?;
+            if skip.iter().any(|name| entry.file_name() == *name) {
+                continue;
+            }
             let path = entry.path();
             let meta = fs::symlink_metadata(&path).map_err(read(&path))?;
             let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
@@ -197,14 +221,16 @@ mod tests {
         }
     }
 
+    fn write_under(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, text).unwrap();
-            path
-        };
+        let write = |name: &str, text: &str| write_under(dir.path(), name, text);
         let harden = write("harden.sh", "#!/bin/sh\necho harden\n");
         let install = write("install.sh", "#!/bin/sh\necho install\n");
         write("app/app.py", "print('hi')\n");
@@ -375,6 +401,34 @@ mod tests {
             compute(d, &d.stages[1], &Foundation::Layer(&parent), TEMPLATE, now()).unwrap().key
         };
         assert_eq!(upper(&fx.definition), upper(&other));
+    }
+
+    #[test]
+    fn a_playbooks_folder_counts_but_not_its_git_or_its_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| write_under(dir.path(), name, text);
+        let playbook = write("site.yml", "- hosts: all\n");
+        write("roles/app/templates/app.conf.j2", "port={{ port }}\n");
+        write(".git/index", "one");
+        let vars = BTreeMap::from([("port".to_owned(), serde_json::json!(8080))]);
+        let tags = vec!["app".to_owned()];
+        let document = || ansible_document(&playbook, &vars, &tags).unwrap();
+        let first = document();
+        assert_eq!(first["ansible"], "site.yml");
+        assert!(
+            first["folder"]["entries"]["roles/app/templates/app.conf.j2"]["sha256"].is_string()
+        );
+        write(".git/index", "two");
+        let file = std::fs::File::options().write(true).open(&playbook).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(3600)).unwrap();
+        assert_eq!(document(), first, "git's files and times changed the key");
+        write("roles/app/templates/app.conf.j2", "port={{ port }}\nworkers=2\n");
+        let edited = document();
+        assert_ne!(edited, first, "editing a template did not change the key");
+        write("group_vars/all.yml", "x: 1\n");
+        assert_ne!(document(), edited, "adding a file did not change the key");
+        let other_tags = ansible_document(&playbook, &vars, &[]).unwrap();
+        assert_ne!(other_tags["tags"], first["tags"]);
     }
 
     #[test]

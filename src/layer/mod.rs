@@ -6,7 +6,9 @@ pub mod gc;
 mod key;
 mod store;
 
-pub use key::{Foundation, KeyInputs, LayerKey, compute as compute_key, sha256_hex};
+pub use key::{
+    Foundation, KeyInputs, LayerKey, ansible_document, compute as compute_key, sha256_hex,
+};
 pub use store::{
     DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, WorkDir, backing_for,
     hash_file, now_secs,
