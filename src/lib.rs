@@ -10,7 +10,6 @@ pub mod build;
 pub mod cli;
 pub mod communicator;
 pub mod definition;
-pub mod error;
 pub mod events;
 pub mod export;
 pub mod layer;
@@ -23,4 +22,4 @@ pub mod stage;
 pub mod store;
 pub mod units;
 
-pub use error::Error;
+pub use cli::Error;

@@ -129,21 +129,14 @@ fn an_unknown_format_or_target_is_refused_by_the_parser() {
 /// Commits a real layer for each stage, as a build would leave them: a qcow2 overlay on the
 /// one below (relative backing file), with layer.json, through the library's layer store.
 fn commit_layers(project: &Project) {
-    use strata::build::{BuildOptions, plan_from_store};
-    use strata::layer::{Foundation, LayerMetadata, LayerStore, backing_for};
+    use strata::layer::{LayerMetadata, LayerStore, PlanOptions, plan_from_store};
     let definition = strata::definition::load(&project.definition()).unwrap();
     let layers = LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
     for stage in ["base", "final"] {
-        let options = BuildOptions { stop_at: Some(stage.to_owned()), ..BuildOptions::default() };
+        let options = PlanOptions { stop_at: Some(stage.to_owned()), ..PlanOptions::default() };
         let plan = plan_from_store(&definition, &layers, &options).unwrap().unwrap();
-        let planned = plan.last().unwrap();
-        let source = strata::source::lookup(layers.store(), &definition.source).unwrap();
-        let file_name = source.path.file_name().unwrap().to_string_lossy().into_owned();
-        let foundation = match &planned.parent {
-            Some(parent) => Foundation::Layer(parent),
-            None => Foundation::Source { sha256: source.digest.hex(), file_name: &file_name },
-        };
-        let backing = backing_for(&foundation);
+        let planned = plan.stages.last().unwrap();
+        let backing = planned.backing(&plan.source);
         let work = layers.begin(&planned.key).unwrap();
         let status = std::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &backing, "disk.qcow2"])
@@ -153,23 +146,12 @@ fn commit_layers(project: &Project) {
         assert!(status.success());
         run("qemu-io", &["-c", "write -P 0x33 1M 1M", work.disk().to_str().unwrap()]);
         let metadata = LayerMetadata {
-            key: planned.key.to_string(),
-            stage: stage.to_owned(),
-            image: "tiny".into(),
-            parent: planned.parent.as_ref().map(ToString::to_string),
-            backing,
-            inputs: planned.inputs.clone(),
             created: 1_795_906_865,
-            strata_version: env!("CARGO_PKG_VERSION").into(),
-            disk_bytes: 0,
             virtual_bytes: 32 << 20,
-            disk_sha256: String::new(),
-            disk_mtime_ns: 0,
             build_seconds: 1.0,
-            packages: vec![],
             os_id: Some("debian".into()),
             os_version: Some("12".into()),
-            guest_agent: false,
+            ..planned.metadata("tiny", backing)
         };
         layers.commit(work, metadata).unwrap();
     }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::report::LogFormat;
+
 /// Every subcommand with its flags and an example, under `strata --help`.
 const SYNOPSIS: &str = "\
 Synopsis:
@@ -57,12 +59,6 @@ pub struct GlobalArgs {
     /// Show only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,17 +2,16 @@
 
 use std::path::Path;
 
+use super::Error;
 use super::GlobalArgs;
-use crate::build::{BuildOptions, Status, plan_from_store};
-use crate::error::Error;
-use crate::layer::LayerStore;
+use crate::layer::{LayerStore, PlanOptions, PlannedStage, Status, plan_from_store};
 use crate::units::{ByteSize, format_duration};
 
 pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
     let layers = LayerStore::new(global.open_store()?);
-    let Some(plan) = plan_from_store(&definition, &layers, &BuildOptions::default())? else {
-        return Err(Error::Usage(format!(
+    let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
+        return Err(Error::Runtime(format!(
             "the source of {} is not in the store, so no key can be computed: run `strata fetch {}`",
             definition_path.display(),
             definition_path.display()
@@ -21,6 +20,7 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let now = crate::layer::now_secs();
     let mut rows =
         vec![["stage", "key", "state", "layer", "virtual", "age", "parent"].map(String::from)];
+    let plan = plan.stages;
     for planned in &plan {
         let parent =
             planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
@@ -52,7 +52,7 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
+fn plan_json(plan: &[PlannedStage]) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .iter()
         .map(|planned| {

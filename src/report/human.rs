@@ -126,7 +126,7 @@ impl Observer for Human {
                 bar.set_message(format!("step {}/{total} {description}", index + 1));
             }
             Event::StepOutput { stage, line, .. } if self.verbose > 0 => {
-                self.println(&format!("{stage:>12} | {}", crate::stage::printable(line)));
+                self.println(&format!("{stage:>12} | {}", crate::events::printable(line)));
             }
             Event::Sysprep { stage } => self.stage_bar(&mut state, stage).set_message("sysprep"),
             Event::PoweringOff { stage } => {
