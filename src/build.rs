@@ -269,7 +269,20 @@ impl<'a, 'b> Builder<'a, 'b> {
         if self.context.options.no_warm {
             return None;
         }
-        let restore = crate::stage::restore::find(&self.context.layers.dir(parent))?;
+        let layers = self.context.layers;
+        let restore = layers.restore_point(parent)?;
+        // Held while QEMU loads it: a build saving a new one waits, rather than swap it away.
+        let _reading = match layers.lock_restore_point_shared(parent) {
+            Ok(lock) => lock,
+            Err(error) => {
+                self.context.events.warn(format!(
+                    "stage `{}`: not resuming the restore point of the layer below ({}); booting instead",
+                    flight.planned.stage.name,
+                    crate::events::error_chain(&error)
+                ));
+                return None;
+            }
+        };
         match crate::stage::Session::resume(job, &restore).await {
             Ok(session) => Some(session),
             Err(why) => {
@@ -300,17 +313,13 @@ impl<'a, 'b> Builder<'a, 'b> {
         // Named after the next key, whose lock this build holds: stale-tmp cleaning leaves it be.
         let temp = layers.store().tmp_dir().join(format!("{}.restore", next.planned.key));
         let saved = session.save_restore_point(&job, &temp).await;
-        let target = layers.dir(below).join(crate::stage::restore::RESTORE_DIR);
-        let result = saved.and_then(|meta| {
-            let _ = std::fs::remove_dir_all(&target);
-            std::fs::rename(&temp, &target).map(|()| meta).map_err(|source| {
-                crate::stage::StageError::Prepare {
-                    stage: job.stage.name.to_string(),
-                    path: target.clone(),
-                    source,
-                }
-            })
-        });
+        let result = match saved {
+            Ok(meta) => layers
+                .install_restore_point(below, &temp)
+                .map(|_| meta)
+                .map_err(|error| crate::events::error_chain(&error)),
+            Err(error) => Err(crate::events::error_chain(&error)),
+        };
         match result {
             Ok(meta) => self.context.events.emit(Event::RestoreSaved {
                 stage: next.planned.stage.name.to_string(),
@@ -319,10 +328,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             }),
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&temp);
-                self.context.events.warn(format!(
-                    "failed to save a restore point: {}",
-                    crate::events::error_chain(&error)
-                ));
+                self.context.events.warn(format!("failed to save a restore point: {error}"));
             }
         }
     }

@@ -13,7 +13,8 @@ pub use plan::{
     plan_from_store, seed_template, selected_stages, source_file_name,
 };
 pub use store::{
-    DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, WorkDir, backing_for, hash_file, now_secs,
+    DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, RESTORE_DIR, RESTORE_META_FILE, WorkDir,
+    backing_for, hash_file, now_secs,
 };
 
 use std::path::PathBuf;

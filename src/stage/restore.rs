@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -21,12 +21,10 @@ use crate::events::Event;
 use crate::qemu::machine::Machine;
 use crate::qemu::spec::{Firmware, MachineSpec, Network};
 
-/// The folder inside a layer's folder.
-pub const RESTORE_DIR: &str = "restore";
 const STATE_FILE: &str = "state.zst";
 const OVERLAY_FILE: &str = "overlay.qcow2";
 const SEED_FILE: &str = "seed.img";
-const META_FILE: &str = "restore.json";
+use crate::layer::RESTORE_META_FILE as META_FILE;
 /// Bumped when what a restore point holds changes.
 const FORMAT: u32 = 1;
 /// Bytes per second: far above what zstd can take, so never the limit.
@@ -312,11 +310,4 @@ async fn wait_incoming(machine: &Machine) -> Result<(), String> {
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
-}
-
-/// A layer's restore point folder, if it has one.
-#[must_use]
-pub fn find(layer_dir: &Path) -> Option<PathBuf> {
-    let dir = layer_dir.join(RESTORE_DIR);
-    dir.join(META_FILE).is_file().then_some(dir)
 }
