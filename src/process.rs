@@ -203,7 +203,7 @@ impl Command {
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)
-            .map(|part| quote(&part.to_string_lossy()))
+            .map(|part| shell_quote(&part.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -562,10 +562,14 @@ impl Drop for Child {
     }
 }
 
-fn quote(part: &str) -> String {
-    let plain = !part.is_empty()
-        && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain { part.to_owned() } else { format!("'{}'", part.replace('\'', r"'\''")) }
+/// Quotes `word`, an argument, for a POSIX shell when it needs it: single quotes, with `'`
+/// written as `'\''`. `=` is left bare: harmless in an argument (only a command's first word
+/// `a=b` would be an assignment, and no first word strata writes holds one).
+#[must_use]
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
 #[cfg(test)]
@@ -661,6 +665,15 @@ mod tests {
             assert!(Instant::now() < deadline, "sleep still runs after drop");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a-b_c/d.e:f,g+h@i%"), "a-b_c/d.e:f,g+h@i%");
+        assert_eq!(shell_quote("hw_disk_bus=virtio"), "hw_disk_bus=virtio");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ImageFacts;
-use super::output::shell_quote;
+use crate::process::shell_quote;
 use crate::definition::Firmware;
 
 /// How Nova attaches the root disk.

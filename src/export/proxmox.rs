@@ -3,7 +3,7 @@
 //! `qm template`), parameterised by VM id, storage and bridge. Pure rendering: no I/O here.
 
 use super::ImageFacts;
-use super::output::shell_quote;
+use crate::process::shell_quote;
 use crate::definition::Firmware;
 
 /// The script's bytes.
