@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{HttpServer, assert_success, base_image_dir, copy_demo, enabled, free_port, stderr};
+use common::{HttpServer, assert_success, base_image_dir, copy_demo, free_port, stderr};
 
 /// How long a guest may take to answer over SSH with cloud-init done: generous, since other
 /// guests share the machine's two cores.
@@ -408,10 +408,8 @@ fn prove(instance: &Instance, proof: &Proof<'_>, build_user: &str, stranger: &Pa
 }
 
 #[test]
+#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
 fn demo_exports_boot_on_openstack_and_proxmox() {
-    if !enabled() {
-        return;
-    }
     let project = Project::demo();
     let definition = project.path("images/demo.toml");
 
