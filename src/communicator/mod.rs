@@ -2,9 +2,10 @@
 //! Waiting until ready, running commands with streamed output, uploading files.
 //! Must not start or stop QEMU.
 //!
-//! [`Communicator`] is what the stage engine uses; [`SshCommunicator`] implements it. The
-//! provided methods (`exec`, `exec_as_root`, `run_script`, `boot_id`, `wait_cloud_init`) are
-//! built on the three required ones, so a guest-agent implementation gets them for free.
+//! [`Communicator`] is what the stage engine uses; [`SshCommunicator`] and
+//! [`GuestAgentCommunicator`] implement it. Six methods are required (`describe`, `run`,
+//! `upload`, `upload_bytes`, `reboot`, `close`); the provided ones (`exec`, `exec_as_root`,
+//! `run_script`, `boot_id`, `wait_cloud_init`) are built on them.
 
 mod held;
 mod keys;
