@@ -181,7 +181,8 @@ struct Builder<'a, 'b> {
     live_cuts: bool,
 }
 
-/// A stage being built: its plan entry, work folder and job.
+/// A stage being built ("in flight": its key locked, its work folder open, not committed yet):
+/// its plan entry, work folder and start time.
 struct InFlight<'p> {
     planned: &'p PlannedStage,
     work: WorkDir,

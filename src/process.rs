@@ -258,7 +258,7 @@ impl Command {
         };
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
-        let tail = Arc::new(Mutex::new(Tail::new(self.stderr_tail)));
+        let tail = Arc::new(Mutex::new(StderrTail::new(self.stderr_tail)));
         let drain = child.stderr.take().map(|stderr| {
             tokio::spawn(drain_stderr(stderr, tail.clone(), log.map(tokio::fs::File::from_std)))
         });
@@ -362,7 +362,7 @@ fn die_with_parent(command: &mut tokio::process::Command) {
 
 async fn drain_stderr(
     mut stderr: tokio::process::ChildStderr,
-    tail: Arc<Mutex<Tail>>,
+    tail: Arc<Mutex<StderrTail>>,
     mut log: Option<tokio::fs::File>,
 ) {
     let mut buffer = vec![0u8; 8192];
@@ -388,15 +388,15 @@ async fn drain_stderr(
 
 /// The last bytes of a stream, bounded.
 #[derive(Debug)]
-struct Tail {
+struct StderrTail {
     bytes: VecDeque<u8>,
     capacity: usize,
     truncated: bool,
 }
 
-impl Tail {
+impl StderrTail {
     fn new(capacity: usize) -> Self {
-        Tail { bytes: VecDeque::new(), capacity, truncated: false }
+        StderrTail { bytes: VecDeque::new(), capacity, truncated: false }
     }
 
     fn push(&mut self, chunk: &[u8]) {
@@ -461,7 +461,7 @@ pub struct Child {
     pid: u32,
     command: String,
     status: watch::Receiver<Option<ExitStatus>>,
-    tail: Arc<Mutex<Tail>>,
+    tail: Arc<Mutex<StderrTail>>,
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
 }

@@ -209,18 +209,11 @@ fn target_name(target: ExportTarget) -> &'static str {
 }
 
 /// The qcow2 compression, for a qcow2 output.
-fn compression_of(format: ExportFormat, compression: Compression) -> Option<img::Compression> {
+fn compression_of(format: ExportFormat, compression: Compression) -> Option<img::Qcow2Compression> {
     match (format, compression) {
-        (ExportFormat::Qcow2, Compression::Zlib) => Some(img::Compression::Zlib),
-        (ExportFormat::Qcow2, Compression::Zstd) => Some(img::Compression::Zstd),
+        (ExportFormat::Qcow2, Compression::Zlib) => Some(img::Qcow2Compression::Zlib),
+        (ExportFormat::Qcow2, Compression::Zstd) => Some(img::Qcow2Compression::Zstd),
         _ => None,
-    }
-}
-
-fn compression_name(compression: img::Compression) -> &'static str {
-    match compression {
-        img::Compression::Zlib => "zlib",
-        img::Compression::Zstd => "zstd",
     }
 }
 
@@ -493,7 +486,7 @@ async fn convert_one(
     Ok(ArtifactRecord {
         path: name,
         format: image_format(format).name().to_owned(),
-        compression: compression.map(|compression| compression_name(compression).to_owned()),
+        compression: compression.map(|compression| compression.name().to_owned()),
         virtual_bytes: info.virtual_size,
         file_bytes,
         sha256,

@@ -22,12 +22,12 @@ use crate::communicator::{
     ClientKey, CloudInitOutcome, Communicator, CommunicatorError, GuestAgentCommunicator, HostKey,
     SshCommunicator, SshTarget,
 };
-use crate::definition::{Firmware as FirmwareChoice, ImageDefinition, Stage};
+use crate::definition::{Firmware, ImageDefinition, Stage};
 use crate::events::{Event, Events};
 use crate::qemu::accel::{BOOT_WATCHDOG, start_with_fallback};
 use crate::qemu::firmware::Ovmf;
 use crate::qemu::machine::Machine;
-use crate::qemu::spec::{Accel, CacheMode, Firmware, MachineSpec, Network};
+use crate::qemu::spec::{Accel, CacheMode, MachineFirmware, MachineSpec, Network};
 use crate::qemu::{self, QemuError, img};
 use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 
@@ -387,7 +387,7 @@ pub(crate) fn machine_spec(
     spec.serial_log = job.log_dir.join("console.log");
     spec.stderr_log = Some(job.log_dir.join("qemu.stderr"));
     spec.extra_args = machine.extra_args.clone();
-    if machine.firmware == FirmwareChoice::Uefi {
+    if machine.firmware == Firmware::Uefi {
         let qemu_err = |source| StageError::Qemu {
             stage: stage.clone(),
             what: "failed to set up UEFI",
@@ -395,7 +395,7 @@ pub(crate) fn machine_spec(
         };
         spec.firmware = Ovmf::find().and_then(|ovmf| ovmf.for_boot(run_dir)).map_err(qemu_err)?;
     } else {
-        spec.firmware = Firmware::Bios;
+        spec.firmware = MachineFirmware::Bios;
     }
     Ok(spec)
 }
@@ -415,15 +415,15 @@ pub fn render_env(
 
 /// The last `n` lines, kept as they come.
 #[derive(Debug, Default)]
-pub struct Tail {
+pub struct LastLines {
     lines: VecDeque<String>,
     limit: usize,
 }
 
-impl Tail {
+impl LastLines {
     #[must_use]
     pub fn new(limit: usize) -> Self {
-        Tail { lines: VecDeque::with_capacity(limit), limit }
+        LastLines { lines: VecDeque::with_capacity(limit), limit }
     }
 
     /// Keeps `line` as a terminal would show it (see [`crate::events::printable`]): it ends up in messages.
@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_tail_keeps_the_last_lines_printable() {
-        let mut tail = Tail::new(2);
+        let mut tail = LastLines::new(2);
         for line in ["one", "\u{1b}[31mtwo\u{1b}[0m", "three"] {
             tail.push(line);
         }

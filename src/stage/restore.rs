@@ -19,7 +19,7 @@ use crate::communicator::{
 };
 use crate::events::Event;
 use crate::qemu::machine::Machine;
-use crate::qemu::spec::{Firmware, MachineSpec, Network};
+use crate::qemu::spec::{MachineFirmware, MachineSpec, Network};
 
 const STATE_FILE: &str = "state.zst";
 const OVERLAY_FILE: &str = "overlay.qcow2";
@@ -59,7 +59,7 @@ fn fingerprint(spec: &MachineSpec, qemu_version: &str) -> Value {
         "accel": spec.accel.name(),
         "cpus": spec.cpus,
         "memory_mib": spec.memory_mib,
-        "firmware": matches!(spec.firmware, Firmware::Uefi { .. }),
+        "firmware": matches!(spec.firmware, MachineFirmware::Uefi { .. }),
         "network": matches!(spec.network, Network::User { .. }),
         "guest_agent": spec.guest_agent_socket.is_some(),
         "extra_args": spec.extra_args,

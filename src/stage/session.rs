@@ -99,7 +99,8 @@ struct Sealed {
     frozen: Result<Frozen, String>,
 }
 
-/// Sysprep, then the freeze. Over SSH one command does both: each command costs a login shell,
+/// Seals the guest (a seal: sysprep, then the freeze, so the disk is a clean, consistent
+/// template). Over SSH one command does both: each command costs a login shell,
 /// `sudo` and a round trip, about 0.4 s under emulation. `standby`: that command, started ahead
 /// (see [`stand_by`]). `Err`: sysprep failed.
 async fn seal(link: &Link, user: &str, standby: Option<Held>) -> Result<Sealed, CommunicatorError> {
@@ -210,7 +211,9 @@ fn said(stdout: &str, marker: &str) -> bool {
     stdout.lines().any(|line| line == marker)
 }
 
-/// What a cut did. Either way the guest is sysprepped, and `facts` are the stage's.
+/// What a cut did (a cut: the stage's layer taken from the running guest by a live snapshot,
+/// so the next stage goes on without a reboot). Either way the guest is sysprepped, and `facts`
+/// are the stage's.
 #[derive(Debug)]
 pub enum Cut {
     /// The old disk is frozen and ready to commit; the guest now writes to the new overlay.
