@@ -103,6 +103,9 @@ pub enum CloudInitOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommunicatorError {
+    /// Asked of a transport that cannot do it (a bug in strata's choice of transport).
+    #[error("{guest}: {what} is not possible over this connection")]
+    Unsupported { guest: String, what: String },
     #[error("failed to generate an ed25519 key")]
     KeyGeneration(#[source] Box<russh::keys::ssh_key::Error>),
     #[error("failed to encode a key in OpenSSH format")]

@@ -243,11 +243,9 @@ async fn continue_guest(
     // --hctosys` would wait up to a second for the RTC's next tick.) A failure leaves the clock
     // late, as it would be without the fix, and the seal starts its own command.
     let clock = set_clock_command();
-    let standby = match &link {
-        Link::Ssh(ssh) => {
-            super::session::stand_by(ssh, &meta.user, &clock, CLOCK_WITHIN).await.ok()
-        }
-        Link::Agent(_) => {
+    let standby = match link.ssh() {
+        Some(ssh) => super::session::stand_by(ssh, &meta.user, &clock, CLOCK_WITHIN).await.ok(),
+        None => {
             let _ = crate::communicator::capture(&link, &clock, CLOCK_WITHIN, true).await;
             None
         }
