@@ -1,6 +1,8 @@
 //! `strata export` through the real binary, without a guest: what it says and how it exits
 //! when the stage is not built, and the JSON events of an export of a real layer chain made
 //! with qemu-img (a stand-in for a built stage's layers, committed as strata commits them).
+//! Also the exit codes `layers`, `run` and `build` share with it: 2 is for invalid arguments
+//! and definitions only; a source not fetched or a stage not built is failed work, 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -219,4 +221,49 @@ fn an_export_reports_json_events_and_refuses_to_overwrite_without_force() {
         .filter(|name| name.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "temporaries left: {names:?}");
+}
+
+/// `strata COMMAND DEF ARGS…` on the project's store.
+fn command(project: &Project, command: &str, args: &[&str]) -> Command {
+    let mut strata = strata(&project.store());
+    strata.arg(command).arg(project.definition()).args(args);
+    strata
+}
+
+#[test]
+fn layers_without_the_source_in_the_store_exits_one() {
+    let project = Project::new();
+    command(&project, "layers", &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not in the store"))
+        .stderr(predicate::str::contains("strata fetch"));
+}
+
+#[test]
+fn run_of_a_stage_not_built_exits_one_before_and_after_fetch() {
+    let project = Project::new();
+    command(&project, "run", &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not built"))
+        .stderr(predicate::str::contains("strata build"));
+    strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
+    command(&project, "run", &["--stage", "base"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("stage `base`"))
+        .stderr(predicate::str::contains("not built"));
+}
+
+#[test]
+fn an_unknown_stage_exits_two_in_build_and_run_too() {
+    let project = Project::new();
+    strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
+    for args in [["build", "--stage"], ["build", "--rebuild"], ["run", "--stage"]] {
+        command(&project, args[0], &[args[1], "nope"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("has no stage `nope`"));
+    }
 }

@@ -215,7 +215,7 @@ mod tests {
 
     fn message(human: &Human, stage: &str) -> String {
         let state = human.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.stages.get(stage).map(|bar| bar.message().to_string()).unwrap_or_default()
+        state.stages.get(stage).map(|bar| bar.message().clone()).unwrap_or_default()
     }
 
     #[test]
