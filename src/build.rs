@@ -5,133 +5,43 @@
 // Stage errors carry console tails for the user; see `stage`.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use crate::definition::{ImageDefinition, Stage};
-use crate::error::Error;
+use crate::definition::ImageDefinition;
 use crate::events::{Event, Events};
 use crate::layer::{
-    Foundation, Layer, LayerError, LayerKey, LayerStore, Lookup, WorkDir, compute_key,
+    Foundation, Layer, LayerError, LayerKey, LayerStore, Lookup, PlanError, PlanOptions,
+    PlannedStage, Status, WorkDir,
 };
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    /// Stop after this stage (and build only what it stands on).
-    pub stop_at: Option<String>,
-    /// Rebuild this stage and every stage above it, cached or not.
-    pub rebuild: Option<String>,
+    /// `--stage`, `--rebuild` and `--verify`: which stages, and how cached ones are checked.
+    pub plan: PlanOptions,
     pub offline: bool,
     pub keep_failed: bool,
-    /// Rehash cached layers and sources instead of trusting size and mtime.
-    pub verify: bool,
     /// Never save nor resume restore points: every stage boots.
     pub no_warm: bool,
 }
 
-/// One stage of a plan: its key, and whether a layer is there for it.
-#[derive(Debug)]
-pub struct PlannedStage {
-    pub stage: Stage,
-    pub key: LayerKey,
-    pub inputs: serde_json::Value,
-    pub parent: Option<LayerKey>,
-    pub status: Status,
-}
-
-#[derive(Debug)]
-pub enum Status {
-    Cached(Box<Layer>),
-    Missing,
-    /// A layer was there but did not match its record; it was moved aside.
-    Corrupt(String),
-    /// `--rebuild` asked for it.
-    Forced,
-}
-
-/// The seed template a stage boots with: its own `user_data`, or strata's built-in one.
-pub fn seed_template(stage: &Stage) -> Result<String, LayerError> {
-    match &stage.user_data {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|source| LayerError::ReadInput { path: path.clone(), source }),
-        None => Ok(crate::seed::DEFAULT_TEMPLATE.to_owned()),
-    }
-}
-
-/// The stages to consider, parents first: all of them, or the chain under `stop_at`.
-pub fn selected_stages<'a>(
-    definition: &'a ImageDefinition,
-    stop_at: Option<&str>,
-) -> Result<Vec<&'a Stage>, Error> {
-    match stop_at {
-        None => Ok(definition.stages.iter().collect()),
-        Some(name) => {
-            if definition.stage(name).is_none() {
-                return Err(Error::Usage(unknown_stage(definition, name)));
-            }
-            Ok(definition.chain_to(name))
-        }
-    }
-}
-
-fn unknown_stage(definition: &ImageDefinition, name: &str) -> String {
-    let names: Vec<&str> = definition.stages.iter().map(|stage| stage.name.as_str()).collect();
-    format!(
-        "{} has no stage `{name}`: its stages are {}",
-        definition.path.display(),
-        names.join(", ")
-    )
-}
-
-/// Computes every selected stage's key and looks its layer up.
-pub fn plan(
-    definition: &ImageDefinition,
-    layers: &LayerStore,
-    source_sha256: &str,
-    source_file_name: &str,
-    options: &BuildOptions,
-    now: SystemTime,
-) -> Result<Vec<PlannedStage>, Error> {
-    if let Some(name) = &options.rebuild
-        && definition.stage(name).is_none()
-    {
-        return Err(Error::Usage(unknown_stage(definition, name)));
-    }
-    let stages = selected_stages(definition, options.stop_at.as_deref())?;
-    let mut keys: HashMap<&str, LayerKey> = HashMap::new();
-    let mut forced: Vec<&str> = Vec::new();
-    let mut planned = Vec::new();
-    for stage in stages {
-        let parent = stage.parent.as_ref().and_then(|name| keys.get(name.as_str())).cloned();
-        let foundation = match &parent {
-            Some(key) => Foundation::Layer(key),
-            None => Foundation::Source { sha256: source_sha256, file_name: source_file_name },
-        };
-        let template = seed_template(stage)?;
-        let inputs = compute_key(definition, stage, &foundation, &template, now)?;
-        let parent_forced =
-            stage.parent.as_ref().is_some_and(|name| forced.contains(&name.as_str()));
-        let status = if options.rebuild.as_deref() == Some(stage.name.as_str()) || parent_forced {
-            forced.push(stage.name.as_str());
-            Status::Forced
-        } else {
-            match layers.lookup(&inputs.key, options.verify)? {
-                Lookup::Hit(layer) => Status::Cached(layer),
-                Lookup::Missing => Status::Missing,
-                Lookup::Corrupt { reason } => Status::Corrupt(reason),
-            }
-        };
-        keys.insert(stage.name.as_str(), inputs.key.clone());
-        planned.push(PlannedStage {
-            stage: stage.clone(),
-            key: inputs.key,
-            inputs: inputs.document,
-            parent,
-            status,
-        });
-    }
-    Ok(planned)
+/// Why a build stopped. The crate-wide error (in `cli/`) wraps it.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    #[error("failed to wait for a store lock")]
+    LockWait(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Failed(Box<BuildFailed>),
 }
 
 /// What a build did, stage by stage.
@@ -175,7 +85,8 @@ pub fn cached_event(planned: &PlannedStage) -> Event {
 pub struct BuildContext<'a> {
     pub definition: &'a ImageDefinition,
     pub layers: &'a LayerStore,
-    pub log: &'a crate::report::buildlog::BuildLog,
+    /// The build's log folder: each stage's console and step logs go in `LOG_DIR/STAGE/`.
+    pub log_dir: &'a Path,
     pub events: &'a Events,
     pub options: &'a BuildOptions,
 }
@@ -199,7 +110,7 @@ fn kept_note(kept: &Option<PathBuf>) -> String {
 
 /// Fetches the source, plans, and builds every stage that is not cached, in order.
 /// Consecutive stages to build share one boot: each one's layer is cut from the running guest.
-pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, Error> {
+pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildError> {
     let BuildContext { definition, layers, events, options, .. } = *context;
     if !options.no_warm {
         // QEMU runs zstd to save and to resume restore points (`exec:zstd`).
@@ -207,27 +118,21 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, Error>
     }
     let store = layers.store();
     let fetch_options =
-        crate::source::FetchOptions { offline: options.offline, verify: options.verify };
+        crate::source::FetchOptions { offline: options.offline, verify: options.plan.verify };
     let source = crate::source::fetch(store, &definition.source, fetch_options, events).await?;
     // gc takes this lock exclusively: it never removes what a running build stands on.
     let _gc_guard = blocking_lock(store.clone(), "gc".to_owned(), true).await?;
     layers.clean_stale_tmp()?;
-    let plan = plan(
-        definition,
-        layers,
-        source.digest.hex(),
-        &source_file_name(&source),
-        options,
-        SystemTime::now(),
-    )?;
-    announce(&plan, events);
+    let plan = crate::layer::plan(definition, layers, source, &options.plan, SystemTime::now())?;
+    announce(&plan.stages, events);
     let mut builder = Builder {
         context,
-        source: &source,
+        source: &plan.source,
         accel: crate::qemu::accel::detect(definition.machine.accel).accel,
         outcomes: Vec::new(),
         live_cuts: true,
     };
+    let plan = &plan.stages;
     let mut index = 0;
     while index < plan.len() {
         if let Status::Cached(layer) = &plan[index].status {
@@ -241,10 +146,6 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, Error>
         index += run;
     }
     Ok(builder.outcomes)
-}
-
-fn source_file_name(source: &crate::source::FetchedSource) -> String {
-    source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// How many stages from the start of `plan` one guest can build in a row: each to be built,
@@ -286,7 +187,8 @@ struct Builder<'a, 'b> {
     live_cuts: bool,
 }
 
-/// A stage being built: its plan entry, work folder and job.
+/// A stage being built ("in flight": its key locked, its work folder open, not committed yet):
+/// its plan entry, work folder and start time.
 struct InFlight<'p> {
     planned: &'p PlannedStage,
     work: WorkDir,
@@ -296,7 +198,7 @@ struct InFlight<'p> {
 
 impl<'a, 'b> Builder<'a, 'b> {
     /// Builds `run` (stages that stand on each other) in as few boots as the guest allows.
-    async fn build_run(&mut self, run: &[PlannedStage]) -> Result<(), Error> {
+    async fn build_run(&mut self, run: &[PlannedStage]) -> Result<(), BuildError> {
         let mut index = 0;
         while index < run.len() {
             let Some(first) = self.begin(&run[index]).await? else {
@@ -374,7 +276,20 @@ impl<'a, 'b> Builder<'a, 'b> {
         if self.context.options.no_warm {
             return None;
         }
-        let restore = crate::stage::restore::find(&self.context.layers.dir(parent))?;
+        let layers = self.context.layers;
+        let restore = layers.restore_point(parent)?;
+        // Held while QEMU loads it: a build saving a new one waits, rather than swap it away.
+        let _reading = match layers.lock_restore_point_shared(parent) {
+            Ok(lock) => lock,
+            Err(error) => {
+                self.context.events.warn(format!(
+                    "stage `{}`: not resuming the restore point of the layer below ({}); booting instead",
+                    flight.planned.stage.name,
+                    crate::events::error_chain(&error)
+                ));
+                return None;
+            }
+        };
         match crate::stage::Session::resume(job, &restore).await {
             Ok(session) => Some(session),
             Err(why) => {
@@ -405,17 +320,13 @@ impl<'a, 'b> Builder<'a, 'b> {
         // Named after the next key, whose lock this build holds: stale-tmp cleaning leaves it be.
         let temp = layers.store().tmp_dir().join(format!("{}.restore", next.planned.key));
         let saved = session.save_restore_point(&job, &temp).await;
-        let target = layers.dir(below).join(crate::stage::restore::RESTORE_DIR);
-        let result = saved.and_then(|meta| {
-            let _ = std::fs::remove_dir_all(&target);
-            std::fs::rename(&temp, &target).map(|()| meta).map_err(|source| {
-                crate::stage::StageError::Prepare {
-                    stage: job.stage.name.to_string(),
-                    path: target.clone(),
-                    source,
-                }
-            })
-        });
+        let result = match saved {
+            Ok(meta) => layers
+                .install_restore_point(below, &temp)
+                .map(|_| meta)
+                .map_err(|error| crate::events::error_chain(&error)),
+            Err(error) => Err(crate::events::error_chain(&error)),
+        };
         match result {
             Ok(meta) => self.context.events.emit(Event::RestoreSaved {
                 stage: next.planned.stage.name.to_string(),
@@ -424,10 +335,7 @@ impl<'a, 'b> Builder<'a, 'b> {
             }),
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&temp);
-                self.context.events.warn(format!(
-                    "failed to save a restore point: {}",
-                    crate::report::error_chain(&Error::from(error))
-                ));
+                self.context.events.warn(format!("failed to save a restore point: {error}"));
             }
         }
     }
@@ -437,7 +345,7 @@ impl<'a, 'b> Builder<'a, 'b> {
     async fn begin<'p>(
         &mut self,
         planned: &'p PlannedStage,
-    ) -> Result<Option<InFlight<'p>>, Error> {
+    ) -> Result<Option<InFlight<'p>>, BuildError> {
         let layers = self.context.layers;
         let key_name = format!("layer-{}", planned.key);
         let lock = blocking_lock(layers.store().clone(), key_name, false).await?;
@@ -458,32 +366,27 @@ impl<'a, 'b> Builder<'a, 'b> {
 
     /// The stage job for a stage in flight: its overlay on its parent (the layer built or found
     /// below, or the source).
-    fn job<'s>(&self, flight: &InFlight<'s>) -> Result<crate::stage::StageJob<'s>, Error>
+    fn job<'s>(&self, flight: &InFlight<'s>) -> Result<crate::stage::StageJob<'s>, BuildError>
     where
         'a: 's,
         'b: 's,
     {
-        let BuildContext { definition, layers, log, events, .. } = *self.context;
+        let BuildContext { definition, layers, log_dir, events, .. } = *self.context;
         let planned = flight.planned;
-        let file_name = source_file_name(self.source);
-        let (backing, parent_disk) = match &planned.parent {
+        let backing = planned.backing(self.source);
+        let parent_disk = match &planned.parent {
             Some(parent) => {
-                let disk = self.outcomes.iter().find(|outcome| &outcome.key == parent).map_or_else(
-                    || layers.dir(parent).join("disk.qcow2"),
+                self.outcomes.iter().find(|outcome| &outcome.key == parent).map_or_else(
+                    || layers.dir(parent).join(crate::layer::DISK_FILE),
                     |outcome| outcome.disk.clone(),
-                );
-                (crate::layer::backing_for(&Foundation::Layer(parent)), disk)
+                )
             }
-            None => {
-                let foundation =
-                    Foundation::Source { sha256: self.source.digest.hex(), file_name: &file_name };
-                (crate::layer::backing_for(&foundation), self.source.path.clone())
-            }
+            None => self.source.path.clone(),
         };
         let stage_name = planned.stage.name.to_string();
-        let log_dir = log
-            .stage_dir(&stage_name)
-            .map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
+        let log_dir = log_dir.join(&stage_name);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|source| LayerError::Write { path: log_dir.clone(), source })?;
         let first_layer = planned.parent.is_none();
         Ok(crate::stage::StageJob {
             definition,
@@ -509,7 +412,7 @@ impl<'a, 'b> Builder<'a, 'b> {
         flight: InFlight<'_>,
         facts: crate::stage::GuestFacts,
         in_use: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), BuildError> {
         let BuildContext { definition, layers, events, .. } = *self.context;
         let output = {
             let job = self.job(&flight)?;
@@ -523,23 +426,13 @@ impl<'a, 'b> Builder<'a, 'b> {
             layers.retire(&planned.key)?;
         }
         let metadata = crate::layer::LayerMetadata {
-            key: planned.key.to_string(),
-            stage: planned.stage.name.to_string(),
-            image: definition.name.clone(),
-            parent: planned.parent.as_ref().map(ToString::to_string),
-            backing: self.job(&flight)?.backing,
-            inputs: planned.inputs.clone(),
-            created: crate::layer::now_secs(),
-            strata_version: env!("CARGO_PKG_VERSION").to_owned(),
-            disk_bytes: 0,
             virtual_bytes: output.virtual_bytes,
-            disk_sha256: String::new(),
-            disk_mtime_ns: 0,
             build_seconds: seconds_since(flight.started),
             packages: output.facts.packages,
             os_id: output.facts.os_id,
             os_version: output.facts.os_version,
             guest_agent: output.facts.guest_agent,
+            ..planned.metadata(&definition.name, planned.backing(self.source))
         };
         let started = flight.started;
         let layer = layers.commit(flight.work, metadata)?;
@@ -555,9 +448,9 @@ impl<'a, 'b> Builder<'a, 'b> {
     }
 
     /// The error for a failed stage; with `--keep-failed` its work folder stays.
-    fn failed(&self, flight: InFlight<'_>, error: crate::stage::StageError) -> Error {
+    fn failed(&self, flight: InFlight<'_>, error: crate::stage::StageError) -> BuildError {
         let kept = self.context.options.keep_failed.then(|| flight.work.keep());
-        Error::Build(Box::new(BuildFailed {
+        BuildError::Failed(Box::new(BuildFailed {
             stage: flight.planned.stage.name.to_string(),
             source: error,
             kept,
@@ -570,25 +463,11 @@ async fn blocking_lock(
     store: crate::store::Store,
     name: String,
     shared: bool,
-) -> Result<std::fs::File, Error> {
+) -> Result<std::fs::File, BuildError> {
     let locked = tokio::task::spawn_blocking(move || {
         if shared { store.lock_shared(&name) } else { store.lock(&name) }
     })
     .await
-    .map_err(|error| Error::Usage(format!("failed to wait for a store lock: {error}")))?;
+    .map_err(BuildError::LockWait)?;
     Ok(locked?)
-}
-
-/// The plan as the store has it now, without any network: `None` when the source has not
-/// been fetched (then no key can be known).
-pub fn plan_from_store(
-    definition: &ImageDefinition,
-    layers: &LayerStore,
-    options: &BuildOptions,
-) -> Result<Option<Vec<PlannedStage>>, Error> {
-    let Some(source) = crate::source::lookup(layers.store(), &definition.source) else {
-        return Ok(None);
-    };
-    let file_name = source_file_name(&source);
-    plan(definition, layers, source.digest.hex(), &file_name, options, SystemTime::now()).map(Some)
 }

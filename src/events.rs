@@ -338,3 +338,67 @@ mod tests {
         assert_eq!(second.events(), first.events());
     }
 }
+
+/// A line of a step's output as a terminal would leave it, safe to print anywhere: what follows
+/// the last carriage return (progress bars redraw that way), without escape sequences (colours,
+/// cursor moves) and control characters; tabs become spaces.
+#[must_use]
+pub fn printable(line: &str) -> String {
+    let line = line.trim_end_matches('\r');
+    let line = line.rsplit('\r').find(|part| !part.is_empty()).unwrap_or("");
+    let mut clean = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\t' => clean.push(' '),
+            c if c.is_control() => {}
+            c => clean.push(c),
+        }
+    }
+    clean
+}
+
+/// An error and its causes, one per line, as the JSON `error` event and warnings carry it.
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(&format!("\n  caused by: {inner}"));
+        cause = inner.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn printable_lines_keep_text_and_drop_escapes() {
+        assert_eq!(printable("plain text"), "plain text");
+        assert_eq!(printable("\u{1b}[0;32mOK\u{1b}[0m done"), "OK done");
+        assert_eq!(printable(" 10%\r 50%\r100% done\r"), "100% done");
+        assert_eq!(printable("\u{1b}]0;title\u{7}after"), "after");
+        assert_eq!(printable("a\tb\u{8}c"), "a bc");
+    }
+}

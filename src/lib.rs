@@ -13,7 +13,6 @@ pub mod cli;
 pub mod communicator;
 pub mod definition;
 pub mod drift;
-pub mod error;
 pub mod events;
 pub mod export;
 pub mod layer;
@@ -26,4 +25,4 @@ pub mod stage;
 pub mod store;
 pub mod units;
 
-pub use error::Error;
+pub use cli::Error;

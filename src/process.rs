@@ -228,7 +228,7 @@ impl Command {
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)
-            .map(|part| quote(&part.to_string_lossy()))
+            .map(|part| shell_quote(&part.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -283,7 +283,7 @@ impl Command {
         };
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
-        let tail = Arc::new(Mutex::new(Tail::new(self.stderr_tail)));
+        let tail = Arc::new(Mutex::new(StderrTail::new(self.stderr_tail)));
         let drain = child.stderr.take().map(|stderr| {
             tokio::spawn(drain_stderr(stderr, tail.clone(), log.map(tokio::fs::File::from_std)))
         });
@@ -387,7 +387,7 @@ fn die_with_parent(command: &mut tokio::process::Command) {
 
 async fn drain_stderr(
     mut stderr: tokio::process::ChildStderr,
-    tail: Arc<Mutex<Tail>>,
+    tail: Arc<Mutex<StderrTail>>,
     mut log: Option<tokio::fs::File>,
 ) {
     let mut buffer = vec![0u8; 8192];
@@ -413,15 +413,15 @@ async fn drain_stderr(
 
 /// The last bytes of a stream, bounded.
 #[derive(Debug)]
-struct Tail {
+struct StderrTail {
     bytes: VecDeque<u8>,
     capacity: usize,
     truncated: bool,
 }
 
-impl Tail {
+impl StderrTail {
     fn new(capacity: usize) -> Self {
-        Tail { bytes: VecDeque::new(), capacity, truncated: false }
+        StderrTail { bytes: VecDeque::new(), capacity, truncated: false }
     }
 
     fn push(&mut self, chunk: &[u8]) {
@@ -486,7 +486,7 @@ pub struct Child {
     pid: u32,
     command: String,
     status: watch::Receiver<Option<ExitStatus>>,
-    tail: Arc<Mutex<Tail>>,
+    tail: Arc<Mutex<StderrTail>>,
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
 }
@@ -587,10 +587,14 @@ impl Drop for Child {
     }
 }
 
-fn quote(part: &str) -> String {
-    let plain = !part.is_empty()
-        && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain { part.to_owned() } else { format!("'{}'", part.replace('\'', r"'\''")) }
+/// Quotes `word`, an argument, for a POSIX shell when it needs it: single quotes, with `'`
+/// written as `'\''`. `=` is left bare: harmless in an argument (only a command's first word
+/// `a=b` would be an assignment, and no first word strata writes holds one).
+#[must_use]
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
 #[cfg(test)]
@@ -704,6 +708,15 @@ mod tests {
             assert!(Instant::now() < deadline, "sleep still runs after drop");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a-b_c/d.e:f,g+h@i%"), "a-b_c/d.e:f,g+h@i%");
+        assert_eq!(shell_quote("hw_disk_bus=virtio"), "hw_disk_bus=virtio");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `strata export` through the real binary, without a guest: what it says and how it exits
 //! when the stage is not built, and the JSON events of an export of a real layer chain made
 //! with qemu-img (a stand-in for a built stage's layers, committed as strata commits them).
+//! Also the exit codes `layers`, `run` and `build` share with it: 2 is for invalid arguments
+//! and definitions only; a source not fetched or a stage not built is failed work, 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -129,21 +131,14 @@ fn an_unknown_format_or_target_is_refused_by_the_parser() {
 /// Commits a real layer for each stage, as a build would leave them: a qcow2 overlay on the
 /// one below (relative backing file), with layer.json, through the library's layer store.
 fn commit_layers(project: &Project) {
-    use strata::build::{BuildOptions, plan_from_store};
-    use strata::layer::{Foundation, LayerMetadata, LayerStore, backing_for};
+    use strata::layer::{LayerMetadata, LayerStore, PlanOptions, plan_from_store};
     let definition = strata::definition::load(&project.definition()).unwrap();
     let layers = LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
     for stage in ["base", "final"] {
-        let options = BuildOptions { stop_at: Some(stage.to_owned()), ..BuildOptions::default() };
+        let options = PlanOptions { stop_at: Some(stage.to_owned()), ..PlanOptions::default() };
         let plan = plan_from_store(&definition, &layers, &options).unwrap().unwrap();
-        let planned = plan.last().unwrap();
-        let source = strata::source::lookup(layers.store(), &definition.source).unwrap();
-        let file_name = source.path.file_name().unwrap().to_string_lossy().into_owned();
-        let foundation = match &planned.parent {
-            Some(parent) => Foundation::Layer(parent),
-            None => Foundation::Source { sha256: source.digest.hex(), file_name: &file_name },
-        };
-        let backing = backing_for(&foundation);
+        let planned = plan.stages.last().unwrap();
+        let backing = planned.backing(&plan.source);
         let work = layers.begin(&planned.key).unwrap();
         let status = std::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &backing, "disk.qcow2"])
@@ -153,23 +148,12 @@ fn commit_layers(project: &Project) {
         assert!(status.success());
         run("qemu-io", &["-c", "write -P 0x33 1M 1M", work.disk().to_str().unwrap()]);
         let metadata = LayerMetadata {
-            key: planned.key.to_string(),
-            stage: stage.to_owned(),
-            image: "tiny".into(),
-            parent: planned.parent.as_ref().map(ToString::to_string),
-            backing,
-            inputs: planned.inputs.clone(),
             created: 1_795_906_865,
-            strata_version: env!("CARGO_PKG_VERSION").into(),
-            disk_bytes: 0,
             virtual_bytes: 32 << 20,
-            disk_sha256: String::new(),
-            disk_mtime_ns: 0,
             build_seconds: 1.0,
-            packages: vec![],
             os_id: Some("debian".into()),
             os_version: Some("12".into()),
-            guest_agent: false,
+            ..planned.metadata("tiny", backing)
         };
         layers.commit(work, metadata).unwrap();
     }
@@ -237,4 +221,49 @@ fn an_export_reports_json_events_and_refuses_to_overwrite_without_force() {
         .filter(|name| name.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "temporaries left: {names:?}");
+}
+
+/// `strata COMMAND DEF ARGS…` on the project's store.
+fn command(project: &Project, command: &str, args: &[&str]) -> Command {
+    let mut strata = strata(&project.store());
+    strata.arg(command).arg(project.definition()).args(args);
+    strata
+}
+
+#[test]
+fn layers_without_the_source_in_the_store_exits_one() {
+    let project = Project::new();
+    command(&project, "layers", &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not in the store"))
+        .stderr(predicate::str::contains("strata fetch"));
+}
+
+#[test]
+fn run_of_a_stage_not_built_exits_one_before_and_after_fetch() {
+    let project = Project::new();
+    command(&project, "run", &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not built"))
+        .stderr(predicate::str::contains("strata build"));
+    strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
+    command(&project, "run", &["--stage", "base"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("stage `base`"))
+        .stderr(predicate::str::contains("not built"));
+}
+
+#[test]
+fn an_unknown_stage_exits_two_in_build_and_run_too() {
+    let project = Project::new();
+    strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
+    for args in [["build", "--stage"], ["build", "--rebuild"], ["run", "--stage"]] {
+        command(&project, args[0], &[args[1], "nope"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("has no stage `nope`"));
+    }
 }

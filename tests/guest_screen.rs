@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{HttpServer, base_image_dir, enabled, parse_events, stderr, strata_bin};
+use common::{HttpServer, base_image_dir, parse_events, stderr, strata_bin};
 
 /// The screens are read from tmux; says so and skips without it.
 fn tmux_installed() -> bool {
@@ -244,8 +244,9 @@ fn assert_valid_order(events: &[Value]) {
 }
 
 #[test]
+#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
 fn the_screen_shows_cached_built_and_failed_stages() {
-    if !enabled() || !tmux_installed() {
+    if !tmux_installed() {
         return;
     }
     let project = Project::new();

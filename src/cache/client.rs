@@ -323,9 +323,9 @@ impl Cache {
     /// Pushes `layer`'s restore point (its `restore/` folder) unless the registry has it.
     /// It holds guest memory and the build's throwaway keys: push only to a private registry.
     pub async fn push_restore(&self, layer: &Layer) -> Result<Pushed, CacheError> {
-        let Some(restore) = crate::stage::restore::find(&layer.dir) else {
+        let Some(restore) = layer.restore_point() else {
             return Err(CacheError::Io {
-                path: layer.dir.join(crate::stage::restore::RESTORE_DIR),
+                path: layer.dir.join(crate::layer::RESTORE_DIR),
                 source: std::io::ErrorKind::NotFound.into(),
             });
         };
@@ -366,7 +366,7 @@ impl Cache {
         let Lookup::Hit(layer) = store.lookup(key, false)? else {
             return Err(CacheError::ParentMissing { what, parent: key.to_string() });
         };
-        if let Some(found) = crate::stage::restore::find(&layer.dir) {
+        if let Some(found) = layer.restore_point() {
             return Ok(Some(found));
         }
         let tag = artifact::restore_tag(key);
@@ -392,10 +392,11 @@ impl Cache {
             .await
             .map_err(|error| self.invalid(&item.what, format!("its blob is not zstd: {error}")))?;
         drop(landed);
-        let into = layer.dir.join(crate::stage::restore::RESTORE_DIR);
-        untar_into(tar.path(), &layer.dir, &into).map_err(|error| {
+        let staging = untar_staged(tar.path(), &tmp).map_err(|error| {
             self.invalid(&item.what, format!("its archive cannot be unpacked: {error}"))
         })?;
+        // Into the layer's folder as a saved one goes: fsynced, swapped under its lock.
+        let into = store.install_restore_point(key, &staging)?;
         self.finished(&item, CacheDirection::Pull, descriptor_size(&blob), started);
         Ok(Some(into))
     }
@@ -784,8 +785,10 @@ fn tar_folder(folder: &Path, tmp: &Path) -> std::io::Result<tempfile::NamedTempF
 
 /// Unpacks plain files from `archive` into a new private folder in `parent`, then renames it to
 /// `into`: a crash leaves no half restore point.
-fn untar_into(archive: &Path, parent: &Path, into: &Path) -> std::io::Result<()> {
-    let staging = tempfile::Builder::new().prefix(".restore.").tempdir_in(parent)?;
+/// Unpacks a restore point's archive (plain files only, modes 0600) into a new 0700 folder in
+/// `tmp`, returned for `LayerStore::install_restore_point`.
+fn untar_staged(archive: &Path, tmp: &Path) -> std::io::Result<PathBuf> {
+    let staging = tempfile::Builder::new().prefix("cache-restore-dir.").tempdir_in(tmp)?;
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o700))?;
     let mut tar = tar::Archive::new(fs::File::open(archive)?);
     for entry in tar.entries()? {
@@ -801,6 +804,5 @@ fn untar_into(archive: &Path, parent: &Path, into: &Path) -> std::io::Result<()>
         entry.unpack(&target)?;
         fs::set_permissions(&target, fs::Permissions::from_mode(0o600))?;
     }
-    fs::rename(staging.keep(), into)?;
-    sync_dir(parent)
+    Ok(staging.keep())
 }

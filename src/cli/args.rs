@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::definition::{ExportFormat, ExportTarget};
+pub use crate::report::LogFormat;
 
 /// Every subcommand with its flags and an example, under `strata --help`.
 const SYNOPSIS: &str = "\
@@ -59,12 +60,6 @@ pub struct GlobalArgs {
     /// Show only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

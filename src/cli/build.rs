@@ -4,11 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::Error;
 use super::{BuildArgs, Failure, GlobalArgs};
-use crate::build::{BuildContext, BuildOptions};
-use crate::error::Error;
+use crate::build::{BuildContext, BuildError, BuildOptions};
 use crate::events::Event;
-use crate::layer::{LayerError, LayerStore};
+use crate::layer::{LayerError, LayerStore, PlanOptions};
 use crate::report::{self, SummaryRow, buildlog::BuildLog};
 use crate::stage::StageError;
 
@@ -21,11 +21,13 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
     );
     let events = global.events().with(log.clone());
     let options = BuildOptions {
-        stop_at: args.stage.clone(),
-        rebuild: args.rebuild.clone(),
+        plan: PlanOptions {
+            stop_at: args.stage.clone(),
+            rebuild: args.rebuild.clone(),
+            verify: args.verify,
+        },
         offline: args.offline,
         keep_failed: args.keep_failed,
-        verify: args.verify,
         no_warm: args.no_warm,
     };
     let layers = LayerStore::new(store);
@@ -40,11 +42,11 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
     let context = BuildContext {
         definition: &definition,
         layers: &layers,
-        log: &log,
+        log_dir: log.dir(),
         events: &events,
         options: &options,
     };
-    let outcome = super::interruptible(crate::build::run(&context)).await;
+    let outcome = super::interruptible(async { Ok(crate::build::run(&context).await?) }).await;
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(outcomes) => {
@@ -85,7 +87,7 @@ fn next_step_hint(
     log_dir: &Path,
 ) -> String {
     let mut hint = format!("logs: {}", log_dir.display());
-    let Error::Build(failed) = error else { return hint };
+    let Error::Build(BuildError::Failed(failed)) = error else { return hint };
     // Only where the guest's disk can tell more: not when QEMU could not even start.
     let in_guest = matches!(
         failed.source,
@@ -103,8 +105,8 @@ fn next_step_hint(
                  or inspect it: qemu-img info --backing-chain {}; remove it when done: rm -r {}",
                 machine.cpus,
                 machine.memory.mebibytes(),
-                dir.join("disk.qcow2").display(),
-                dir.join("disk.qcow2").display(),
+                dir.join(crate::layer::DISK_FILE).display(),
+                dir.join(crate::layer::DISK_FILE).display(),
                 dir.display(),
             ));
         }

@@ -1,8 +1,8 @@
 //! `strata export DEF [--stage NAME] [--format F] [--target T] [-o DIR] [--force]`: flattens a
 //! built stage into standalone images and platform files. Must not build anything.
 
+use super::Error;
 use super::{ExportArgs, GlobalArgs};
-use crate::error::Error;
 use crate::export::{ExportOptions, Selection};
 use crate::layer::LayerStore;
 
@@ -15,7 +15,7 @@ pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
     // gc takes this lock exclusively: it never removes the layers an export reads.
     let gc_guard = tokio::task::spawn_blocking(move || store.lock_shared("gc"))
         .await
-        .map_err(|error| Error::Usage(format!("failed to wait for a store lock: {error}")))??;
+        .map_err(|error| Error::Runtime(format!("failed to wait for a store lock: {error}")))??;
     let plan = crate::export::resolve(&definition, &args.definition, &layers, &selection)?;
     let options = ExportOptions { output_dir: args.output.clone(), force: args.force };
     let events = global.events();

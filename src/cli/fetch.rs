@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use super::Error;
 use super::GlobalArgs;
-use crate::error::Error;
 use crate::source::{self, FetchOptions};
 
 pub async fn run(definition: &Path, offline: bool, global: &GlobalArgs) -> Result<(), Error> {

@@ -4,10 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use super::Error;
 use super::GlobalArgs;
-use crate::build::{BuildOptions, Status, plan_from_store};
-use crate::error::Error;
-use crate::layer::{LayerStore, gc};
+use crate::layer::{LayerStore, PlanOptions, Status, gc, plan_from_store};
 use crate::units::ByteSize;
 
 pub fn run(definitions: &[PathBuf], dry_run: bool, global: &GlobalArgs) -> Result<(), Error> {
@@ -18,13 +17,11 @@ pub fn run(definitions: &[PathBuf], dry_run: bool, global: &GlobalArgs) -> Resul
     let mut keep_sources = BTreeSet::new();
     for path in definitions {
         let definition = crate::definition::load(path)?;
-        if let Some(source) = crate::source::lookup(&store, &definition.source) {
-            keep_sources
-                .extend(source.path.file_name().map(|name| name.to_string_lossy().into_owned()));
-        }
-        for planned in
-            plan_from_store(&definition, &layers, &BuildOptions::default())?.unwrap_or_default()
-        {
+        let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
+            continue;
+        };
+        keep_sources.insert(crate::layer::source_file_name(&plan.source));
+        for planned in plan.stages {
             if let Status::Cached(layer) = planned.status {
                 keep_layers.insert(layer.metadata.key);
             }

@@ -2,26 +2,29 @@
 
 use std::path::Path;
 
+use super::Error;
 use super::GlobalArgs;
-use crate::build::{BuildOptions, Status, plan_from_store};
-use crate::error::Error;
-use crate::layer::LayerStore;
+use crate::layer::{LayerStore, PlanOptions, PlannedStage, Status, plan_from_store};
 use crate::units::{ByteSize, format_duration};
 
 pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
     let layers = LayerStore::new(global.open_store()?);
-    let Some(plan) = plan_from_store(&definition, &layers, &BuildOptions::default())? else {
-        return Err(Error::Usage(format!(
+    let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
+        return Err(Error::Runtime(format!(
             "the source of {} is not in the store, so no key can be computed: run `strata fetch {}`",
             definition_path.display(),
             definition_path.display()
         )));
     };
     let now = crate::layer::now_secs();
-    let mut rows =
-        vec![["stage", "key", "state", "layer", "virtual", "age", "parent"].map(String::from)];
-    for planned in &plan {
+    let mut rows = vec![
+        ["stage", "key", "state", "layer", "virtual", "restore", "age", "parent"].map(String::from),
+    ];
+    let restore: Vec<Option<u64>> =
+        plan.stages.iter().map(|planned| restore_size(&layers, planned)).collect();
+    let plan = plan.stages;
+    for (planned, restore) in plan.iter().zip(&restore) {
         let parent =
             planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
         let (state, size, virtual_size, age) = match &planned.status {
@@ -44,18 +47,20 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
             state,
             size,
             virtual_size,
+            restore.map_or_else(|| "-".to_owned(), |bytes| ByteSize(bytes).to_string()),
             age,
             parent,
         ]);
     }
-    crate::report::table(global.log_format, &rows, &plan_json(&plan));
+    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore));
     Ok(())
 }
 
-fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
+fn plan_json(plan: &[PlannedStage], restore: &[Option<u64>]) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .iter()
-        .map(|planned| {
+        .zip(restore)
+        .map(|(planned, restore)| {
             let layer = match &planned.status {
                 Status::Cached(layer) => Some(layer),
                 _ => None,
@@ -69,20 +74,20 @@ fn plan_json(plan: &[crate::build::PlannedStage]) -> serde_json::Value {
                 "allocated_bytes": layer.map(|layer| layer.allocated_bytes()),
                 "virtual_bytes": layer.map(|layer| layer.metadata.virtual_bytes),
                 "created": layer.map(|layer| layer.metadata.created),
-                "restore_bytes": match &planned.status {
-                    Status::Cached(layer) => restore_bytes(&layer.dir),
-                    _ => None,
-                },
+                "restore_bytes": restore,
             })
         })
         .collect();
     serde_json::json!({ "stages": stages })
 }
 
-/// Disk use of a layer's restore point (saved guest state and overlay), if it has one.
-fn restore_bytes(layer_dir: &Path) -> Option<u64> {
+/// Disk use of a cached layer's restore point (saved guest state and overlay), if it has one.
+fn restore_size(layers: &LayerStore, planned: &PlannedStage) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    let dir = crate::stage::restore::find(layer_dir)?;
+    if !matches!(planned.status, Status::Cached(_)) {
+        return None;
+    }
+    let dir = layers.restore_point(&planned.key)?;
     let entries = std::fs::read_dir(dir).ok()?;
     Some(
         entries

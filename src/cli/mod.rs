@@ -3,6 +3,7 @@
 
 mod args;
 mod build;
+mod error;
 mod export;
 mod fetch;
 mod gc;
@@ -15,8 +16,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::*;
+pub use error::Error;
 
-use crate::error::Error;
 use crate::report;
 
 /// Parses the command line, runs it, prints any error, and returns the exit code.
@@ -26,14 +27,17 @@ pub fn main() -> ExitCode {
     let format = cli.global.log_format;
     let outcome = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(run(cli)),
-        Err(error) => {
-            Err(Failure::from(Error::Usage(format!("failed to start the async runtime: {error}"))))
-        }
+        Err(error) => Err(Failure::from(Error::Runtime(format!(
+            "failed to start the async runtime: {error}"
+        )))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { error, hint }) => {
-            report::print_error(&error);
+            match &error {
+                Error::Definition(definition) => report::diagnostic::print(definition),
+                other => report::print_error(other),
+            }
             // After the error, so that the last lines on screen say where to look next.
             if let Some(hint) = hint {
                 report::note(format, false, &hint);

@@ -4,11 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::Error;
 use super::GlobalArgs;
-use crate::build::{BuildOptions, Status, plan_from_store};
-use crate::error::Error;
 use crate::events::Event;
-use crate::layer::{LayerError, LayerStore};
+use crate::layer::{LayerError, LayerStore, PlanError};
 use crate::report::buildlog::BuildLog;
 use crate::stage::{StageError, StageJob};
 
@@ -20,28 +19,23 @@ pub async fn run(
     let definition = crate::definition::load(definition_path)?;
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
-    let stage_name = match stage {
-        Some(name) => name.to_owned(),
-        None => definition.stages.last().map(|stage| stage.name.to_string()).unwrap_or_default(),
-    };
-    let options = BuildOptions { stop_at: Some(stage_name.clone()), ..BuildOptions::default() };
-    let not_built = || {
-        Error::Usage(format!(
-            "stage `{stage_name}` of {} is not built: run `strata build {} --stage {stage_name}` first",
-            definition_path.display(),
-            definition_path.display()
-        ))
-    };
-    let plan = plan_from_store(&definition, &layers, &options)?.ok_or_else(not_built)?;
-    let Some(Status::Cached(layer)) = plan.last().map(|planned| &planned.status) else {
-        return Err(not_built());
-    };
+    let built = crate::layer::built_stage(&definition, &layers, stage).map_err(|error| {
+        match error {
+            PlanError::NotBuilt { stage, reason } => Error::Runtime(format!(
+                "stage `{stage}` of {} is not built ({reason}): run `strata build {} --stage {stage}` first",
+                definition_path.display(),
+                definition_path.display()
+            )),
+            other => Error::Plan(other),
+        }
+    })?;
+    let stage_name = built.stage.name.to_string();
+    let layer = &built.layer;
     let log = Arc::new(
         BuildLog::create(&store.logs_dir())
             .map_err(|source| LayerError::Write { path: store.logs_dir(), source })?,
     );
     let events = global.events().with(log.clone());
-    let planned = plan.last().ok_or_else(not_built)?;
     let log_dir = log
         .stage_dir(&stage_name)
         .map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
@@ -49,7 +43,7 @@ pub async fn run(
     // A run VM is for a person to ssh into, whatever the build talked to the guest through.
     let mut login = definition.clone();
     login.communicator.kind = crate::definition::CommunicatorKind::Ssh;
-    let mut stage = planned.stage.clone();
+    let mut stage = built.stage.clone();
     stage.network = true;
     let job = StageJob {
         definition: &login,

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::Error;
 use super::GlobalArgs;
-use crate::error::Error;
 use crate::{definition, report};
 
 pub fn run(definitions: &[PathBuf], global: &GlobalArgs) -> Result<(), Error> {

@@ -9,7 +9,9 @@ use russh::{ChannelMsg, client};
 
 use super::{CommunicatorError, ExecSpec, SshCommunicator, shell};
 
-/// A running held command. Dropping it closes the channel, which releases the guest too.
+/// A command left running in the guest, waiting on its stdin until strata releases it (the
+/// freeze that holds a guest's filesystems while a layer is cut is one). Dropping it closes the
+/// channel, which releases the guest too.
 pub struct Held {
     channel: russh::Channel<client::Msg>,
     guest: String,

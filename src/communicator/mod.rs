@@ -3,9 +3,10 @@
 //! over the same SSH target.
 //! Must not start or stop QEMU.
 //!
-//! [`Communicator`] is what the stage engine uses; [`SshCommunicator`] implements it. The
-//! provided methods (`exec`, `exec_as_root`, `run_script`, `boot_id`, `wait_cloud_init`) are
-//! built on the three required ones, so a guest-agent implementation gets them for free.
+//! [`Communicator`] is what the stage engine uses; [`SshCommunicator`] and
+//! [`GuestAgentCommunicator`] implement it. Six methods are required (`describe`, `run`,
+//! `upload`, `upload_bytes`, `reboot`, `close`); the provided ones (`exec`, `exec_as_root`,
+//! `run_script`, `boot_id`, `wait_cloud_init`) are built on them.
 
 mod ansible;
 mod held;
@@ -105,6 +106,9 @@ pub enum CloudInitOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommunicatorError {
+    /// Asked of a transport that cannot do it (a bug in strata's choice of transport).
+    #[error("{guest}: {what} is not possible over this connection")]
+    Unsupported { guest: String, what: String },
     #[error("failed to generate an ed25519 key")]
     KeyGeneration(#[source] Box<russh::keys::ssh_key::Error>),
     #[error("failed to encode a key in OpenSSH format")]

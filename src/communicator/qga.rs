@@ -1,8 +1,8 @@
 //! The guest-agent communicator: steps run over QEMU's virtio-serial port
 //! `org.qemu.guest_agent.0` (a unix socket on the host, see `MachineSpec.guest_agent_socket`),
 //! so a guest needs neither a network nor an SSH server. Speaks the guest agent protocol with
-//! qapi-qga's command types and its own tolerant reader (`qga/wire.rs`); frames the session
-//! with `guest-sync-delimited` (again after a reboot, a timeout or a garbled read); runs
+//! qapi-qga's command types and its own tolerant reader (`qga/wire.rs`) over one connection
+//! framed with `guest-sync-delimited` (`qga/channel.rs`); this file holds the operations: runs
 //! commands with `guest-exec` and polls `guest-exec-status`; uploads tar streams with
 //! `guest-file-open`/`write`/`close`; reboots and powers off with `guest-shutdown`; freezes
 //! file systems for live cuts. Must not start or stop QEMU.
@@ -13,6 +13,7 @@
 //! command runs, about every [`STREAM_EVERY`]. The command unlinks the files as soon as it has
 //! them open, so nothing is left behind.
 
+mod channel;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -22,11 +23,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use qapi_qga::{GuestShutdownMode, QgaCommand};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::{Mutex, mpsc};
 
-use self::wire::{Message, Reader};
+use self::channel::{Channel, Request, decode, random_suffix};
 use super::lines::Lines;
 use super::tar;
 use super::{
@@ -39,15 +38,6 @@ use crate::units::format_duration;
 const BASE_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long one request may wait for its reply (a `guest-exec` forks; a write carries a chunk).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a resync before a request may take once the agent answered before.
-const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// The first wait for a sync reply before the request is sent again; it doubles up to
-/// [`MAX_RESEND`]. Requests sent before the agent runs wait in the socket, so the agent
-/// answers the latest at once when it starts, whatever the pause.
-const FIRST_RESEND: Duration = Duration::from_millis(500);
-const MAX_RESEND: Duration = Duration::from_secs(4);
-/// The pause after the socket refused a connection (QEMU not listening yet).
-const CONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// `guest-shutdown` answers only when it failed; this long strata listens for that.
 const SHUTDOWN_ERROR_WINDOW: Duration = Duration::from_secs(2);
 /// Polling `guest-exec-status`: from this pause, doubling up to [`MAX_POLL`].
@@ -104,212 +94,13 @@ pub enum QgaError {
     ShortWrite { written: i64, len: usize },
 }
 
-/// The connection and the reader's state. One request at a time: qemu-ga answers in order
-/// and its replies carry no id.
-#[derive(Default)]
-struct Link {
-    stream: Option<UnixStream>,
-    reader: Reader,
-    synced: bool,
-}
-
-impl Link {
-    async fn ensure_connected(&mut self, socket: &Path) -> Result<(), QgaError> {
-        if self.stream.is_none() {
-            let stream = UnixStream::connect(socket).await.map_err(QgaError::Connect)?;
-            self.stream = Some(stream);
-            self.reader.clear();
-            self.synced = false;
-        }
-        Ok(())
-    }
-
-    fn drop_stream(&mut self) {
-        self.stream = None;
-        self.reader.clear();
-        self.synced = false;
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), QgaError> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(QgaError::Closed);
-        };
-        if let Err(error) = stream.write_all(bytes).await {
-            self.drop_stream();
-            return Err(QgaError::Io(error));
-        }
-        Ok(())
-    }
-
-    /// The next message, waiting until `until`.
-    async fn receive(&mut self, command: &str, until: Instant) -> Result<Message, QgaError> {
-        let started = Instant::now();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if let Some(message) = self.reader.next_message() {
-                return Ok(message);
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                return Err(QgaError::Closed);
-            };
-            let read = tokio::time::timeout_at(until.into(), stream.read(&mut chunk)).await;
-            match read {
-                Err(_) => {
-                    self.synced = false;
-                    return Err(QgaError::NoReply {
-                        command: command.to_owned(),
-                        within: started.elapsed(),
-                    });
-                }
-                Ok(Ok(0)) => {
-                    self.drop_stream();
-                    return Err(QgaError::Closed);
-                }
-                Ok(Ok(n)) => self.reader.push(&chunk[..n]),
-                Ok(Err(error)) => {
-                    self.drop_stream();
-                    return Err(QgaError::Io(error));
-                }
-            }
-        }
-    }
-
-    /// One sync round: connect if needed, send `guest-sync-delimited` with a fresh id, and
-    /// skip everything until its reply (stale replies, garbage) or `until`.
-    async fn sync_once(&mut self, socket: &Path, until: Instant) -> Result<(), QgaError> {
-        self.ensure_connected(socket).await?;
-        let id = random_u32();
-        self.send(&wire::sync_request(id)).await?;
-        loop {
-            let message = self.receive("guest-sync-delimited", until).await?;
-            if wire::is_sync_reply(&message, id) {
-                self.synced = true;
-                return Ok(());
-            }
-        }
-    }
-
-    /// Sync rounds until one is answered or `deadline` passes; `on_wait` hears about each
-    /// failed round. Returns the last round's error and how many rounds there were.
-    async fn sync(
-        &mut self,
-        socket: &Path,
-        deadline: Instant,
-        on_wait: &mut (dyn FnMut(&ConnectWait) + Send),
-    ) -> Result<u32, (QgaError, u32)> {
-        let started = Instant::now();
-        let mut resend = FIRST_RESEND;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let until = deadline.min(Instant::now() + resend);
-            let error = match self.sync_once(socket, until).await {
-                Ok(()) => return Ok(attempt),
-                Err(error) => error,
-            };
-            on_wait(&ConnectWait {
-                attempt,
-                elapsed: started.elapsed(),
-                reason: error.to_string(),
-            });
-            let now = Instant::now();
-            if now >= deadline {
-                return Err((error, attempt));
-            }
-            if matches!(error, QgaError::Connect(_) | QgaError::Closed | QgaError::Io(_)) {
-                self.drop_stream();
-                let pause = CONNECT_PAUSE.min(deadline - now);
-                tokio::time::sleep(pause).await;
-            }
-            resend = (resend * 2).min(MAX_RESEND);
-        }
-    }
-
-    /// Sends requests in one write and returns their replies in order (qemu-ga handles them
-    /// one after the other, so a batch costs one round trip), resyncing first when needed.
-    /// The outer error is the link's; each reply may be a refusal of its own.
-    async fn batch(
-        &mut self,
-        socket: &Path,
-        requests: &[Request],
-        within: Duration,
-    ) -> Result<Vec<Result<serde_json::Value, QgaError>>, QgaError> {
-        if !self.synced {
-            let deadline = Instant::now() + RESYNC_TIMEOUT.min(within.max(FIRST_RESEND));
-            self.sync(socket, deadline, &mut |_| {}).await.map_err(|(error, _)| error)?;
-        }
-        let bytes: Vec<u8> =
-            requests.iter().flat_map(|request| request.bytes.iter().copied()).collect();
-        // Until every reply is in, a reply may still be on its way: if this future is dropped
-        // (or fails) half way, the next request must resync first.
-        self.synced = false;
-        self.send(&bytes).await?;
-        let until = Instant::now() + within;
-        let mut replies = Vec::with_capacity(requests.len());
-        for request in requests {
-            replies.push(match self.receive(request.name, until).await? {
-                Message::Return(value) => Ok(value),
-                Message::Error { class, desc } => {
-                    Err(QgaError::Refused { command: request.name.to_owned(), class, desc })
-                }
-            });
-        }
-        self.synced = true;
-        Ok(replies)
-    }
-}
-
-/// One encoded request.
-struct Request {
-    name: &'static str,
-    bytes: Vec<u8>,
-}
-
-impl Request {
-    fn new<C: QgaCommand>(command: &C) -> Result<Request, QgaError> {
-        let bytes = wire::request(C::NAME, command)
-            .map_err(|source| QgaError::Encode { command: C::NAME.to_owned(), source })?;
-        Ok(Request { name: C::NAME, bytes })
-    }
-}
-
-/// Decodes one reply of a batch as `C`'s.
-fn decode<C: QgaCommand>(
-    reply: Option<Result<serde_json::Value, QgaError>>,
-) -> Result<C::Ok, QgaError> {
-    let value = reply.ok_or(QgaError::Closed)??;
-    serde_json::from_value(value)
-        .map_err(|source| QgaError::Decode { command: C::NAME.to_owned(), source })
-}
-
-fn random_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    // A weak id only risks taking a stale reply for ours; the time is a fine fallback.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.subsec_nanos());
-        bytes = nanos.to_le_bytes();
-    }
-    // Small enough for any JSON reader's integers.
-    u32::from_le_bytes(bytes) >> 1
-}
-
-fn random_suffix() -> String {
-    let mut suffix = [0u8; 6];
-    if getrandom::fill(&mut suffix).is_err() {
-        suffix[..4].copy_from_slice(&random_u32().to_le_bytes());
-    }
-    hex::encode(suffix)
-}
-
 /// Talks to one guest through its QEMU guest agent. Commands run as root (qemu-ga's user);
 /// `as_root = false` runs them as the login user through `runuser`.
 pub struct GuestAgentCommunicator {
     socket: PathBuf,
     user: String,
     upload_chunk: usize,
-    link: Mutex<Link>,
+    link: Mutex<Channel>,
 }
 
 impl fmt::Debug for GuestAgentCommunicator {
@@ -340,7 +131,7 @@ impl GuestAgentCommunicator {
         on_wait: &mut (dyn FnMut(&ConnectWait) + Send),
     ) -> Result<GuestAgentCommunicator, CommunicatorError> {
         let started = Instant::now();
-        let mut link = Link::default();
+        let mut link = Channel::default();
         link.sync(socket, deadline, on_wait).await.map_err(|(last, attempts)| {
             CommunicatorError::AgentTimeout {
                 socket: socket.to_owned(),
@@ -410,28 +201,12 @@ impl GuestAgentCommunicator {
     async fn shutdown(&self, mode: GuestShutdownMode) -> Result<(), CommunicatorError> {
         let request = Request::new(&qapi_qga::guest_shutdown { mode: Some(mode) })
             .map_err(|error| self.agent_error("ask for a shutdown", error))?;
-        let name = request.name;
-        let mut link = self.link.lock().await;
-        if !link.synced {
-            let deadline = Instant::now() + RESYNC_TIMEOUT;
-            link.sync(&self.socket, deadline, &mut |_| {})
-                .await
-                .map_err(|(error, _)| self.agent_error("resynchronise", error))?;
-        }
-        link.synced = false;
-        link.send(&request.bytes)
+        self.link
+            .lock()
             .await
-            .map_err(|error| self.agent_error("ask for a shutdown", error))?;
-        let heard = link.receive(name, Instant::now() + SHUTDOWN_ERROR_WINDOW).await;
-        // Whatever comes later belongs to no request of ours.
-        link.synced = false;
-        match heard {
-            Ok(Message::Error { class, desc }) => Err(self.agent_error(
-                "ask for a shutdown",
-                QgaError::Refused { command: name.to_owned(), class, desc },
-            )),
-            _ => Ok(()),
-        }
+            .send_unanswered(&self.socket, &request, SHUTDOWN_ERROR_WINDOW)
+            .await
+            .map_err(|error| self.agent_error("ask for a shutdown", error))
     }
 
     /// Freezes the guest's file systems (`guest-fsfreeze-freeze`) for a consistent live
@@ -938,7 +713,7 @@ mod tests {
             socket: PathBuf::from("/run/x/qga.sock"),
             user: "debian".to_owned(),
             upload_chunk: DEFAULT_UPLOAD_CHUNK,
-            link: Mutex::new(Link::default()),
+            link: Mutex::new(Channel::default()),
         };
         let as_user = communicator.wrapper("timeout 1s true", false, "/tmp/o", "/tmp/e");
         assert_eq!(
@@ -957,7 +732,7 @@ mod tests {
             socket: PathBuf::from("/run/x/qga.sock"),
             user: "root".to_owned(),
             upload_chunk: DEFAULT_UPLOAD_CHUNK,
-            link: Mutex::new(Link::default()),
+            link: Mutex::new(Channel::default()),
         };
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o");

@@ -6,16 +6,7 @@ use std::time::Duration;
 
 use super::{CommunicatorError, ExecSpec, KILL_AFTER};
 
-/// Quotes `text` for a POSIX shell: single quotes, with `'` written as `'\''`.
-#[must_use]
-pub fn quote(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:,+@%".contains(&b));
-    if plain {
-        return text.to_owned();
-    }
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
+pub use crate::process::shell_quote as quote;
 
 fn valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();
@@ -33,7 +24,7 @@ fn seconds(timeout: Duration) -> u64 {
 }
 
 /// The text the login shell gets for `spec`:
-/// `[sudo -n --] [timeout --kill-after=10s SECSs] [env 'K=v'…] /bin/sh -c 'COMMAND'`.
+/// `[sudo -n --] [timeout --kill-after=10s SECSs] [env K=v…] /bin/sh -c 'COMMAND'`.
 /// `timeout` runs inside `sudo` so that, as root, it can kill everything the command started.
 /// The environment goes through `env` rather than `export`, which `sudo` would reset.
 pub fn command_line(spec: &ExecSpec<'_>, login_is_root: bool) -> Result<String, CommunicatorError> {
@@ -60,7 +51,7 @@ pub fn command_line(spec: &ExecSpec<'_>, login_is_root: bool) -> Result<String, 
     Ok(words.join(" "))
 }
 
-/// `'K=v'` words for `env`, names checked.
+/// `K=v` words for `env` (quoted where the value needs it), names checked.
 pub fn env_words(env: &BTreeMap<String, String>) -> Result<Vec<String>, CommunicatorError> {
     env.iter()
         .map(|(name, value)| {

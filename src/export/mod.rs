@@ -15,11 +15,9 @@ pub use manifest::{
     ArtifactRecord, LayerRecord, MANIFEST_VERSION, Manifest, SourceRecord, TargetRecord,
 };
 
-use crate::build::{BuildOptions, Status, plan_from_store};
 use crate::definition::{Compression, ExportFormat, ExportTarget, Firmware, ImageDefinition};
-use crate::error::Error;
 use crate::events::{Event, Events};
-use crate::layer::{Layer, LayerStore};
+use crate::layer::{Layer, LayerStore, PlanError};
 use crate::qemu::QemuError;
 use crate::qemu::img::{self, ConvertOptions, ImageFormat};
 
@@ -71,6 +69,8 @@ pub enum ExportError {
         "the exported image {path} is not what was asked for: {problem}; this is a bug in strata, please report it"
     )]
     Unexpected { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("failed to encode {path}")]
     Encode {
         path: PathBuf,
@@ -152,51 +152,32 @@ pub fn resolve(
     shown: &Path,
     layers: &LayerStore,
     selection: &Selection,
-) -> Result<ExportPlan, Error> {
+) -> Result<ExportPlan, ExportError> {
     let stage = match &selection.stage {
         Some(stage) => stage.clone(),
         None => definition.stages.last().map(|stage| stage.name.to_string()).unwrap_or_default(),
     };
-    let not_built = |reason: String| ExportError::NotBuilt {
-        definition: shown.display().to_string(),
-        stage: stage.clone(),
-        reason,
-    };
-    let options = BuildOptions { stop_at: Some(stage.clone()), ..BuildOptions::default() };
-    let Some(planned) = plan_from_store(definition, layers, &options)? else {
-        return Err(not_built("its source image is not in the store".to_owned()).into());
-    };
-    let source = crate::source::lookup(layers.store(), &definition.source)
-        .ok_or_else(|| not_built("its source image is not in the store".to_owned()))?;
-    let mut chain = Vec::new();
-    let mut top = None;
-    for planned in planned {
-        let name = planned.stage.name.to_string();
-        match planned.status {
-            Status::Cached(layer) => {
-                chain.push(LayerRecord { stage: name, key: layer.metadata.key.clone() });
-                top = Some(layer);
-            }
-            Status::Corrupt(reason) => {
-                return Err(not_built(format!(
-                    "the layer of stage `{name}` was damaged: {reason}"
-                ))
-                .into());
-            }
-            Status::Missing | Status::Forced => {
-                return Err(not_built(format!(
-                    "stage `{name}` has no layer for its current inputs"
-                ))
-                .into());
-            }
-        }
-    }
-    let layer = top.ok_or_else(|| not_built("the definition has no stages".to_owned()))?;
+    let built =
+        crate::layer::built_stage(definition, layers, Some(&stage)).map_err(
+            |error| match error {
+                PlanError::NotBuilt { stage, reason } => {
+                    ExportError::NotBuilt { definition: shown.display().to_string(), stage, reason }
+                }
+                other => ExportError::Plan(other),
+            },
+        )?;
+    let chain = built
+        .chain
+        .iter()
+        .map(|(stage, layer)| LayerRecord { stage: stage.clone(), key: layer.metadata.key.clone() })
+        .collect();
+    let source = built.source;
+    let layer = built.layer;
     let export = &definition.export;
     Ok(ExportPlan {
         image: definition.name.clone(),
         stage,
-        layer: *layer,
+        layer,
         chain,
         source: SourceRecord {
             url: crate::source::SourceUrl::for_location(&definition.source.location).to_string(),
@@ -228,18 +209,11 @@ fn target_name(target: ExportTarget) -> &'static str {
 }
 
 /// The qcow2 compression, for a qcow2 output.
-fn compression_of(format: ExportFormat, compression: Compression) -> Option<img::Compression> {
+fn compression_of(format: ExportFormat, compression: Compression) -> Option<img::Qcow2Compression> {
     match (format, compression) {
-        (ExportFormat::Qcow2, Compression::Zlib) => Some(img::Compression::Zlib),
-        (ExportFormat::Qcow2, Compression::Zstd) => Some(img::Compression::Zstd),
+        (ExportFormat::Qcow2, Compression::Zlib) => Some(img::Qcow2Compression::Zlib),
+        (ExportFormat::Qcow2, Compression::Zstd) => Some(img::Qcow2Compression::Zstd),
         _ => None,
-    }
-}
-
-fn compression_name(compression: img::Compression) -> &'static str {
-    match compression {
-        img::Compression::Zlib => "zlib",
-        img::Compression::Zstd => "zstd",
     }
 }
 
@@ -512,7 +486,7 @@ async fn convert_one(
     Ok(ArtifactRecord {
         path: name,
         format: image_format(format).name().to_owned(),
-        compression: compression.map(|compression| compression_name(compression).to_owned()),
+        compression: compression.map(|compression| compression.name().to_owned()),
         virtual_bytes: info.virtual_size,
         file_bytes,
         sha256,
@@ -601,50 +575,34 @@ pub(crate) mod tests {
         /// few MiB of its own, as a build would leave it.
         async fn build(&self) {
             for (index, stage) in ["base", "top"].iter().enumerate() {
-                let options =
-                    BuildOptions { stop_at: Some((*stage).to_owned()), ..BuildOptions::default() };
-                let plan =
-                    plan_from_store(&self.definition, &self.layers, &options).unwrap().unwrap();
-                let planned = plan.last().unwrap();
-                let source =
-                    crate::source::lookup(self.layers.store(), &self.definition.source).unwrap();
-                let file_name = source.path.file_name().unwrap().to_string_lossy().into_owned();
-                let foundation = match &planned.parent {
-                    Some(parent) => crate::layer::Foundation::Layer(parent),
-                    None => crate::layer::Foundation::Source {
-                        sha256: source.digest.hex(),
-                        file_name: &file_name,
-                    },
+                let options = crate::layer::PlanOptions {
+                    stop_at: Some((*stage).to_owned()),
+                    ..crate::layer::PlanOptions::default()
                 };
-                let backing = crate::layer::backing_for(&foundation);
+                let plan = crate::layer::plan_from_store(&self.definition, &self.layers, &options)
+                    .unwrap()
+                    .unwrap();
+                let planned = plan.stages.last().unwrap();
+                let backing = planned.backing(&plan.source);
                 let work = self.layers.begin(&planned.key).unwrap();
                 img::create_overlay(&work.disk(), &backing, "qcow2", None).await.unwrap();
                 let offset = format!("write -P 0x{:x} {}M 3M", 0x11 * (index + 1), 8 * (index + 1));
                 run("qemu-io", &["-c", &offset, work.disk().to_str().unwrap()]);
                 let metadata = crate::layer::LayerMetadata {
-                    key: planned.key.to_string(),
-                    stage: (*stage).to_owned(),
-                    image: "tiny".into(),
-                    parent: planned.parent.as_ref().map(ToString::to_string),
-                    backing,
-                    inputs: planned.inputs.clone(),
                     created: 1_795_906_865,
                     strata_version: "0.0.9".into(),
-                    disk_bytes: 0,
                     virtual_bytes: 64 << 20,
-                    disk_sha256: String::new(),
-                    disk_mtime_ns: 0,
                     build_seconds: 1.0,
-                    packages: vec![],
                     os_id: Some("debian".into()),
                     os_version: Some("12".into()),
                     guest_agent: true,
+                    ..planned.metadata("tiny", backing)
                 };
                 self.layers.commit(work, metadata).unwrap();
             }
         }
 
-        fn resolve(&self, selection: &Selection) -> Result<ExportPlan, Error> {
+        fn resolve(&self, selection: &Selection) -> Result<ExportPlan, ExportError> {
             resolve(&self.definition, Path::new("images/tiny.toml"), &self.layers, selection)
         }
 
@@ -653,11 +611,12 @@ pub(crate) mod tests {
         }
     }
 
-    fn not_built_message(result: Result<ExportPlan, Error>) -> String {
+    fn not_built_message(result: Result<ExportPlan, ExportError>) -> String {
         match result {
-            Err(error @ Error::Export(ExportError::NotBuilt { .. })) => {
-                assert_eq!(error.exit_code(), 1);
-                error.to_string()
+            Err(error @ ExportError::NotBuilt { .. }) => {
+                let message = error.to_string();
+                assert_eq!(crate::Error::from(error).exit_code(), 1);
+                message
             }
             other => panic!("expected NotBuilt, got {other:?}"),
         }
@@ -679,7 +638,7 @@ pub(crate) mod tests {
         assert!(message.contains("stage `base` has no layer"), "{message}");
         let selection = Selection { stage: Some("nope".into()), ..Selection::default() };
         assert_eq!(
-            fixture.resolve(&selection).unwrap_err().exit_code(),
+            crate::Error::from(fixture.resolve(&selection).unwrap_err()).exit_code(),
             2,
             "an unknown stage is a usage error"
         );

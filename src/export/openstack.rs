@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ImageFacts;
-use super::output::shell_quote;
 use crate::definition::Firmware;
+use crate::process::shell_quote;
 
 /// How Nova attaches the root disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,14 +63,6 @@ pub fn write_file(
     temp.persist(&dir.join(name), mode, overwrite)
 }
 
-/// Quotes `word` for a POSIX shell when it needs it.
-#[must_use]
-pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -109,13 +101,5 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"three");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
         assert_eq!(names(dir.path()), ["a.json"], "no temporary is left");
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("hw_disk_bus=virtio"), "hw_disk_bus=virtio");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
     }
 }

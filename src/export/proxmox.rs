@@ -3,8 +3,8 @@
 //! `qm template`), parameterised by VM id, storage and bridge. Pure rendering: no I/O here.
 
 use super::ImageFacts;
-use super::output::shell_quote;
 use crate::definition::Firmware;
+use crate::process::shell_quote;
 
 /// The script's bytes.
 #[must_use]

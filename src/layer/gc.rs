@@ -126,7 +126,7 @@ mod tests {
     fn fake_layer(store: &Store, key: &str, parent: Option<&str>, source: &str) {
         let dir = store.layers_dir().join(key);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("disk.qcow2"), b"disk").unwrap();
+        fs::write(dir.join(crate::layer::DISK_FILE), b"disk").unwrap();
         let backing = parent.map_or_else(
             || format!("../../sources/{source}"),
             |p| format!("../../layers/{p}/disk.qcow2"),

@@ -436,8 +436,19 @@ mod tests {
         let fx = fixture();
         let first = keys(&fx.definition, now());
         assert_eq!(first, keys(&fx.definition, now()));
-        for key in first {
+        for key in &first {
             assert!(LayerKey::parse(key.as_str()).is_some());
         }
+        // Pinned: a silent change of the key encoding would invalidate every cached layer. If
+        // this fails on purpose, say so in the release notes (every layer is rebuilt once).
+        let pinned: Vec<&str> = first.iter().map(LayerKey::as_str).collect();
+        assert_eq!(
+            pinned,
+            [
+                "dc790d4a4f8a5167801b541b840859489ca33052ff7b3f813bcb28103ec558c1",
+                "9004a83baa5ca3b888a7b2d210cd0d8a60a35fcdc9a488f35633a7f654def81f",
+                "c75c396de853ea0ecc12bf13b1f517bc8ab3c7b074c5a1d31c239a53ecd34922",
+            ]
+        );
     }
 }

@@ -4,14 +4,19 @@
 
 pub mod gc;
 mod key;
+pub mod plan;
 mod store;
 
 pub use key::{
     Foundation, KeyInputs, LayerKey, ansible_document, compute as compute_key, sha256_hex,
 };
+pub use plan::{
+    BuiltStage, Plan, PlanError, PlanOptions, PlannedStage, Status, built_stage, plan,
+    plan_from_store, seed_template, selected_stages, source_file_name,
+};
 pub use store::{
-    DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, WorkDir, backing_for,
-    hash_file, now_secs,
+    DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, RESTORE_DIR,
+    RESTORE_META_FILE, WorkDir, backing_for, hash_file, now_secs,
 };
 
 use std::path::PathBuf;

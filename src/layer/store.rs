@@ -18,6 +18,10 @@ use crate::store::{Store, sync_dir, write_atomic};
 
 pub const DISK_FILE: &str = "disk.qcow2";
 pub const METADATA_FILE: &str = "layer.json";
+/// A layer's restore point: a folder inside the layer's folder (see `stage/restore.rs`).
+pub const RESTORE_DIR: &str = "restore";
+/// The record of a restore point; a folder without it is not one.
+pub const RESTORE_META_FILE: &str = "restore.json";
 /// A work folder with this file was kept for the user and is not stale.
 const KEPT_MARKER: &str = "KEPT";
 
@@ -58,6 +62,12 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Its restore point folder, if it has one.
+    #[must_use]
+    pub fn restore_point(&self) -> Option<PathBuf> {
+        restore_point_in(&self.dir)
+    }
+
     #[must_use]
     pub fn disk(&self) -> PathBuf {
         self.dir.join(DISK_FILE)
@@ -271,6 +281,49 @@ impl LayerStore {
         Ok(removed)
     }
 
+    /// `key`'s restore point folder, if it has one.
+    #[must_use]
+    pub fn restore_point(&self, key: &LayerKey) -> Option<PathBuf> {
+        restore_point_in(&self.dir(key))
+    }
+
+    /// Blocks until nobody replaces `key`'s restore point; many may read it at once. Hold it
+    /// while a guest loads the restore point.
+    pub fn lock_restore_point_shared(&self, key: &LayerKey) -> Result<fs::File, LayerError> {
+        Ok(self.store.lock_shared(&format!("restore-{key}"))?)
+    }
+
+    /// Moves the restore point saved in `saved` (a folder in `tmp/`) into `key`'s folder,
+    /// replacing any there: its files and folder are fsynced first, and the swap is made under
+    /// the restore point's exclusive lock, so no build is loading the old one meanwhile.
+    pub fn install_restore_point(
+        &self,
+        key: &LayerKey,
+        saved: &Path,
+    ) -> Result<PathBuf, LayerError> {
+        let write_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LayerError::Write { path, source }
+        };
+        for entry in fs::read_dir(saved).map_err(write_err(saved))? {
+            let path = entry.map_err(write_err(saved))?.path();
+            fs::File::open(&path).and_then(|file| file.sync_all()).map_err(write_err(&path))?;
+        }
+        sync_dir(saved).map_err(write_err(saved))?;
+        let layer_dir = self.dir(key);
+        let target = layer_dir.join(RESTORE_DIR);
+        let _exclusive = self.store.lock(&format!("restore-{key}"))?;
+        match fs::remove_dir_all(&target) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LayerError::Write { path: target, source: error });
+            }
+            _ => {}
+        }
+        fs::rename(saved, &target).map_err(write_err(&target))?;
+        sync_dir(&layer_dir).map_err(write_err(&layer_dir))?;
+        Ok(target)
+    }
+
     /// Blocks until this process alone may build `key`.
     pub fn lock(&self, key: &LayerKey) -> Result<fs::File, LayerError> {
         Ok(self.store.lock(&format!("layer-{key}"))?)
@@ -279,6 +332,11 @@ impl LayerStore {
     fn try_lock(&self, key: &LayerKey) -> Result<Option<fs::File>, LayerError> {
         Ok(self.store.try_lock(&format!("layer-{key}"))?)
     }
+}
+
+fn restore_point_in(layer_dir: &Path) -> Option<PathBuf> {
+    let dir = layer_dir.join(RESTORE_DIR);
+    dir.join(RESTORE_META_FILE).is_file().then_some(dir)
 }
 
 /// What a lookup found.
@@ -356,5 +414,27 @@ mod tests {
         // No disk to ask: the recorded length.
         let gone = Layer { dir: dir.path().join("gone"), metadata: layer.metadata.clone() };
         assert_eq!(gone.allocated_bytes(), 8 << 20);
+    }
+
+    #[test]
+    fn a_restore_point_is_installed_beside_its_layer_and_replaces_the_old_one() {
+        let root = tempfile::tempdir().unwrap();
+        let layers = LayerStore::new(Store::open(root.path()).unwrap());
+        let key = LayerKey::parse(&"a".repeat(64)).unwrap();
+        fs::create_dir_all(layers.dir(&key)).unwrap();
+        assert!(layers.restore_point(&key).is_none());
+        for state in ["first", "second"] {
+            let saved = layers.store().tmp_dir().join(format!("{key}.restore"));
+            fs::create_dir_all(&saved).unwrap();
+            fs::write(saved.join(RESTORE_META_FILE), "{}").unwrap();
+            fs::write(saved.join("state.zst"), state).unwrap();
+            let installed = layers.install_restore_point(&key, &saved).unwrap();
+            assert!(!saved.exists(), "moved, not copied");
+            assert_eq!(layers.restore_point(&key), Some(installed.clone()));
+            assert_eq!(fs::read_to_string(installed.join("state.zst")).unwrap(), state);
+        }
+        // A reader holds the shared lock; the next install waits for it, not for other readers.
+        let _reader = layers.lock_restore_point_shared(&key).unwrap();
+        let _another = layers.lock_restore_point_shared(&key).unwrap();
     }
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::QemuError;
-use super::spec::Firmware;
+use super::spec::MachineFirmware;
 
 /// CODE and VARS template pairs, in order of preference (4 MiB builds first).
 const CANDIDATES: &[(&str, &str)] = &[
@@ -53,14 +53,14 @@ impl Ovmf {
 
     /// Copies the VARS template to `dir/OVMF_VARS.fd` (the guest writes its variables there)
     /// and returns the firmware for one boot.
-    pub fn for_boot(&self, dir: &Path) -> Result<Firmware, QemuError> {
+    pub fn for_boot(&self, dir: &Path) -> Result<MachineFirmware, QemuError> {
         let vars = dir.join("OVMF_VARS.fd");
         std::fs::copy(&self.vars_template, &vars).map_err(|source| QemuError::FirmwareCopy {
             from: self.vars_template.clone(),
             to: vars.clone(),
             source,
         })?;
-        Ok(Firmware::Uefi { code: self.code.clone(), vars })
+        Ok(MachineFirmware::Uefi { code: self.code.clone(), vars })
     }
 }
 
@@ -86,7 +86,7 @@ mod tests {
         assert!(ovmf.code.ends_with("usr/share/edk2/x64/OVMF_CODE.4m.fd"));
 
         let run = tempfile::tempdir().unwrap();
-        let Firmware::Uefi { code, vars } = ovmf.for_boot(run.path()).unwrap() else {
+        let MachineFirmware::Uefi { code, vars } = ovmf.for_boot(run.path()).unwrap() else {
             panic!("not uefi")
         };
         assert_eq!(code, ovmf.code);

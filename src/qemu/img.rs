@@ -73,9 +73,20 @@ impl ImageFormat {
 
 /// qcow2 compression for [`convert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub enum Qcow2Compression {
     Zlib,
     Zstd,
+}
+
+impl Qcow2Compression {
+    /// `qemu-img`'s word for it, as `compression_type=` takes it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Qcow2Compression::Zlib => "zlib",
+            Qcow2Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// How [`convert`] writes its output.
@@ -83,7 +94,7 @@ pub enum Compression {
 pub struct ConvertOptions {
     pub format: ImageFormat,
     /// qcow2 only (`-c -o compression_type=…`); ignored for other formats.
-    pub compression: Option<Compression>,
+    pub compression: Option<Qcow2Compression>,
     /// `-W`: out-of-order writes, faster.
     pub out_of_order: bool,
     /// `-m N`: parallel coroutines (qemu-img's default is 8).
@@ -292,10 +303,7 @@ pub fn convert_args(src: &Path, dst: &Path, options: &ConvertOptions) -> Vec<std
     let mut args: Vec<std::ffi::OsString> =
         vec!["convert".into(), "-p".into(), "-O".into(), options.format.name().into()];
     if let (ImageFormat::Qcow2, Some(compression)) = (options.format, options.compression) {
-        let kind = match compression {
-            Compression::Zlib => "zlib",
-            Compression::Zstd => "zstd",
-        };
+        let kind = compression.name();
         args.extend(["-c".into(), "-o".into(), format!("compression_type={kind}").into()]);
     }
     if options.out_of_order {
@@ -389,7 +397,7 @@ mod tests {
     #[test]
     fn convert_argv() {
         let mut options = ConvertOptions::new(ImageFormat::Qcow2);
-        options.compression = Some(Compression::Zstd);
+        options.compression = Some(Qcow2Compression::Zstd);
         options.coroutines = Some(4);
         let args: Vec<String> =
             convert_args(Path::new("a.qcow2"), Path::new("out/b.qcow2"), &options)
@@ -414,7 +422,7 @@ mod tests {
             ]
         );
         let raw = ConvertOptions {
-            compression: Some(Compression::Zlib),
+            compression: Some(Qcow2Compression::Zlib),
             ..ConvertOptions::new(ImageFormat::Raw)
         };
         let args = convert_args(Path::new("a"), Path::new("b"), &raw);

@@ -336,29 +336,9 @@ impl Console {
     }
 }
 
-/// A console line without escape sequences (colours, cursor moves) and control characters.
+/// A console line as a terminal would show it (see [`crate::events::printable`]).
 fn clean_line(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut clean = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                // CSI: parameters and intermediates, then one final byte in @..~
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else if c == '\t' || !c.is_control() {
-            clean.push(c);
-        }
-    }
-    clean.trim_end().to_owned()
+    crate::events::printable(&String::from_utf8_lossy(bytes)).trim_end().to_owned()
 }
 
 /// Follows the console file from `offset`, until QEMU dies (then reads what is left).

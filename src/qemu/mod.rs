@@ -18,7 +18,7 @@ pub use accel::{AccelDecision, BOOT_WATCHDOG, detect, start_with_fallback};
 pub use firmware::Ovmf;
 pub use machine::{Machine, PowerOff};
 pub use qmp::{Qmp, QmpEvent};
-pub use spec::{Accel, CacheMode, Disk, Firmware, MachineSpec, Network};
+pub use spec::{Accel, CacheMode, Disk, MachineFirmware, MachineSpec, Network};
 
 use crate::process::ProcessError;
 use crate::units::format_duration;

@@ -2,7 +2,8 @@
 //! snapshot-tested. Must not start anything nor touch the file system.
 //!
 //! Disks use `-blockdev` with fixed node names (`disk0-file` for the file, `disk0` for the
-//! qcow2 format node) so that a later live snapshot (`blockdev-snapshot-sync`) can name them.
+//! qcow2 format node) so that a later live snapshot (`blockdev-add` of the new overlay, then
+//! `blockdev-snapshot`) can name them.
 //! Snapshot mode (`strata run`: nothing written) is the exception: there the disk is a
 //! `-drive …,snapshot=on`, whose throwaway overlay QEMU creates itself in `$TMPDIR` and unlinks
 //! at once, so nothing is left behind even when QEMU is killed; live snapshots are not
@@ -46,9 +47,10 @@ impl std::fmt::Display for Accel {
     }
 }
 
-/// Firmware: SeaBIOS (QEMU's default) or OVMF in two pflash drives.
+/// The firmware a machine boots, with its files: SeaBIOS (QEMU's default) or OVMF in two pflash
+/// drives. (The definition's `Firmware` is the choice; this is what QEMU gets.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Firmware {
+pub enum MachineFirmware {
     Bios,
     /// `vars` must be a per-boot copy (see `firmware::Ovmf::vars_copy`): the guest writes it.
     Uefi {
@@ -92,7 +94,7 @@ pub struct MachineSpec {
     pub accel: Accel,
     pub cpus: u32,
     pub memory_mib: u64,
-    pub firmware: Firmware,
+    pub firmware: MachineFirmware,
     pub disk: Disk,
     /// A raw CIDATA image, attached read-only as a second virtio disk.
     pub seed: Option<PathBuf>,
@@ -124,7 +126,7 @@ impl MachineSpec {
             accel: Accel::Tcg,
             cpus: 1,
             memory_mib: 1024,
-            firmware: Firmware::Bios,
+            firmware: MachineFirmware::Bios,
             disk: Disk { path: disk.into(), cache: CacheMode::Unsafe },
             seed: None,
             snapshot: false,
@@ -145,7 +147,7 @@ impl MachineSpec {
         argv.push("-name").push(format!("guest={},debug-threads=on", escape(&self.name)));
         argv.push("-no-user-config").push("-nodefaults").push("-display").push("none");
         let mut machine = "q35".to_owned();
-        if let Firmware::Uefi { .. } = self.firmware {
+        if let MachineFirmware::Uefi { .. } = self.firmware {
             machine.push_str(",pflash0=ovmf-code,pflash1=ovmf-vars");
         }
         argv.push("-machine").push(machine);
@@ -157,7 +159,7 @@ impl MachineSpec {
         argv.push("-smp").push(self.cpus.max(1).to_string());
         argv.push("-m").push(self.memory_mib.to_string());
 
-        if let Firmware::Uefi { code, vars } = &self.firmware {
+        if let MachineFirmware::Uefi { code, vars } = &self.firmware {
             argv.push("-blockdev").push(file_node("ovmf-code-file", code, true, ""));
             argv.push("-blockdev")
                 .push("driver=raw,node-name=ovmf-code,file=ovmf-code-file,read-only=on");
@@ -349,7 +351,7 @@ mod tests {
         let mut spec = base();
         spec.accel = Accel::Kvm;
         spec.disk.cache = CacheMode::Writeback;
-        spec.firmware = Firmware::Uefi {
+        spec.firmware = MachineFirmware::Uefi {
             code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
             vars: "/s/run/OVMF_VARS.fd".into(),
         };

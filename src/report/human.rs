@@ -28,8 +28,30 @@ struct State {
 
 impl Human {
     pub fn new(verbose: u8) -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-        Human { multi, verbose, state: Mutex::new(State::default()) }
+        Human::drawing_to(ProgressDrawTarget::stderr_with_hz(8), verbose)
+    }
+
+    fn drawing_to(target: ProgressDrawTarget, verbose: u8) -> Self {
+        Human {
+            multi: MultiProgress::with_draw_target(target),
+            verbose,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Sets what `stage` does now, unless its line already ended (cached, built, failed): the
+    /// guest of a one-boot build goes on writing to the console, and later events for a stage
+    /// must not replace its final line.
+    fn say(
+        &self,
+        state: &mut State,
+        stage: &str,
+        message: impl Into<std::borrow::Cow<'static, str>>,
+    ) {
+        let bar = self.stage_bar(state, stage);
+        if !bar.is_finished() {
+            bar.set_message(message);
+        }
     }
 
     fn stage_bar(&self, state: &mut State, stage: &str) -> ProgressBar {
@@ -109,32 +131,30 @@ impl Observer for Human {
                 bar.finish_with_message(format!("cached {}", short(key)));
             }
             Event::StageStarted { stage, key } => {
-                let bar = self.stage_bar(&mut state, stage);
-                bar.set_message(format!("building {}", short(key)));
+                self.say(&mut state, stage, format!("building {}", short(key)));
             }
             Event::QemuStarted { stage, accel, .. } => {
-                self.stage_bar(&mut state, stage).set_message(format!("booting ({accel})"));
+                self.say(&mut state, stage, format!("booting ({accel})"));
             }
             Event::Console { stage, line } if !state.ready.get(stage).copied().unwrap_or(false) => {
-                self.stage_bar(&mut state, stage).set_message(format!("booting · console: {line}"));
+                self.say(&mut state, stage, format!("booting · console: {line}"));
             }
             Event::CommunicatorReady { stage, .. } => {
                 state.ready.insert(stage.clone(), true);
-                self.stage_bar(&mut state, stage).set_message("waiting for cloud-init");
+                self.say(&mut state, stage, "waiting for cloud-init");
             }
             Event::StepStarted { stage, index, total, description } => {
-                let bar = self.stage_bar(&mut state, stage);
-                bar.set_message(format!("step {}/{total} {description}", index + 1));
+                self.say(&mut state, stage, format!("step {}/{total} {description}", index + 1));
             }
             Event::StepOutput { stage, line, .. } if self.verbose > 0 => {
-                self.println(&format!("{stage:>12} | {}", crate::stage::printable(line)));
+                self.println(&format!("{stage:>12} | {}", crate::events::printable(line)));
             }
-            Event::Sysprep { stage } => self.stage_bar(&mut state, stage).set_message("sysprep"),
+            Event::Sysprep { stage } => self.say(&mut state, stage, "sysprep"),
             Event::PoweringOff { stage } => {
-                self.stage_bar(&mut state, stage).set_message("powering off");
+                self.say(&mut state, stage, "powering off");
             }
             Event::Committing { stage } => {
-                self.stage_bar(&mut state, stage).set_message("committing");
+                self.say(&mut state, stage, "committing");
             }
             Event::LayerCommitted { stage, key, allocated_bytes, seconds, .. } => {
                 state.ready.remove(stage);
@@ -149,8 +169,7 @@ impl Observer for Human {
             }
             Event::RestoreResumed { stage, seconds, .. } => {
                 state.ready.insert(stage.clone(), true);
-                let bar = self.stage_bar(&mut state, stage);
-                bar.set_message(format!("resumed a saved guest in {seconds:.1}s"));
+                self.say(&mut state, stage, format!("resumed a saved guest in {seconds:.1}s"));
             }
             Event::Warning { message } => self.println(&format!("warning: {message}")),
             Event::ExportStarted { path, virtual_bytes, .. } => {
@@ -200,5 +219,48 @@ impl Drop for Human {
                 bar.abandon();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(human: &Human, stage: &str) -> String {
+        let state = human.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.stages.get(stage).map(|bar| bar.message().clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_stage_line_ends_in_its_final_state_in_a_one_boot_build() {
+        let human = Human::drawing_to(ProgressDrawTarget::hidden(), 0);
+        let key = "a".repeat(64);
+        let console = |stage: &str| Event::Console { stage: stage.into(), line: "journald".into() };
+        human.observe(&Event::StageStarted { stage: "base".into(), key: key.clone() });
+        human.observe(&console("base"));
+        human.observe(&Event::LayerCommitted {
+            stage: "base".into(),
+            key: key.clone(),
+            bytes: 1 << 20,
+            allocated_bytes: 1 << 20,
+            seconds: 40.0,
+        });
+        // The same guest goes on, for the next stage; its console still names the first.
+        human.observe(&Event::StageStarted { stage: "app".into(), key: key.clone() });
+        human.observe(&console("base"));
+        human.observe(&Event::Sysprep { stage: "base".into() });
+        assert!(
+            message(&human, "base").starts_with("built aaaaaaaaaaaa in 40"),
+            "{}",
+            message(&human, "base")
+        );
+        human.observe(&Event::LayerCommitted {
+            stage: "app".into(),
+            key,
+            bytes: 1 << 20,
+            allocated_bytes: 1 << 20,
+            seconds: 5.0,
+        });
+        assert!(message(&human, "app").starts_with("built"), "{}", message(&human, "app"));
     }
 }

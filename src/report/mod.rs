@@ -7,13 +7,18 @@ pub mod diagnostic;
 mod human;
 mod plain;
 
-use std::error::Error as _;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
-use crate::cli::LogFormat;
-use crate::error::Error;
+pub use crate::events::error_chain;
 use crate::events::{Event, Observer, Stamped};
+
+/// How progress is shown: for people, or one JSON object per line (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 /// The `-v` count from which strata's debug log is on.
 const DEBUG: u8 = 2;
@@ -60,24 +65,8 @@ impl Observer for JsonLines {
     }
 }
 
-/// An error and its causes on one line each, as the JSON `error` event carries it.
-#[must_use]
-pub fn error_chain(error: &Error) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        message.push_str(&format!("\n  caused by: {inner}"));
-        cause = inner.source();
-    }
-    message
-}
-
 /// Prints an error and every cause below it to stderr.
-pub fn print_error(error: &Error) {
-    if let Error::Definition(definition) = error {
-        diagnostic::print(definition);
-        return;
-    }
+pub fn print_error(error: &dyn std::error::Error) {
     let _ = writeln!(std::io::stderr(), "error: {}", error_chain(error));
 }
 

@@ -35,7 +35,7 @@ impl Plain {
                 format!("{stage}: step {}/{total} {description}", index + 1)
             }
             Event::StepOutput { stage, line, .. } if verbose > 0 => {
-                format!("{stage}  | {}", crate::stage::printable(line))
+                format!("{stage}  | {}", crate::events::printable(line))
             }
             Event::StepFinished { stage, index, exit_code, seconds } => {
                 format!("{stage}: step {} exited {exit_code} after {seconds:.1}s", index + 1)

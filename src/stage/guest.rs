@@ -17,7 +17,7 @@ pub struct GuestFacts {
     pub guest_agent: bool,
 }
 
-/// Makes the layer a valid cloud template again (DESIGN §4 step 7): cloud-init forgets this
+/// Makes the layer a valid cloud template again (the README's "clean cloud template"): cloud-init forgets this
 /// instance, machine-id is empty (never missing), the build's host keys and client key leave
 /// the disk, the journal and per-instance state are dropped. The freeze that always follows
 /// (`session`) syncs and trims, so sysprep does neither.

@@ -16,6 +16,48 @@ pub enum Link {
     Agent(GuestAgentCommunicator),
 }
 
+/// What differs per transport when a guest is sealed and cut. The rest of `stage/` asks these
+/// and never matches on the variants itself.
+impl Link {
+    /// The SSH connection, for what only SSH can do: hold a command open in the guest (the
+    /// seal that freezes in the same command, started ahead of time).
+    #[must_use]
+    pub fn ssh(&self) -> Option<&SshCommunicator> {
+        match self {
+            Link::Ssh(ssh) => Some(ssh),
+            Link::Agent(_) => None,
+        }
+    }
+
+    /// Freezes the guest's filesystems by the transport's own means (the guest agent's
+    /// `guest-fsfreeze-freeze`). Over SSH the freeze is a held command instead (see
+    /// `session::seal`), so this is not used there and fails.
+    pub async fn freeze_filesystems(&self) -> Result<(), CommunicatorError> {
+        match self {
+            Link::Agent(agent) => agent.freeze().await.map(|_| ()),
+            Link::Ssh(ssh) => Err(CommunicatorError::Unsupported {
+                guest: ssh.describe(),
+                what: "freezing without a held command".to_owned(),
+            }),
+        }
+    }
+
+    /// Thaws what [`Link::freeze_filesystems`] froze; nothing to do over SSH.
+    pub async fn thaw_filesystems(&self) -> Result<(), CommunicatorError> {
+        match self {
+            Link::Agent(agent) => agent.thaw().await.map(|_| ()),
+            Link::Ssh(_) => Ok(()),
+        }
+    }
+
+    /// True when the thaw also put back the keys sysprep kept in memory: over SSH the held
+    /// freeze command does it as it thaws; the guest agent has to be asked.
+    #[must_use]
+    pub fn keys_back_with_thaw(&self) -> bool {
+        matches!(self, Link::Ssh(_))
+    }
+}
+
 impl Communicator for Link {
     fn describe(&self) -> String {
         match self {

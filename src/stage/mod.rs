@@ -22,12 +22,12 @@ use crate::communicator::{
     ClientKey, CloudInitOutcome, Communicator, CommunicatorError, GuestAgentCommunicator, HostKey,
     SshCommunicator, SshTarget,
 };
-use crate::definition::{Firmware as FirmwareChoice, ImageDefinition, Stage};
+use crate::definition::{Firmware, ImageDefinition, Stage};
 use crate::events::{Event, Events};
 use crate::qemu::accel::{BOOT_WATCHDOG, start_with_fallback};
 use crate::qemu::firmware::Ovmf;
 use crate::qemu::machine::Machine;
-use crate::qemu::spec::{Accel, CacheMode, Firmware, MachineSpec, Network};
+use crate::qemu::spec::{Accel, CacheMode, MachineFirmware, MachineSpec, Network};
 use crate::qemu::{self, QemuError, img};
 use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 
@@ -387,7 +387,7 @@ pub(crate) fn machine_spec(
     spec.serial_log = job.log_dir.join("console.log");
     spec.stderr_log = Some(job.log_dir.join("qemu.stderr"));
     spec.extra_args = machine.extra_args.clone();
-    if machine.firmware == FirmwareChoice::Uefi {
+    if machine.firmware == Firmware::Uefi {
         let qemu_err = |source| StageError::Qemu {
             stage: stage.clone(),
             what: "failed to set up UEFI",
@@ -395,7 +395,7 @@ pub(crate) fn machine_spec(
         };
         spec.firmware = Ovmf::find().and_then(|ovmf| ovmf.for_boot(run_dir)).map_err(qemu_err)?;
     } else {
-        spec.firmware = Firmware::Bios;
+        spec.firmware = MachineFirmware::Bios;
     }
     Ok(spec)
 }
@@ -415,67 +415,29 @@ pub fn render_env(
 
 /// The last `n` lines, kept as they come.
 #[derive(Debug, Default)]
-pub struct Tail {
+pub struct LastLines {
     lines: VecDeque<String>,
     limit: usize,
 }
 
-impl Tail {
+impl LastLines {
     #[must_use]
     pub fn new(limit: usize) -> Self {
-        Tail { lines: VecDeque::with_capacity(limit), limit }
+        LastLines { lines: VecDeque::with_capacity(limit), limit }
     }
 
-    /// Keeps `line` as a terminal would show it (see [`printable`]): it ends up in messages.
+    /// Keeps `line` as a terminal would show it (see [`crate::events::printable`]): it ends up in messages.
     pub fn push(&mut self, line: &str) {
         if self.lines.len() == self.limit {
             self.lines.pop_front();
         }
-        self.lines.push_back(printable(line));
+        self.lines.push_back(crate::events::printable(line));
     }
 
     #[must_use]
     pub fn lines(&self) -> Vec<String> {
         self.lines.iter().cloned().collect()
     }
-}
-
-/// A line of a step's output as a terminal would leave it, safe to print anywhere: what follows
-/// the last carriage return (progress bars redraw that way), without escape sequences (colours,
-/// cursor moves) and control characters; tabs become spaces.
-#[must_use]
-pub fn printable(line: &str) -> String {
-    let line = line.trim_end_matches('\r');
-    let line = line.rsplit('\r').find(|part| !part.is_empty()).unwrap_or("");
-    let mut clean = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => match chars.next() {
-                // CSI: parameters and intermediates, then one final byte in @..~.
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                // OSC: up to BEL or ESC \.
-                Some(']') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\t' => clean.push(' '),
-            c if c.is_control() => {}
-            c => clean.push(c),
-        }
-    }
-    clean
 }
 
 /// Writes the VM's client key (0600) and a known_hosts line pinning its host key, so a user
@@ -501,17 +463,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn printable_lines_keep_text_and_drop_escapes() {
-        assert_eq!(printable("plain text"), "plain text");
-        assert_eq!(printable("\u{1b}[0;32mOK\u{1b}[0m done"), "OK done");
-        assert_eq!(printable(" 10%\r 50%\r100% done\r"), "100% done");
-        assert_eq!(printable("\u{1b}]0;title\u{7}after"), "after");
-        assert_eq!(printable("a\tb\u{8}c"), "a bc");
-    }
-
-    #[test]
     fn a_tail_keeps_the_last_lines_printable() {
-        let mut tail = Tail::new(2);
+        let mut tail = LastLines::new(2);
         for line in ["one", "\u{1b}[31mtwo\u{1b}[0m", "three"] {
             tail.push(line);
         }

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -19,14 +19,12 @@ use crate::communicator::{
 };
 use crate::events::Event;
 use crate::qemu::machine::Machine;
-use crate::qemu::spec::{Firmware, MachineSpec, Network};
+use crate::qemu::spec::{MachineFirmware, MachineSpec, Network};
 
-/// The folder inside a layer's folder.
-pub const RESTORE_DIR: &str = "restore";
 const STATE_FILE: &str = "state.zst";
 const OVERLAY_FILE: &str = "overlay.qcow2";
 const SEED_FILE: &str = "seed.img";
-const META_FILE: &str = "restore.json";
+use crate::layer::RESTORE_META_FILE as META_FILE;
 /// Bumped when what a restore point holds changes.
 const FORMAT: u32 = 1;
 /// Bytes per second: far above what zstd can take, so never the limit.
@@ -61,7 +59,7 @@ fn fingerprint(spec: &MachineSpec, qemu_version: &str) -> Value {
         "accel": spec.accel.name(),
         "cpus": spec.cpus,
         "memory_mib": spec.memory_mib,
-        "firmware": matches!(spec.firmware, Firmware::Uefi { .. }),
+        "firmware": matches!(spec.firmware, MachineFirmware::Uefi { .. }),
         "network": matches!(spec.network, Network::User { .. }),
         "guest_agent": spec.guest_agent_socket.is_some(),
         "extra_args": spec.extra_args,
@@ -245,11 +243,9 @@ async fn continue_guest(
     // --hctosys` would wait up to a second for the RTC's next tick.) A failure leaves the clock
     // late, as it would be without the fix, and the seal starts its own command.
     let clock = set_clock_command();
-    let standby = match &link {
-        Link::Ssh(ssh) => {
-            super::session::stand_by(ssh, &meta.user, &clock, CLOCK_WITHIN).await.ok()
-        }
-        Link::Agent(_) => {
+    let standby = match link.ssh() {
+        Some(ssh) => super::session::stand_by(ssh, &meta.user, &clock, CLOCK_WITHIN).await.ok(),
+        None => {
             let _ = crate::communicator::capture(&link, &clock, CLOCK_WITHIN, true).await;
             None
         }
@@ -312,11 +308,4 @@ async fn wait_incoming(machine: &Machine) -> Result<(), String> {
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
-}
-
-/// A layer's restore point folder, if it has one.
-#[must_use]
-pub fn find(layer_dir: &Path) -> Option<PathBuf> {
-    let dir = layer_dir.join(RESTORE_DIR);
-    dir.join(META_FILE).is_file().then_some(dir)
 }

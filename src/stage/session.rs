@@ -73,21 +73,18 @@ enum Frozen {
 }
 
 impl Frozen {
-    async fn freeze_agent(
-        agent: &crate::communicator::GuestAgentCommunicator,
-    ) -> Result<Frozen, CommunicatorError> {
+    /// Trims, then freezes through the link's own means (the guest agent's fsfreeze).
+    async fn freeze_by_link(link: &Link) -> Result<Frozen, CommunicatorError> {
         // The same trim first, so the layer holds only what the stage really wrote.
         let trim = "sync; fstrim -a >/dev/null 2>&1; sync";
-        capture(agent, trim, FREEZE_WITHIN, true).await?;
-        agent.freeze().await.map(|_| Frozen::Agent)
+        capture(link, trim, FREEZE_WITHIN, true).await?;
+        link.freeze_filesystems().await.map(|()| Frozen::Agent)
     }
 
     async fn thaw(self, link: &Link) -> Result<(), CommunicatorError> {
-        match (self, link) {
-            (Frozen::Ssh(held), _) => held.release(FREEZE_WITHIN).await,
-            (Frozen::Agent, Link::Agent(agent)) => agent.thaw().await.map(|_| ()),
-            // A link cannot change while a cut holds it.
-            (Frozen::Agent, Link::Ssh(_)) => Ok(()),
+        match self {
+            Frozen::Ssh(held) => held.release(FREEZE_WITHIN).await,
+            Frozen::Agent => link.thaw_filesystems().await,
         }
     }
 }
@@ -99,18 +96,17 @@ struct Sealed {
     frozen: Result<Frozen, String>,
 }
 
-/// Sysprep, then the freeze. Over SSH one command does both: each command costs a login shell,
+/// Seals the guest (a seal: sysprep, then the freeze, so the disk is a clean, consistent
+/// template). Over SSH one command does both: each command costs a login shell,
 /// `sudo` and a round trip, about 0.4 s under emulation. `standby`: that command, started ahead
 /// (see [`stand_by`]). `Err`: sysprep failed.
 async fn seal(link: &Link, user: &str, standby: Option<Held>) -> Result<Sealed, CommunicatorError> {
-    match link {
-        Link::Ssh(ssh) => seal_over_ssh(ssh, user, standby).await,
-        Link::Agent(agent) => {
-            let facts = guest::sysprep(link, user).await?;
-            let frozen = Frozen::freeze_agent(agent).await.map_err(|error| error.to_string());
-            Ok(Sealed { facts, frozen })
-        }
+    if let Some(ssh) = link.ssh() {
+        return seal_over_ssh(ssh, user, standby).await;
     }
+    let facts = guest::sysprep(link, user).await?;
+    let frozen = Frozen::freeze_by_link(link).await.map_err(|error| error.to_string());
+    Ok(Sealed { facts, frozen })
 }
 
 /// The whole seal as one root script: facts and sysprep, [`SYSPREPPED`], the freeze and its
@@ -210,7 +206,9 @@ fn said(stdout: &str, marker: &str) -> bool {
     stdout.lines().any(|line| line == marker)
 }
 
-/// What a cut did. Either way the guest is sysprepped, and `facts` are the stage's.
+/// What a cut did (a cut: the stage's layer taken from the running guest by a live snapshot,
+/// so the next stage goes on without a reboot). Either way the guest is sysprepped, and `facts`
+/// are the stage's.
 #[derive(Debug)]
 pub enum Cut {
     /// The old disk is frozen and ready to commit; the guest now writes to the new overlay.
@@ -327,21 +325,23 @@ impl Session {
     }
 
     /// Sysprep moved the build's client key and host keys into memory; the next stage needs
-    /// them back. Over SSH the freeze command did that as it thawed; the agent is asked here.
+    /// them back. Over SSH the freeze command did that as it thawed (see
+    /// [`Link::keys_back_with_thaw`]); otherwise the guest is asked here.
     async fn restore_keys(&self, job: &StageJob<'_>) -> Result<(), StageError> {
         let stage = job.stage.name.to_string();
-        let Link::Agent(agent) = super::guest::link(&self.vm, &stage)? else {
+        let link = super::guest::link(&self.vm, &stage)?;
+        if link.keys_back_with_thaw() {
             return Ok(());
-        };
+        }
         let comm =
             |source| self.communicator_error(&stage, "failed to restore the build's keys", source);
         let (exit, _, stderr) =
-            capture(agent, &guest::unkeep_script(), FREEZE_WITHIN, true).await.map_err(comm)?;
+            capture(link, &guest::unkeep_script(), FREEZE_WITHIN, true).await.map_err(comm)?;
         if exit.success() {
             Ok(())
         } else {
             Err(comm(CommunicatorError::Command {
-                guest: agent.describe(),
+                guest: link.describe(),
                 command: "restore the build's keys".to_owned(),
                 code: exit.code,
                 stderr: stderr.trim_end().to_owned(),

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    StageError, StageJob, TAIL_LINES, Tail, Vm, communicator_error, race_death, render_env,
+    LastLines, StageError, StageJob, TAIL_LINES, Vm, communicator_error, race_death, render_env,
 };
 use crate::communicator::{Communicator, CommunicatorError, ExitInfo};
 use crate::definition::{Step, StepAction};
@@ -40,7 +40,7 @@ async fn run_one(
         description: description.clone(),
     });
     let started = Instant::now();
-    let mut tail = Tail::new(TAIL_LINES);
+    let mut tail = LastLines::new(TAIL_LINES);
     let mut on_output = |stream: Stream, line: &str| {
         tail.push(line);
         job.events.emit(Event::StepOutput {
@@ -90,7 +90,7 @@ async fn run_one(
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let failed = |outcome: String, tail: &Tail| StageError::StepFailed {
+    let failed = |outcome: String, tail: &LastLines| StageError::StepFailed {
         stage: stage.clone(),
         number: index + 1,
         total,

@@ -1,5 +1,5 @@
 //! Helpers shared by the guest-booting test binaries (`guest_*.rs`, `communicator_qga.rs`):
-//! the `STRATA_GUEST_TESTS` gate, where the repository and the local base image are, a loopback
+//! where the repository and the local base image are, a loopback
 //! HTTP server for the base image, a copy of the demo pointed at it, the strata binary, files
 //! with modes, reading strata's JSON events and output, and `ssh` runs that outlast cloud-init's
 //! restart of sshd.
@@ -15,15 +15,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// True with `STRATA_GUEST_TESTS=1`; otherwise says how to run the test, which then skips.
-pub fn enabled() -> bool {
-    if std::env::var("STRATA_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set STRATA_GUEST_TESTS=1 to boot real guests");
-    false
-}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

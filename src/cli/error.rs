@@ -1,0 +1,95 @@
+//! The crate-wide error: one variant per module the commands call, and the one place that maps
+//! an error to an exit code (0 success, 1 the work failed, 2 the input is invalid, 130
+//! interrupted). Only `cli/` knows it; every other module returns its own error.
+
+use crate::{
+    build::BuildError, communicator::CommunicatorError, definition::DefinitionError,
+    export::ExportError, layer::LayerError, layer::PlanError, process::ProcessError,
+    qemu::QemuError, seed::SeedError, source::SourceError, stage::StageError, store::StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Definition(#[from] Box<DefinitionError>),
+    /// Invalid arguments: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The machine or the store would not let the work happen (the async runtime did not
+    /// start, a lock could not be waited for, what a command needs is not there yet): exit 1.
+    #[error("{0}")]
+    Runtime(String),
+    #[error("interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Communicator(#[from] CommunicatorError),
+    #[error(transparent)]
+    Stage(#[from] Box<StageError>),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl From<DefinitionError> for Error {
+    fn from(error: DefinitionError) -> Self {
+        Error::Definition(Box::new(error))
+    }
+}
+
+impl From<StageError> for Error {
+    fn from(error: StageError) -> Self {
+        Error::Stage(Box::new(error))
+    }
+}
+
+impl Error {
+    /// The process exit code for this error: 2 only for invalid arguments and definitions.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Definition(_)
+            | Error::Usage(_)
+            | Error::Plan(PlanError::UnknownStage { .. })
+            | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
+            | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. })) => 2,
+            Error::Interrupted => 130,
+            _ => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_invalid_input_exits_2() {
+        let unknown = || PlanError::UnknownStage {
+            definition: "d.toml".into(),
+            name: "x".into(),
+            stages: "base".into(),
+        };
+        assert_eq!(Error::Usage("bad".into()).exit_code(), 2);
+        assert_eq!(Error::Plan(unknown()).exit_code(), 2);
+        assert_eq!(Error::Build(BuildError::Plan(unknown())).exit_code(), 2);
+        assert_eq!(Error::Runtime("no runtime".into()).exit_code(), 1);
+        let not_built = PlanError::NotBuilt { stage: "base".into(), reason: "missing".into() };
+        assert_eq!(Error::Plan(not_built).exit_code(), 1);
+        assert_eq!(Error::Interrupted.exit_code(), 130);
+    }
+}
