@@ -771,7 +771,14 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let mut rx = tar::produce_tar(4096, |tar| {
-                tar.append_file(b"f", 0o600, 0, 10_000, &vec![1u8; 10_000][..])
+                tar::append_file(
+                    tar,
+                    std::path::Path::new("f"),
+                    0o600,
+                    0,
+                    10_000,
+                    &vec![1u8; 10_000][..],
+                )
             });
             let mut sizes = Vec::new();
             while let Some(chunk) = rx.recv().await {

@@ -1,159 +1,86 @@
-//! A minimal tar writer (ustar headers, pax records for long names and big sizes) for uploads:
-//! regular files, directories and symlinks with their modes. Owns the archive format only;
+//! Tar streams for uploads (written with the `tar` crate): regular files, directories and
+//! symlinks with their modes. Owns the archive format only;
 //! it neither opens connections nor decides where the archive goes.
 
 use bytes::Bytes;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-const BLOCK: usize = 512;
+/// The tar archive being written: the `tar` crate's builder. Owner and group are always root
+/// (0/0); the extracting tar runs as root with `--no-same-owner` anyway. Long names and link
+/// targets get GNU long-name entries, which GNU tar and busybox tar read.
+pub type TarWriter<W> = tar::Builder<W>;
 
-/// Writes tar entries to `W`. Owner and group are always root (0/0); the extracting tar runs
-/// as root with `--no-same-owner` anyway.
-pub struct TarWriter<W: Write> {
-    out: W,
+fn header(kind: tar::EntryType, mode: u32, mtime: u64, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode & 0o7777);
+    header.set_mtime(mtime);
+    header.set_size(size);
+    header.set_uid(0);
+    header.set_gid(0);
+    // Only fails for names longer than the field, and "root" is not.
+    let _ = header.set_username("root");
+    let _ = header.set_groupname("root");
+    header
 }
 
-struct Header<'a> {
-    name: &'a [u8],
+fn append_dir<W: Write>(
+    tar: &mut TarWriter<W>,
+    name: &Path,
     mode: u32,
-    size: u64,
     mtime: u64,
-    kind: u8,
-    link: &'a [u8],
+) -> io::Result<()> {
+    let mut header = header(tar::EntryType::Directory, mode, mtime, 0);
+    tar.append_data(&mut header, name, io::empty())
 }
 
-impl<W: Write> TarWriter<W> {
-    pub fn new(out: W) -> Self {
-        TarWriter { out }
-    }
+fn append_symlink<W: Write>(
+    tar: &mut TarWriter<W>,
+    name: &Path,
+    target: &Path,
+    mtime: u64,
+) -> io::Result<()> {
+    let mut header = header(tar::EntryType::Symlink, 0o777, mtime, 0);
+    tar.append_link(&mut header, name, target)
+}
 
-    pub fn append_dir(&mut self, name: &[u8], mode: u32, mtime: u64) -> io::Result<()> {
-        let mut name = name.to_vec();
-        if !name.ends_with(b"/") {
-            name.push(b'/');
-        }
-        self.header(&Header { name: &name, mode, size: 0, mtime, kind: b'5', link: b"" })
-    }
+/// Appends a file of exactly `size` bytes read from `content`; fewer is an error.
+pub(super) fn append_file<W: Write>(
+    tar: &mut TarWriter<W>,
+    name: &Path,
+    mode: u32,
+    mtime: u64,
+    size: u64,
+    content: impl Read,
+) -> io::Result<()> {
+    let mut header = header(tar::EntryType::Regular, mode, mtime, size);
+    let mut exact = ExactSize { inner: content.take(size), left: size };
+    tar.append_data(&mut header, name, &mut exact)
+}
 
-    pub fn append_symlink(&mut self, name: &[u8], target: &[u8], mtime: u64) -> io::Result<()> {
-        self.header(&Header { name, mode: 0o777, size: 0, mtime, kind: b'2', link: target })
-    }
+/// A reader that fails instead of ending early: the `tar` crate pads a short entry with zeros,
+/// which would upload a file that silently lost its end.
+struct ExactSize<R> {
+    inner: R,
+    left: u64,
+}
 
-    /// Appends a file of exactly `size` bytes read from `content`; fewer is an error.
-    pub fn append_file(
-        &mut self,
-        name: &[u8],
-        mode: u32,
-        mtime: u64,
-        size: u64,
-        content: impl Read,
-    ) -> io::Result<()> {
-        self.header(&Header { name, mode, size, mtime, kind: b'0', link: b"" })?;
-        let copied = io::copy(&mut content.take(size), &mut self.out)?;
-        if copied != size {
+impl<R: Read> Read for ExactSize<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        if read == 0 && self.left > 0 && !buffer.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("the file shrank while it was read ({copied} of {size} bytes)"),
+                format!("the file shrank while it was read ({} bytes missing)", self.left),
             ));
         }
-        self.pad(size)
+        self.left = self.left.saturating_sub(read as u64);
+        Ok(read)
     }
-
-    /// Ends the archive (two zero blocks) and hands back the writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.write_all(&[0u8; BLOCK * 2])?;
-        self.out.flush()?;
-        Ok(self.out)
-    }
-
-    fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rest = (size % BLOCK as u64) as usize;
-        if rest != 0 {
-            self.out.write_all(&[0u8; BLOCK][..BLOCK - rest])?;
-        }
-        Ok(())
-    }
-
-    fn header(&mut self, header: &Header<'_>) -> io::Result<()> {
-        let mut pax = Vec::new();
-        if header.name.len() > 100 {
-            pax_record(&mut pax, b"path", header.name);
-        }
-        if header.link.len() > 100 {
-            pax_record(&mut pax, b"linkpath", header.link);
-        }
-        if header.size > 0o777_7777_7777 {
-            pax_record(&mut pax, b"size", header.size.to_string().as_bytes());
-        }
-        if !pax.is_empty() {
-            let pax_header = Header {
-                name: b"././@PaxHeader",
-                mode: 0o644,
-                size: pax.len() as u64,
-                mtime: header.mtime,
-                kind: b'x',
-                link: b"",
-            };
-            self.out.write_all(&ustar_block(&pax_header))?;
-            self.out.write_all(&pax)?;
-            self.pad(pax.len() as u64)?;
-        }
-        self.out.write_all(&ustar_block(header))
-    }
-}
-
-/// One pax record, `LEN key=value\n`, where LEN counts the whole record including itself.
-fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    let rest = key.len() + value.len() + 3; // space, '=', newline
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
-}
-
-fn put(block: &mut [u8; BLOCK], at: usize, width: usize, bytes: &[u8]) {
-    let len = bytes.len().min(width);
-    block[at..at + len].copy_from_slice(&bytes[..len]);
-}
-
-/// An octal number in `width - 1` digits and a NUL; values too big are capped (pax has them).
-fn octal(block: &mut [u8; BLOCK], at: usize, width: usize, value: u64) {
-    let digits = width - 1;
-    let max = (1u64 << (3 * digits)) - 1;
-    let text = format!("{:0digits$o}", value.min(max));
-    put(block, at, digits, text.as_bytes());
-}
-
-fn ustar_block(header: &Header<'_>) -> [u8; BLOCK] {
-    let mut block = [0u8; BLOCK];
-    put(&mut block, 0, 100, header.name);
-    octal(&mut block, 100, 8, u64::from(header.mode & 0o7777));
-    octal(&mut block, 108, 8, 0);
-    octal(&mut block, 116, 8, 0);
-    octal(&mut block, 124, 12, header.size);
-    octal(&mut block, 136, 12, header.mtime);
-    block[156] = header.kind;
-    put(&mut block, 157, 100, header.link);
-    put(&mut block, 257, 6, b"ustar\0");
-    put(&mut block, 263, 2, b"00");
-    put(&mut block, 265, 32, b"root");
-    put(&mut block, 297, 32, b"root");
-    block[148..156].copy_from_slice(b"        ");
-    let sum: u32 = block.iter().map(|&byte| u32::from(byte)).sum();
-    let text = format!("{sum:06o}\0 ");
-    block[148..156].copy_from_slice(text.as_bytes());
-    block
 }
 
 fn mtime(meta: &fs::Metadata) -> u64 {
@@ -163,39 +90,37 @@ fn mtime(meta: &fs::Metadata) -> u64 {
 /// Appends what is inside `root` (not `root` itself), depth first in name order, with names
 /// relative to `root`. Symlinks are kept as symlinks.
 pub fn append_tree<W: Write>(tar: &mut TarWriter<W>, root: &Path) -> io::Result<()> {
-    append_children(tar, root, &mut Vec::new())
+    append_children(tar, root, &mut PathBuf::new())
 }
 
 fn append_children<W: Write>(
     tar: &mut TarWriter<W>,
     dir: &Path,
-    prefix: &mut Vec<u8>,
+    prefix: &mut PathBuf,
 ) -> io::Result<()> {
     let mut entries = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
     entries.sort_by_key(fs::DirEntry::file_name);
     for entry in entries {
         let path = entry.path();
         let meta = fs::symlink_metadata(&path)?;
-        let start = prefix.len();
-        prefix.extend_from_slice(entry.file_name().as_bytes());
+        prefix.push(entry.file_name());
         let kind = meta.file_type();
         if kind.is_dir() {
-            tar.append_dir(prefix, meta.permissions().mode(), mtime(&meta))?;
-            prefix.push(b'/');
+            append_dir(tar, prefix, meta.permissions().mode(), mtime(&meta))?;
             append_children(tar, &path, prefix)?;
         } else if kind.is_symlink() {
             let target = fs::read_link(&path)?;
-            tar.append_symlink(prefix, target.as_os_str().as_bytes(), mtime(&meta))?;
+            append_symlink(tar, prefix, &target, mtime(&meta))?;
         } else if kind.is_file() {
             let file = fs::File::open(&path)?;
-            tar.append_file(prefix, meta.permissions().mode(), mtime(&meta), meta.len(), file)?;
+            append_file(tar, prefix, meta.permissions().mode(), mtime(&meta), meta.len(), file)?;
         } else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a file, a directory or a symlink", path.display()),
             ));
         }
-        prefix.truncate(start);
+        prefix.pop();
     }
     Ok(())
 }
@@ -240,10 +165,8 @@ pub(super) fn produce_tar(
     tokio::task::spawn_blocking(move || {
         let sender = ChunkSender { tx, buffer: Vec::with_capacity(size), size };
         let mut tar = TarWriter::new(sender);
-        let result = build(&mut tar).and_then(|()| tar.finish()).and_then(|mut out| {
-            use std::io::Write;
-            out.flush()
-        });
+        let result =
+            build(&mut tar).and_then(|()| tar.into_inner()).and_then(|mut out| out.flush());
         if let Err(error) = result {
             // When the receiver is gone there is nobody left to tell.
             let _ = errors.blocking_send(Err(error));
@@ -272,8 +195,14 @@ pub(super) fn upload_path(local: &Path, remote: &str, chunk: usize) -> io::Resul
     let chunks = produce_tar(chunk, move |tar| {
         let file = fs::File::open(&path)?;
         let meta = file.metadata()?;
-        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
-        tar.append_file(name.as_bytes(), meta.permissions().mode(), mtime, meta.len(), file)
+        append_file(
+            tar,
+            Path::new(&name),
+            meta.permissions().mode(),
+            mtime(&meta),
+            meta.len(),
+            file,
+        )
     });
     Ok(Upload { dir, chunks })
 }
@@ -286,7 +215,7 @@ pub(super) fn upload_bytes(bytes: &[u8], remote: &str, mode: u32, chunk: usize) 
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
-        tar.append_file(name.as_bytes(), mode, mtime, content.len() as u64, content.as_slice())
+        append_file(tar, Path::new(&name), mode, mtime, content.len() as u64, content.as_slice())
     });
     Upload { dir, chunks }
 }
@@ -333,8 +262,8 @@ mod tests {
 
         let mut tar = TarWriter::new(Vec::new());
         append_tree(&mut tar, root).unwrap();
-        let archive = tar.finish().unwrap();
-        assert_eq!(archive.len() % BLOCK, 0);
+        let archive = tar.into_inner().unwrap();
+        assert_eq!(archive.len() % 512, 0);
 
         let target = tempfile::tempdir().unwrap();
         let archive_path = target.path().join("a.tar");
@@ -360,13 +289,9 @@ mod tests {
     }
 
     #[test]
-    fn pax_record_length_counts_itself() {
-        for value_len in [1, 5, 85, 86, 95, 996, 997] {
-            let mut out = Vec::new();
-            pax_record(&mut out, b"path", &vec![b'x'; value_len]);
-            let text = String::from_utf8(out.clone()).unwrap();
-            let len: usize = text.split(' ').next().unwrap().parse().unwrap();
-            assert_eq!(len, out.len(), "{text}");
-        }
+    fn a_file_that_shrinks_while_read_is_an_error_not_zeros() {
+        let mut tar = TarWriter::new(Vec::new());
+        let error = append_file(&mut tar, Path::new("f"), 0o644, 0, 10, &b"short"[..]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
