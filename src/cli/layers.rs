@@ -63,7 +63,11 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn plan_json(plan: &[PlannedStage], restore: &[Option<u64>], tested: &[String]) -> serde_json::Value {
+fn plan_json(
+    plan: &[PlannedStage],
+    restore: &[Option<u64>],
+    tested: &[String],
+) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .iter()
         .zip(restore)

@@ -65,7 +65,8 @@ pub async fn run(
     if let Some(path) = junit {
         let suite = format!("{}.{stage_name}", definition.name);
         let tail = (!failed.is_empty()).then(|| console.join("\n"));
-        let xml = crate::check::junit_xml(&suite, &results, tail.as_deref()).map_err(check_error)?;
+        let xml =
+            crate::check::junit_xml(&suite, &results, tail.as_deref()).map_err(check_error)?;
         crate::store::write_atomic(path, xml.as_bytes()).map_err(|error| {
             Error::Runtime(format!("failed to write the JUnit report {}: {error}", path.display()))
         })?;

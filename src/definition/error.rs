@@ -264,9 +264,7 @@ impl fmt::Display for Problem {
             }
             Problem::BadUser { user } => write!(f, "bad user name \"{user}\""),
             Problem::RootUser => f.write_str("the communicator user must not be root"),
-            Problem::AnsibleNeedsSsh => {
-                f.write_str("an `ansible` step needs the ssh communicator")
-            }
+            Problem::AnsibleNeedsSsh => f.write_str("an `ansible` step needs the ssh communicator"),
             Problem::AnsibleKeyWithoutAnsible { key } => {
                 write!(f, "`{key}` on a step that is not an `ansible` step")
             }

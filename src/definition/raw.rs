@@ -8,26 +8,25 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 /// The keys of each table, for "did you mean" suggestions and help texts.
-pub(super) const TOP_KEYS: &[&str] =
-    &["name", "description", "source", "machine", "communicator", "vars", "stage", "export", "test"];
+pub(super) const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "source",
+    "machine",
+    "communicator",
+    "vars",
+    "stage",
+    "export",
+    "test",
+];
 pub(super) const SOURCE_KEYS: &[&str] = &["url", "checksum", "checksum_url"];
 pub(super) const MACHINE_KEYS: &[&str] =
     &["cpus", "memory", "disk_size", "firmware", "accel", "extra_args"];
 pub(super) const COMMUNICATOR_KEYS: &[&str] = &["kind", "user", "ready_timeout"];
 pub(super) const STAGE_KEYS: &[&str] =
     &["name", "parent", "user_data", "refresh", "network", "steps"];
-pub(super) const STEP_KEYS: &[&str] = &[
-    "run",
-    "shell",
-    "upload",
-    "to",
-    "reboot",
-    "ansible",
-    "extra_vars",
-    "tags",
-    "env",
-    "timeout",
-];
+pub(super) const STEP_KEYS: &[&str] =
+    &["run", "shell", "upload", "to", "reboot", "ansible", "extra_vars", "tags", "env", "timeout"];
 pub(super) const TEST_KEYS: &[&str] =
     &["name", "http", "shell", "service", "port", "status", "contains", "timeout"];
 pub(super) const EXPORT_KEYS: &[&str] = &["formats", "compression", "targets"];

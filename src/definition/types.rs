@@ -405,8 +405,7 @@ impl CheckKind {
                 if !(100..=599).contains(status) {
                     return Some(format!("status {status} is not an HTTP status (100 to 599)"));
                 }
-                if contains.as_deref().is_some_and(|text| text.is_empty() || text.contains('\0'))
-                {
+                if contains.as_deref().is_some_and(|text| text.is_empty() || text.contains('\0')) {
                     return Some("`contains` must be non-empty text without NUL bytes".to_owned());
                 }
             }

@@ -284,6 +284,7 @@ mod tests {
                 compression: Compression::Zstd,
                 targets: vec![ExportTarget::Generic],
             },
+            tests: Vec::new(),
         };
         Fixture { dir, definition }
     }

@@ -72,10 +72,9 @@ fn check_line(event: &Event) -> Option<String> {
             }
             Some(line)
         }
-        Event::ChecksFinished { stage, passed, failed, seconds } => Some(format!(
-            "{stage}: {passed} of {} checks passed in {seconds:.1}s",
-            passed + failed
-        )),
+        Event::ChecksFinished { stage, passed, failed, seconds } => {
+            Some(format!("{stage}: {passed} of {} checks passed in {seconds:.1}s", passed + failed))
+        }
         _ => None,
     }
 }

@@ -98,7 +98,10 @@ impl Checker {
                 Some(status) => match u16::try_from(*status.get_ref()) {
                     Ok(status) => status,
                     Err(_) => {
-                        self.report(bad("`status` is not an HTTP status (100 to 599)"), status.span());
+                        self.report(
+                            bad("`status` is not an HTTP status (100 to 599)"),
+                            status.span(),
+                        );
                         return None;
                     }
                 },

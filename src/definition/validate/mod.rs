@@ -5,13 +5,13 @@
 //! `checks` (the `[[test]]` tables);
 //! this one holds the checker and the checks they share (sizes, durations, choices).
 
+mod checks;
 mod export;
 mod machine;
 mod source;
 mod stages;
 mod steps;
 mod templates;
-mod checks;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
