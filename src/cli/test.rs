@@ -89,6 +89,7 @@ pub(super) fn checks_of(definition: &ImageDefinition) -> Result<Vec<Check>, Erro
     Ok(checks)
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(check_error)`
 fn check_error(error: crate::check::CheckError) -> Error {
     Error::Runtime(crate::report::error_chain(&error))
 }
