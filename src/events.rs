@@ -154,6 +154,29 @@ pub enum Event {
         key_path: PathBuf,
         ssh_command: String,
     },
+    /// `strata test`: a check starts on the fresh guest of `stage`.
+    CheckStarted {
+        stage: String,
+        name: String,
+        /// `http`, `shell`, `service` or `port`.
+        kind: String,
+    },
+    /// `strata test`: how a check went; `output` is the end of what its command printed.
+    CheckFinished {
+        stage: String,
+        name: String,
+        kind: String,
+        passed: bool,
+        seconds: f64,
+        output: String,
+    },
+    /// `strata test`: every check of `stage` has run.
+    ChecksFinished {
+        stage: String,
+        passed: usize,
+        failed: usize,
+        seconds: f64,
+    },
     Warning {
         message: String,
     },

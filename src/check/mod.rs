@@ -22,9 +22,9 @@ pub use run::{
 use crate::units::format_duration;
 
 /// How long a check may take unless it says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_TIMEOUT: Duration = crate::definition::DEFAULT_CHECK_TIMEOUT;
 /// The longest timeout a check may ask for.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_TIMEOUT: Duration = crate::definition::MAX_CHECK_TIMEOUT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -46,38 +46,7 @@ pub enum CheckError {
     Junit(#[source] std::io::Error),
 }
 
-/// What a check looks at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckKind {
-    /// Fetched inside the guest: passes on `status` (and `contains` in the body, if given).
-    Http { url: String, status: u16, contains: Option<String> },
-    /// Passes when the command exits 0; run once, as root.
-    Shell { command: String },
-    /// Passes when the systemd unit is active.
-    Service { unit: String },
-    /// Passes when something listens on this TCP port.
-    Port { port: u16 },
-}
-
-impl CheckKind {
-    /// The retried kinds wait for a service that may still be starting after boot.
-    #[must_use]
-    pub fn retried(&self) -> bool {
-        !matches!(self, CheckKind::Shell { .. })
-    }
-
-    /// A word for displays: `http`, `shell`, `service`, `port`.
-    #[must_use]
-    pub fn label(&self) -> &'static str {
-        match self {
-            CheckKind::Http { .. } => "http",
-            CheckKind::Shell { .. } => "shell",
-            CheckKind::Service { .. } => "service",
-            CheckKind::Port { .. } => "port",
-        }
-    }
-}
+pub use crate::definition::CheckKind;
 
 /// One validated check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,41 +105,7 @@ impl Check {
 }
 
 fn validate_kind(kind: &CheckKind) -> Result<(), String> {
-    match kind {
-        CheckKind::Http { url, status, contains } => {
-            let parsed =
-                url::Url::parse(url).map_err(|error| format!("`{url}` is not a URL: {error}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("`{url}` is not an http:// or https:// URL"));
-            }
-            if !(100..=599).contains(status) {
-                return Err(format!("status {status} is not an HTTP status (100 to 599)"));
-            }
-            if contains.as_deref().is_some_and(|text| text.is_empty() || text.contains('\0')) {
-                return Err("`contains` must be non-empty text without NUL bytes".to_owned());
-            }
-        }
-        CheckKind::Shell { command } => {
-            if command.trim().is_empty() || command.contains('\0') {
-                return Err("the shell command must be non-empty, without NUL bytes".to_owned());
-            }
-        }
-        CheckKind::Service { unit } => {
-            // systemd's own alphabet for unit names (see systemd.unit(5)).
-            let allowed = |c: char| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c);
-            if unit.is_empty() || unit.len() > 255 || !unit.chars().all(allowed) {
-                return Err(format!(
-                    "`{unit}` is not a systemd unit name (letters, digits and `:-_.\\@`)"
-                ));
-            }
-        }
-        CheckKind::Port { port } => {
-            if *port == 0 {
-                return Err("port 0 is not a port: use 1 to 65535".to_owned());
-            }
-        }
-    }
-    Ok(())
+    kind.problem().map_or(Ok(()), Err)
 }
 
 /// Validates a set of checks as a whole: names must be unique.

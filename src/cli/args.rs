@@ -15,7 +15,7 @@ Synopsis:
   strata fetch DEF [--offline]          download and verify the source into the store
       e.g. strata fetch images/demo.toml
   strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed]
-                   [--verify] [--no-warm]
+                   [--verify] [--no-warm] [--test] [--junit FILE]
       e.g. strata build images/demo.toml --rebuild final
   strata layers DEF                     each stage: cache key, cached or not, size, age, parent
       e.g. strata layers images/demo.toml
@@ -23,6 +23,9 @@ Synopsis:
       e.g. strata export images/demo.toml --target openstack -o out/
   strata run DEF [--stage NAME]         a throwaway VM on a layer; prints how to ssh in
       e.g. strata run images/demo.toml --stage final
+  strata test DEF [--stage NAME] [--junit FILE]
+                                        the [[test]] checks on a fresh boot of a built stage
+      e.g. strata test images/demo.toml --junit checks.xml
   strata gc [--dry-run] [DEF...]        delete layers and sources no given definition needs
       e.g. strata gc --dry-run images/*.toml
 
@@ -107,6 +110,22 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         stage: Option<String>,
     },
+    /// Run the definition's [[test]] checks on a fresh boot of a built stage.
+    ///
+    /// A new overlay (discarded), instance-id, seed, host key and user key: nothing left from
+    /// the build can make a check pass. Exit 0 when all pass, 1 when any fails.
+    ///
+    /// Example: strata test images/demo.toml --junit checks.xml
+    Test {
+        #[arg(value_name = "DEF")]
+        definition: PathBuf,
+        /// The stage whose layer to boot [default: the last]
+        #[arg(long, value_name = "NAME")]
+        stage: Option<String>,
+        /// Also write the results as JUnit XML (GitLab, Jenkins and GitHub read it)
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Delete layers and sources that no given definition, nor any layer, needs.
     ///
     /// Example: strata gc --dry-run images/*.toml
@@ -142,6 +161,12 @@ pub struct BuildArgs {
     /// Do not save or resume restore points (saved running guests): every stage boots
     #[arg(long)]
     pub no_warm: bool,
+    /// After the build, run the [[test]] checks on a fresh boot of the last built stage
+    #[arg(long)]
+    pub test: bool,
+    /// With --test: also write the results as JUnit XML
+    #[arg(long, value_name = "FILE", requires = "test")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

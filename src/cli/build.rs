@@ -68,6 +68,10 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
                     &format!("logs: {}", log.dir().display()),
                 );
             }
+            if args.test {
+                let stage = args.stage.as_deref();
+                super::test::run(&args.definition, stage, args.junit.as_deref(), global).await?;
+            }
             Ok(())
         }
         Err(error) => {

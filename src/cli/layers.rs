@@ -19,12 +19,18 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     };
     let now = crate::layer::now_secs();
     let mut rows = vec![
-        ["stage", "key", "state", "layer", "virtual", "restore", "age", "parent"].map(String::from),
+        ["stage", "key", "state", "layer", "virtual", "restore", "age", "tested", "parent"]
+            .map(String::from),
     ];
+    let digest = super::test::checks_of(&definition)
+        .ok()
+        .and_then(|checks| crate::check::ChecksDigest::of(&checks).ok());
+    let tested: Vec<String> =
+        plan.stages.iter().map(|planned| tested(planned, digest.as_ref())).collect();
     let restore: Vec<Option<u64>> =
         plan.stages.iter().map(|planned| restore_size(&layers, planned)).collect();
     let plan = plan.stages;
-    for (planned, restore) in plan.iter().zip(&restore) {
+    for ((planned, restore), tested) in plan.iter().zip(&restore).zip(&tested) {
         let parent =
             planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
         let (state, size, virtual_size, age) = match &planned.status {
@@ -49,18 +55,24 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
             virtual_size,
             restore.map_or_else(|| "-".to_owned(), |bytes| ByteSize(bytes).to_string()),
             age,
+            tested.clone(),
             parent,
         ]);
     }
-    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore));
+    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore, &tested));
     Ok(())
 }
 
-fn plan_json(plan: &[PlannedStage], restore: &[Option<u64>]) -> serde_json::Value {
+fn plan_json(
+    plan: &[PlannedStage],
+    restore: &[Option<u64>],
+    tested: &[String],
+) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .iter()
         .zip(restore)
-        .map(|(planned, restore)| {
+        .zip(tested)
+        .map(|((planned, restore), tested)| {
             let layer = match &planned.status {
                 Status::Cached(layer) => Some(layer),
                 _ => None,
@@ -75,6 +87,7 @@ fn plan_json(plan: &[PlannedStage], restore: &[Option<u64>]) -> serde_json::Valu
                 "virtual_bytes": layer.map(|layer| layer.metadata.virtual_bytes),
                 "created": layer.map(|layer| layer.metadata.created),
                 "restore_bytes": restore,
+                "tested": tested,
             })
         })
         .collect();
@@ -96,4 +109,24 @@ fn restore_size(layers: &LayerStore, planned: &PlannedStage) -> Option<u64> {
             .map(|meta| meta.blocks() * 512)
             .sum(),
     )
+}
+
+/// The last `strata test` against a cached layer: `passed`, `failed`, or `none`; with
+/// `(stale)` when the definition's checks changed since (their digest differs).
+fn tested(planned: &PlannedStage, digest: Option<&crate::check::ChecksDigest>) -> String {
+    let Status::Cached(layer) = &planned.status else {
+        return "-".to_owned();
+    };
+    let record = layer
+        .checks_record()
+        .and_then(|json| serde_json::from_slice::<crate::check::CheckRecord>(&json).ok());
+    let Some(record) = record else {
+        return "none".to_owned();
+    };
+    let verdict = if record.passed { "passed" } else { "failed" };
+    if digest == Some(&record.checks_sha256) {
+        verdict.to_owned()
+    } else {
+        format!("{verdict} (stale)")
+    }
 }

@@ -9,6 +9,7 @@ mod fetch;
 mod gc;
 mod layers;
 mod run;
+mod test;
 mod validate;
 
 use std::process::ExitCode;
@@ -79,6 +80,9 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         Command::Export(args) => export::run(&args, global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
         Command::Gc { definitions, dry_run } => gc::run(&definitions, dry_run, global),
+        Command::Test { definition, stage, junit } => {
+            test::run(&definition, stage.as_deref(), junit.as_deref(), global).await
+        }
     }
 }
 

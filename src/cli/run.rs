@@ -11,11 +11,26 @@ use crate::layer::{LayerError, LayerStore, PlanError};
 use crate::report::buildlog::BuildLog;
 use crate::stage::{StageError, StageJob};
 
-pub async fn run(
+/// A throwaway guest on a built layer: a new overlay (discarded), a new instance-id and seed,
+/// new host and user keys, booted and ready (communicator up, cloud-init done). What
+/// `strata run` hands a person and what `strata test` checks.
+pub(super) struct FreshVm {
+    pub vm: crate::stage::Vm,
+    pub stage: String,
+    pub layer: crate::layer::Layer,
+    pub events: crate::events::Events,
+    /// 0700: the seed, the QMP socket, login files; removed when dropped.
+    pub run_dir: tempfile::TempDir,
+}
+
+/// Boots a fresh guest on `stage`'s layer (default the last). `for_login`: talk SSH with a
+/// network whatever the build used (a person logs in); else boot as the build did.
+pub(super) async fn boot_fresh(
     definition_path: &Path,
     stage: Option<&str>,
+    for_login: bool,
     global: &GlobalArgs,
-) -> Result<(), Error> {
+) -> Result<FreshVm, Error> {
     let definition = crate::definition::load(definition_path)?;
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
@@ -30,7 +45,7 @@ pub async fn run(
         }
     })?;
     let stage_name = built.stage.name.to_string();
-    let layer = &built.layer;
+    let layer = built.layer.clone();
     let log = Arc::new(
         BuildLog::create(&store.logs_dir())
             .map_err(|source| LayerError::Write { path: store.logs_dir(), source })?,
@@ -40,11 +55,12 @@ pub async fn run(
         .stage_dir(&stage_name)
         .map_err(|source| LayerError::Write { path: log.dir().to_owned(), source })?;
     let accel = crate::qemu::accel::detect(definition.machine.accel);
-    // A run VM is for a person to ssh into, whatever the build talked to the guest through.
     let mut login = definition.clone();
-    login.communicator.kind = crate::definition::CommunicatorKind::Ssh;
     let mut stage = built.stage.clone();
-    stage.network = true;
+    if for_login {
+        login.communicator.kind = crate::definition::CommunicatorKind::Ssh;
+        stage.network = true;
+    }
     let job = StageJob {
         definition: &login,
         stage: &stage,
@@ -62,6 +78,16 @@ pub async fn run(
     })?;
     let vm =
         super::interruptible(async { Ok(crate::stage::boot(&job, run_dir.path()).await?) }).await?;
+    Ok(FreshVm { vm, stage: stage_name, layer, events, run_dir })
+}
+
+pub async fn run(
+    definition_path: &Path,
+    stage: Option<&str>,
+    global: &GlobalArgs,
+) -> Result<(), Error> {
+    let FreshVm { vm, stage: stage_name, events, run_dir, .. } =
+        boot_fresh(definition_path, stage, true, global).await?;
     let key_path = run_dir.path().join("id_ed25519");
     let known_hosts = run_dir.path().join("known_hosts");
     crate::stage::write_login_files(&vm, &key_path, &known_hosts).map_err(|source| {

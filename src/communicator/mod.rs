@@ -106,6 +106,9 @@ pub enum CloudInitOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommunicatorError {
+    /// An Ansible step that could not run to an exit status (no ansible-playbook, …).
+    #[error("the Ansible step could not run")]
+    Ansible(#[source] Box<AnsibleError>),
     /// Asked of a transport that cannot do it (a bug in strata's choice of transport).
     #[error("{guest}: {what} is not possible over this connection")]
     Unsupported { guest: String, what: String },

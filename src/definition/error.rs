@@ -149,6 +149,21 @@ pub enum Problem {
         user: String,
     },
     RootUser,
+    AnsibleNeedsSsh,
+    AnsibleKeyWithoutAnsible {
+        key: &'static str,
+    },
+    BadTag {
+        tag: String,
+    },
+    /// A `[[test]]` whose values do not make a check (the reason says which).
+    BadCheck {
+        name: String,
+        reason: String,
+    },
+    DuplicateCheck {
+        name: String,
+    },
 }
 
 fn backticked(items: &[impl AsRef<str>]) -> String {
@@ -249,6 +264,13 @@ impl fmt::Display for Problem {
             }
             Problem::BadUser { user } => write!(f, "bad user name \"{user}\""),
             Problem::RootUser => f.write_str("the communicator user must not be root"),
+            Problem::AnsibleNeedsSsh => f.write_str("an `ansible` step needs the ssh communicator"),
+            Problem::AnsibleKeyWithoutAnsible { key } => {
+                write!(f, "`{key}` on a step that is not an `ansible` step")
+            }
+            Problem::BadTag { tag } => write!(f, "bad Ansible tag \"{tag}\""),
+            Problem::BadCheck { name, reason } => write!(f, "test \"{name}\": {reason}"),
+            Problem::DuplicateCheck { name } => write!(f, "two tests are named \"{name}\""),
         }
     }
 }
@@ -309,6 +331,11 @@ impl Problem {
             Problem::MemoryTooSmall { .. } => "too small".into(),
             Problem::TooLarge { max, .. } => format!("more than {max}"),
             Problem::BadUser { .. } | Problem::RootUser => "bad user".into(),
+            Problem::AnsibleNeedsSsh => "ansible-playbook logs in over SSH".into(),
+            Problem::AnsibleKeyWithoutAnsible { .. } => "only ansible steps take this".into(),
+            Problem::BadTag { .. } => "not a tag".into(),
+            Problem::BadCheck { .. } => "not a check".into(),
+            Problem::DuplicateCheck { .. } => "second test with this name".into(),
         }
     }
 
@@ -402,7 +429,7 @@ impl Problem {
             }
             Problem::StepWithoutAction | Problem::StepWithManyActions { .. } => {
                 "give each step exactly one of `run = \"script\"`, `shell = \"command\"`, `upload \
-                 = \"path\", to = \"/guest/path\"` or `reboot = true`"
+                 = \"path\", to = \"/guest/path\"`, `reboot = true` or `ansible = \"site.yml\"`"
                     .into()
             }
             Problem::UploadWithoutTo => {
@@ -458,6 +485,22 @@ impl Problem {
                 "use an unprivileged account (steps run as root through sudo), like \"strata\""
                     .into()
             }
+            Problem::AnsibleNeedsSsh => {
+                "set [communicator] kind = \"ssh\", or replace the ansible step with `run` or \
+                 `shell` steps"
+                    .into()
+            }
+            Problem::AnsibleKeyWithoutAnsible { .. } => {
+                "remove it, or make the step `ansible = \"path/site.yml\"`".into()
+            }
+            Problem::BadTag { .. } => "write each tag as its own non-empty string".into(),
+            Problem::BadCheck { .. } => {
+                "give each [[test]] a `name` and exactly one of `http = \"URL\"` (with optional \
+                 `status` and `contains`), `shell = \"command\"`, `service = \"unit\"` or \
+                 `port = N`, and an optional `timeout` from \"1s\" to \"1h\""
+                    .into()
+            }
+            Problem::DuplicateCheck { .. } => "give each [[test]] its own name".into(),
         }
     }
 }

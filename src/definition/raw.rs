@@ -8,15 +8,27 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 /// The keys of each table, for "did you mean" suggestions and help texts.
-pub(super) const TOP_KEYS: &[&str] =
-    &["name", "description", "source", "machine", "communicator", "vars", "stage", "export"];
+pub(super) const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "source",
+    "machine",
+    "communicator",
+    "vars",
+    "stage",
+    "export",
+    "test",
+];
 pub(super) const SOURCE_KEYS: &[&str] = &["url", "checksum", "checksum_url"];
 pub(super) const MACHINE_KEYS: &[&str] =
     &["cpus", "memory", "disk_size", "firmware", "accel", "extra_args"];
 pub(super) const COMMUNICATOR_KEYS: &[&str] = &["kind", "user", "ready_timeout"];
 pub(super) const STAGE_KEYS: &[&str] =
     &["name", "parent", "user_data", "refresh", "network", "steps"];
-pub(super) const STEP_KEYS: &[&str] = &["run", "shell", "upload", "to", "reboot", "env", "timeout"];
+pub(super) const STEP_KEYS: &[&str] =
+    &["run", "shell", "upload", "to", "reboot", "ansible", "extra_vars", "tags", "env", "timeout"];
+pub(super) const TEST_KEYS: &[&str] =
+    &["name", "http", "shell", "service", "port", "status", "contains", "timeout"];
 pub(super) const EXPORT_KEYS: &[&str] = &["formats", "compression", "targets"];
 
 pub(super) type Text = Spanned<String>;
@@ -34,6 +46,9 @@ pub(super) struct RawDefinition {
     #[serde(rename = "stage")]
     pub stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
     pub export: Option<RawExport>,
+    /// `[[test]]`: checks run on a fresh boot of a built stage; not layer inputs.
+    #[serde(rename = "test", default)]
+    pub tests: Vec<Spanned<RawTest>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,8 +101,26 @@ pub(super) struct RawStep {
     pub upload: Option<Text>,
     pub to: Option<Text>,
     pub reboot: Option<Spanned<bool>>,
+    pub ansible: Option<Text>,
+    pub extra_vars: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    pub tags: Option<Spanned<Vec<Text>>>,
     #[serde(default)]
     pub env: BTreeMap<Text, Text>,
+    pub timeout: Option<Text>,
+}
+
+/// A `[[test]]` with every kind optional: exactly one of `http`, `shell`, `service`, `port`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTest {
+    pub name: Option<Text>,
+    pub http: Option<Text>,
+    pub shell: Option<Text>,
+    pub service: Option<Text>,
+    /// Signed, so that a negative port gets our message rather than serde's.
+    pub port: Option<Spanned<i64>>,
+    pub status: Option<Spanned<i64>>,
+    pub contains: Option<Text>,
     pub timeout: Option<Text>,
 }
 
@@ -102,7 +135,7 @@ pub(super) struct RawExport {
 /// The keys a table at `path` (as serde's error names the table's fields) accepts, found
 /// from the list serde's unknown-field message gives.
 pub(super) fn table_of_keys(expected: &[String]) -> &'static str {
-    let tables: [(&str, &[&str]); 7] = [
+    let tables: [(&str, &[&str]); 8] = [
         ("the top level", TOP_KEYS),
         ("[source]", SOURCE_KEYS),
         ("[machine]", MACHINE_KEYS),
@@ -110,6 +143,7 @@ pub(super) fn table_of_keys(expected: &[String]) -> &'static str {
         ("[[stage]]", STAGE_KEYS),
         ("a step", STEP_KEYS),
         ("[export]", EXPORT_KEYS),
+        ("[[test]]", TEST_KEYS),
     ];
     tables
         .iter()

@@ -39,6 +39,8 @@ pub struct ImageDefinition {
     /// Every stage, parents before children (the order of the file when it already is).
     pub stages: Vec<Stage>,
     pub export: Export,
+    /// The `[[test]]` checks, in file order, names unique. Not layer inputs.
+    pub tests: Vec<CheckSpec>,
 }
 
 impl ImageDefinition {
@@ -279,6 +281,13 @@ pub enum StepAction {
     Upload { from: PathBuf, to: String },
     /// Reboot the guest and wait for the communicator again.
     Reboot,
+    /// The host's `ansible-playbook` run against the guest over the build's SSH.
+    Ansible {
+        /// Absolute; its whole folder is a layer input.
+        playbook: PathBuf,
+        extra_vars: BTreeMap<String, serde_json::Value>,
+        tags: Vec<String>,
+    },
 }
 
 impl StepAction {
@@ -290,6 +299,7 @@ impl StepAction {
             StepAction::Shell { .. } => "shell",
             StepAction::Upload { .. } => "upload",
             StepAction::Reboot => "reboot",
+            StepAction::Ansible { .. } => "ansible",
         }
     }
 }
@@ -301,6 +311,7 @@ impl fmt::Display for StepAction {
             StepAction::Shell { command } => write!(f, "shell: {command}"),
             StepAction::Upload { from, to } => write!(f, "upload: {} -> {to}", from.display()),
             StepAction::Reboot => f.write_str("reboot"),
+            StepAction::Ansible { playbook, .. } => write!(f, "ansible: {}", playbook.display()),
         }
     }
 }
@@ -331,4 +342,95 @@ pub enum ExportTarget {
     Generic,
     Openstack,
     Proxmox,
+}
+
+/// The longest timeout a check may ask for.
+pub const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a check may take unless it says otherwise.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One validated `[[test]]` (DESIGN §8): run on a fresh boot of a built stage by `strata test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub name: String,
+    pub kind: CheckKind,
+    pub timeout: Duration,
+}
+
+/// What a check looks at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// Fetched inside the guest: passes on `status` (and `contains` in the body, if given).
+    Http { url: String, status: u16, contains: Option<String> },
+    /// Passes when the command exits 0; run once, as root.
+    Shell { command: String },
+    /// Passes when the systemd unit is active.
+    Service { unit: String },
+    /// Passes when something listens on this TCP port.
+    Port { port: u16 },
+}
+
+impl CheckKind {
+    /// The retried kinds wait for a service that may still be starting after boot.
+    #[must_use]
+    pub fn retried(&self) -> bool {
+        !matches!(self, CheckKind::Shell { .. })
+    }
+
+    /// A word for displays: `http`, `shell`, `service`, `port`.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            CheckKind::Http { .. } => "http",
+            CheckKind::Shell { .. } => "shell",
+            CheckKind::Service { .. } => "service",
+            CheckKind::Port { .. } => "port",
+        }
+    }
+
+    /// What is wrong with this check's values, if anything (the one place these rules live:
+    /// definitions and `check::Check::new` both ask it).
+    #[must_use]
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            CheckKind::Http { url, status, contains } => {
+                let parsed = match url::Url::parse(url) {
+                    Ok(parsed) => parsed,
+                    Err(error) => return Some(format!("`{url}` is not a URL: {error}")),
+                };
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Some(format!("`{url}` is not an http:// or https:// URL"));
+                }
+                if !(100..=599).contains(status) {
+                    return Some(format!("status {status} is not an HTTP status (100 to 599)"));
+                }
+                if contains.as_deref().is_some_and(|text| text.is_empty() || text.contains('\0')) {
+                    return Some("`contains` must be non-empty text without NUL bytes".to_owned());
+                }
+            }
+            CheckKind::Shell { command } => {
+                if command.trim().is_empty() || command.contains('\0') {
+                    return Some(
+                        "the shell command must be non-empty, without NUL bytes".to_owned(),
+                    );
+                }
+            }
+            CheckKind::Service { unit } => {
+                // systemd's own alphabet for unit names (see systemd.unit(5)).
+                let allowed = |c: char| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c);
+                if unit.is_empty() || unit.len() > 255 || !unit.chars().all(allowed) {
+                    return Some(format!(
+                        "`{unit}` is not a systemd unit name (letters, digits and `:-_.\\@`)"
+                    ));
+                }
+            }
+            CheckKind::Port { port } => {
+                if *port == 0 {
+                    return Some("port 0 is not a port: use 1 to 65535".to_owned());
+                }
+            }
+        }
+        None
+    }
 }

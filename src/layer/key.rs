@@ -111,6 +111,9 @@ fn step_document(step: &crate::definition::Step) -> Result<Value, LayerError> {
         StepAction::Shell { command } => json!({ "shell": command }),
         StepAction::Upload { from, to } => json!({ "upload": tree_document(from)?, "to": to }),
         StepAction::Reboot => json!({ "reboot": true }),
+        StepAction::Ansible { playbook, extra_vars, tags } => {
+            ansible_document(playbook, extra_vars, tags)?
+        }
     };
     // The timeout is deliberately left out: it changes how long we wait, not the disk.
     Ok(json!({ "action": action, "env": step.env }))
@@ -281,6 +284,7 @@ mod tests {
                 compression: Compression::Zstd,
                 targets: vec![ExportTarget::Generic],
             },
+            tests: Vec::new(),
         };
         Fixture { dir, definition }
     }

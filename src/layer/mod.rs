@@ -15,7 +15,7 @@ pub use plan::{
     plan_from_store, seed_template, selected_stages, source_file_name,
 };
 pub use store::{
-    DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, RESTORE_DIR,
+    CHECKS_FILE, DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, RESTORE_DIR,
     RESTORE_META_FILE, WorkDir, backing_for, hash_file, now_secs,
 };
 

@@ -18,6 +18,9 @@ use crate::store::{Store, sync_dir, write_atomic};
 
 pub const DISK_FILE: &str = "disk.qcow2";
 pub const METADATA_FILE: &str = "layer.json";
+/// The record of the last `strata test` against a layer (which checks, their digest, passed or
+/// failed, when). Beside the disk, not part of it: writing it leaves the layer valid.
+pub const CHECKS_FILE: &str = "checks.json";
 /// A layer's restore point: a folder inside the layer's folder (see `stage/restore.rs`).
 pub const RESTORE_DIR: &str = "restore";
 /// The record of a restore point; a folder without it is not one.
@@ -71,6 +74,18 @@ impl Layer {
     #[must_use]
     pub fn disk(&self) -> PathBuf {
         self.dir.join(DISK_FILE)
+    }
+
+    /// The last checks record written against this layer (its JSON), if any.
+    #[must_use]
+    pub fn checks_record(&self) -> Option<Vec<u8>> {
+        fs::read(self.dir.join(CHECKS_FILE)).ok()
+    }
+
+    /// Replaces the checks record, atomically (what is in it is `check`'s business).
+    pub fn write_checks_record(&self, json: &[u8]) -> Result<(), LayerError> {
+        let path = self.dir.join(CHECKS_FILE);
+        crate::store::write_atomic(&path, json).map_err(|source| LayerError::Write { path, source })
     }
 
     /// What its disk takes on the filesystem: the allocated blocks. Layers are sparse (a commit

@@ -172,6 +172,12 @@ impl Observer for Human {
                 self.say(&mut state, stage, format!("resumed a saved guest in {seconds:.1}s"));
             }
             Event::Warning { message } => self.println(&format!("warning: {message}")),
+            Event::CheckStarted { stage, name, .. } => {
+                self.say(&mut state, stage, format!("check {name}"));
+            }
+            Event::CheckFinished { .. } | Event::ChecksFinished { .. } => {
+                self.println(&super::check_line(event).unwrap_or_default());
+            }
             Event::ExportStarted { path, virtual_bytes, .. } => {
                 let bar = self.download_bar(&mut state, Some(*virtual_bytes));
                 bar.set_prefix("export");

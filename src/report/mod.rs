@@ -53,6 +53,32 @@ pub fn observer(format: LogFormat, verbose: u8, quiet: bool) -> Arc<dyn Observer
     }
 }
 
+/// How many of a failed check's last output lines are shown.
+const CHECK_OUTPUT_LINES: usize = 20;
+
+/// How a check's result reads, the same for bars and plain lines: a mark, the name, the time,
+/// and for a failure the end of its output, indented.
+fn check_line(event: &Event) -> Option<String> {
+    match event {
+        Event::CheckFinished { stage, name, kind, passed, seconds, output } => {
+            let mark = if *passed { "pass" } else { "FAIL" };
+            let mut line = format!("{stage}: {mark} {name} ({kind}, {seconds:.1}s)");
+            if !passed {
+                let lines: Vec<&str> = output.lines().collect();
+                let start = lines.len().saturating_sub(CHECK_OUTPUT_LINES);
+                for text in &lines[start..] {
+                    line.push_str(&format!("\n    | {}", crate::events::printable(text)));
+                }
+            }
+            Some(line)
+        }
+        Event::ChecksFinished { stage, passed, failed, seconds } => {
+            Some(format!("{stage}: {passed} of {} checks passed in {seconds:.1}s", passed + failed))
+        }
+        _ => None,
+    }
+}
+
 /// One JSON object per event on stdout.
 struct JsonLines;
 

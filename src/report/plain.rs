@@ -58,6 +58,12 @@ impl Plain {
                 format!("exported {} ({})", path.display(), crate::units::ByteSize(*bytes))
             }
             Event::BuildFinished { seconds, .. } => format!("done in {seconds:.1}s"),
+            Event::CheckStarted { stage, name, kind } => {
+                format!("{stage}: check \"{name}\" ({kind})")
+            }
+            Event::CheckFinished { .. } | Event::ChecksFinished { .. } => {
+                super::check_line(event).unwrap_or_default()
+            }
             Event::RestoreSaved { stage, bytes, seconds } => format!(
                 "{stage}: saved the running guest as a restore point ({}, {seconds:.1}s)",
                 crate::units::ByteSize(*bytes)

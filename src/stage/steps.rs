@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{
     LastLines, StageError, StageJob, TAIL_LINES, Vm, communicator_error, race_death, render_env,
 };
-use crate::communicator::{Communicator, CommunicatorError, ExitInfo};
+use crate::communicator::{AnsibleError, AnsibleStep, Communicator, CommunicatorError, ExitInfo};
 use crate::definition::{Step, StepAction};
 use crate::events::{Event, Stream};
 use crate::units::format_duration;
@@ -80,6 +80,11 @@ async fn run_one(
                                 timeout: step.timeout,
                             }),
                         }
+                    }
+                    StepAction::Ansible { playbook, extra_vars, tags } => {
+                        let ansible =
+                            AnsibleStep::new(playbook.clone(), extra_vars.clone(), tags.clone());
+                        run_ansible(&ansible, job, ssh, step.timeout, &mut on_output).await
                     }
                     StepAction::Reboot => {
                         Ok(ExitInfo { code: 0, signal: None, duration: started.elapsed() })
@@ -158,6 +163,38 @@ async fn run_one(
     }
 }
 
+/// Runs an Ansible step over the build's SSH target, in a 0700 work folder of its own. Needs
+/// the SSH communicator (validation refuses the step otherwise).
+async fn run_ansible(
+    ansible: &AnsibleStep,
+    job: &StageJob<'_>,
+    link: &super::Link,
+    timeout: Duration,
+    on_output: &mut (dyn FnMut(Stream, &str) + Send),
+) -> Result<ExitInfo, CommunicatorError> {
+    let Some(ssh) = link.ssh() else {
+        return Err(CommunicatorError::Unsupported {
+            guest: link.describe(),
+            what: "an Ansible step".to_owned(),
+        });
+    };
+    let work = super::run_dir(job.stage.name.as_str()).map_err(|_| {
+        CommunicatorError::Ansible(Box::new(AnsibleError::WorkFolder {
+            dir: std::env::temp_dir(),
+            source: std::io::Error::other("failed to create a private temporary folder"),
+        }))
+    })?;
+    match ansible.run(ssh.target(), work.path(), timeout, on_output).await {
+        Ok(exit) => Ok(exit),
+        Err(AnsibleError::Timeout { playbook, timeout }) => Err(CommunicatorError::Timeout {
+            guest: ssh.describe(),
+            command: format!("ansible-playbook {}", playbook.display()),
+            timeout,
+        }),
+        Err(other) => Err(CommunicatorError::Ansible(Box::new(other))),
+    }
+}
+
 /// A configured duration as a user writes it ("5s", "15m", "2h"), else as `units` shows one.
 fn as_written(duration: std::time::Duration) -> String {
     let secs = duration.as_secs();
@@ -179,6 +216,7 @@ fn describe(job: &StageJob<'_>, step: &Step) -> String {
         StepAction::Shell { command } => format!("shell: {}", command.lines().next().unwrap_or("")),
         StepAction::Upload { from, to } => format!("upload {} -> {to}", show(from)),
         StepAction::Reboot => "reboot".to_owned(),
+        StepAction::Ansible { playbook, .. } => format!("ansible {}", show(playbook)),
     };
     if text.chars().count() > 80 {
         let cut: String = text.chars().take(79).collect();

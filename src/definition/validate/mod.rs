@@ -1,9 +1,11 @@
 //! From text to `ImageDefinition`: TOML syntax, then the raw serde shape, then every check on
 //! values, files and stage order, collecting all problems with their spans. Owns the rules
 //! for definitions; must not download, boot, or write anything. One file per table:
-//! `source`, `machine` (and the communicator), `stages`, `steps`, `templates`, `export`;
+//! `source`, `machine` (and the communicator), `stages`, `steps`, `templates`, `export`,
+//! `checks` (the `[[test]]` tables);
 //! this one holds the checker and the checks they share (sizes, durations, choices).
 
+mod checks;
 mod export;
 mod machine;
 mod source;
@@ -108,6 +110,7 @@ impl Checker {
             .collect();
         let stages = self.stages(raw.stages.as_ref(), communicator.as_ref(), &vars);
         let export = self.export(raw.export.as_ref());
+        let tests = self.tests(&raw.tests);
         Some(ImageDefinition {
             path: path.to_owned(),
             name: name?,
@@ -118,6 +121,7 @@ impl Checker {
             vars,
             stages: stages?,
             export: export?,
+            tests: tests?,
         })
     }
 

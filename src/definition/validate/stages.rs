@@ -227,7 +227,7 @@ impl Checker {
         let mut steps = Vec::new();
         if let Some(raw_steps) = &stage.steps {
             for step in raw_steps.get_ref() {
-                if let Some(step) = self.step(step, vars) {
+                if let Some(step) = self.step(step, kind, vars) {
                     steps.push(step);
                 }
             }

@@ -9,13 +9,14 @@ use serde_spanned::Spanned;
 use super::{Checker, DEFAULT_STEP_TIMEOUT};
 use crate::definition::error::Problem;
 use crate::definition::raw::{RawStep, Text};
-use crate::definition::types::{Step, StepAction};
+use crate::definition::types::{CommunicatorKind, Step, StepAction};
 use crate::units::MAX_TIMEOUT;
 
 impl Checker {
     pub(super) fn step(
         &mut self,
         spanned: &Spanned<RawStep>,
+        communicator: Option<CommunicatorKind>,
         vars: &BTreeMap<String, String>,
     ) -> Option<Step> {
         let step = spanned.get_ref();
@@ -26,6 +27,7 @@ impl Checker {
             ("shell", step.shell.is_some()),
             ("upload", step.upload.is_some()),
             ("reboot", step.reboot.is_some()),
+            ("ansible", step.ansible.is_some()),
         ] {
             if present {
                 actions.push(name);
@@ -47,6 +49,13 @@ impl Checker {
         {
             self.report(Problem::ToWithoutUpload { action }, to.span());
         }
+        if step.ansible.is_none() {
+            let extra_vars = step.extra_vars.as_ref().map(|vars| ("extra_vars", vars.span()));
+            let tags = step.tags.as_ref().map(|tags| ("tags", tags.span()));
+            for (key, span) in [extra_vars, tags].into_iter().flatten() {
+                self.report(Problem::AnsibleKeyWithoutAnsible { key }, span);
+            }
+        }
         let action = if let Some(script) = &step.run {
             self.existing_file("run", "script", script).map(|script| StepAction::Run { script })
         } else if let Some(command) = &step.shell {
@@ -65,6 +74,8 @@ impl Checker {
                 self.report(Problem::RebootFalse, reboot.span());
                 None
             }
+        } else if let Some(playbook) = &step.ansible {
+            self.ansible(step, playbook, communicator)
         } else {
             None
         };
@@ -110,6 +121,46 @@ impl Checker {
             return None;
         }
         Some(StepAction::Upload { from: path, to: to? })
+    }
+
+    /// `{ ansible = "PATH/site.yml", extra_vars = { … }, tags = [...] }`: the playbook must
+    /// exist, and the build must talk SSH (ansible-playbook logs in over it).
+    fn ansible(
+        &mut self,
+        step: &RawStep,
+        playbook: &Text,
+        communicator: Option<CommunicatorKind>,
+    ) -> Option<StepAction> {
+        if communicator == Some(CommunicatorKind::GuestAgent) {
+            self.report(Problem::AnsibleNeedsSsh, playbook.span());
+        }
+        let path = self.existing_file("ansible", "playbook", playbook);
+        let mut extra_vars = BTreeMap::new();
+        if let Some(vars) = &step.extra_vars {
+            for (name, value) in vars.get_ref() {
+                match serde_json::to_value(value) {
+                    Ok(json) => {
+                        extra_vars.insert(name.clone(), json);
+                    }
+                    Err(error) => self.report(
+                        Problem::WrongType { message: format!("extra_vars.{name}: {error}") },
+                        vars.span(),
+                    ),
+                }
+            }
+        }
+        let mut tags = Vec::new();
+        for tag in step.tags.as_ref().map(Spanned::get_ref).into_iter().flatten() {
+            if tag.get_ref().trim().is_empty() || tag.get_ref().contains(',') {
+                self.report(Problem::BadTag { tag: tag.get_ref().clone() }, tag.span());
+            } else {
+                tags.push(tag.get_ref().clone());
+            }
+        }
+        if communicator == Some(CommunicatorKind::GuestAgent) {
+            return None;
+        }
+        Some(StepAction::Ansible { playbook: path?, extra_vars, tags })
     }
 
     /// A local file a step or stage names: resolved, and it must exist (and be a file).
