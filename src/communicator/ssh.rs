@@ -78,6 +78,12 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
+    /// An attempt that says why logging in fails, rather than only that time ran out: worth
+    /// reporting even when a later attempt was cut short by the deadline.
+    fn is_telling(&self) -> bool {
+        matches!(self, AttemptError::AuthRejected { .. } | AttemptError::Handshake(_))
+    }
+
     fn refused(&self) -> bool {
         matches!(self, AttemptError::ClosedEarly)
             || matches!(self, AttemptError::Connect(error) if error.kind() == std::io::ErrorKind::ConnectionRefused)
@@ -109,8 +115,9 @@ impl SshCommunicator {
         let config = Arc::new(client_config());
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
+        let mut telling: Option<AttemptError> = None;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             let error = match try_connect(&target, &config, deadline).await {
                 Ok(handle) => return Ok(SshCommunicator { target, handle }),
                 Err(Failure::Fatal(error)) => return Err(error),
@@ -126,13 +133,21 @@ impl SshCommunicator {
             let pause = if error.refused() { backoff } else { FIRST_BACKOFF };
             let now = Instant::now();
             if now + pause >= deadline {
+                // A last attempt cut short by the deadline says less than a refused key before it.
+                let last = match telling {
+                    Some(earlier) if !error.is_telling() => earlier,
+                    _ => error,
+                };
                 return Err(CommunicatorError::ConnectTimeout {
                     addr: target.addr,
                     user: target.user.clone(),
                     waited: started.elapsed(),
                     attempts: attempt,
-                    last: Box::new(error),
+                    last: Box::new(last),
                 });
+            }
+            if error.is_telling() {
+                telling = Some(error);
             }
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
