@@ -23,10 +23,11 @@ Synopsis:
       e.g. strata export images/demo.toml --target openstack -o out/
   strata run DEF [--stage NAME]         a throwaway VM on a layer; prints how to ssh in
       e.g. strata run images/demo.toml --stage final
-  strata gc [--dry-run] [DEF...]        delete layers and sources no given definition needs
+  strata gc [--dry-run] (DEF... | --all) delete layers and sources no given definition needs
       e.g. strata gc --dry-run images/*.toml
 
-Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted.";
+Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM), 129 hung up (SIGHUP).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,6 +115,9 @@ pub enum Command {
         /// Definitions whose layers and sources to keep
         #[arg(value_name = "DEF")]
         definitions: Vec<PathBuf>,
+        /// Keep nothing: delete every layer and source in the store
+        #[arg(long, conflicts_with = "definitions")]
+        all: bool,
         /// Only list what would be deleted
         #[arg(long)]
         dry_run: bool,

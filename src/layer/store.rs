@@ -147,26 +147,40 @@ impl LayerStore {
 
     /// The layer for `key` if it is present and its disk is what was committed.
     /// Cheap by default (size and mtime); `rehash` recomputes the sha256.
-    /// A layer that fails the check is reported through the returned `Err`-free `None`
-    /// after being moved aside, so it is rebuilt and never used.
+    /// A layer that fails the check (its record unreadable, its disk not what the record says)
+    /// is moved aside into `tmp/` and reported as `Corrupt`, so it is rebuilt and never used.
+    /// Only a build calls this; queries call [`LayerStore::inspect`].
     pub fn lookup(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
+        let found = self.inspect(key, rehash)?;
+        match found {
+            Lookup::Corrupt { reason } => self.discard(key, reason),
+            other => Ok(other),
+        }
+    }
+
+    /// Like [`LayerStore::lookup`], but read-only: a corrupt layer is reported and left where
+    /// it is.
+    pub fn inspect(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
         let dir = self.dir(key);
         let metadata_path = dir.join(METADATA_FILE);
-        let text = match fs::read_to_string(&metadata_path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        let bytes = match fs::read(&metadata_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {
                 return Ok(Lookup::Missing);
             }
-            Err(source) => return Err(LayerError::Write { path: metadata_path, source }),
+            // A folder without a readable record is a corrupt layer, not a store failure.
+            Err(error) => return Ok(Lookup::Corrupt { reason: format!("{METADATA_FILE}: {error}") }),
         };
-        let metadata: LayerMetadata = match serde_json::from_str(&text) {
+        let metadata: LayerMetadata = match serde_json::from_slice(&bytes) {
             Ok(metadata) => metadata,
-            Err(error) => return self.discard(key, format!("unreadable layer.json: {error}")),
+            Err(error) => {
+                return Ok(Lookup::Corrupt { reason: format!("unreadable {METADATA_FILE}: {error}") });
+            }
         };
         let layer = Layer { dir, metadata };
         match verify_disk(&layer, rehash) {
             Ok(()) => Ok(Lookup::Hit(Box::new(layer))),
-            Err(reason) => self.discard(key, reason),
+            Err(reason) => Ok(Lookup::Corrupt { reason }),
         }
     }
 
@@ -249,9 +263,9 @@ impl LayerStore {
         let mut layers = Vec::new();
         for entry in entries.flatten() {
             let metadata_path = entry.path().join(METADATA_FILE);
-            let parsed = fs::read_to_string(&metadata_path)
+            let parsed = fs::read(&metadata_path)
                 .ok()
-                .and_then(|text| serde_json::from_str::<LayerMetadata>(&text).ok());
+                .and_then(|bytes| serde_json::from_slice::<LayerMetadata>(&bytes).ok());
             if let Some(metadata) = parsed {
                 layers.push(Layer { dir: entry.path(), metadata });
             }
