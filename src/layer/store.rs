@@ -358,7 +358,8 @@ fn restore_point_in(layer_dir: &Path) -> Option<PathBuf> {
 pub enum Lookup {
     Hit(Box<Layer>),
     Missing,
-    /// It was there but did not match its record; it has been moved aside.
+    /// It was there but its record is unreadable or its disk does not match it; `lookup` has
+    /// moved it aside, `inspect` left it in place.
     Corrupt {
         reason: String,
     },
@@ -428,6 +429,21 @@ mod tests {
         // No disk to ask: the recorded length.
         let gone = Layer { dir: dir.path().join("gone"), metadata: layer.metadata.clone() };
         assert_eq!(gone.allocated_bytes(), 8 << 20);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_corrupt_and_only_lookup_moves_it_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let layers = LayerStore::new(Store::open(root.path()).unwrap());
+        let key = LayerKey::parse(&"a".repeat(64)).unwrap();
+        fs::create_dir_all(layers.dir(&key)).unwrap();
+        fs::write(layers.dir(&key).join(METADATA_FILE), b"\xff\xfe not utf-8").unwrap();
+        assert!(matches!(layers.inspect(&key, false).unwrap(), Lookup::Corrupt { .. }));
+        assert!(layers.dir(&key).exists(), "a query leaves it in place");
+        assert!(layers.all().unwrap().is_empty(), "all() skips it");
+        assert!(matches!(layers.lookup(&key, false).unwrap(), Lookup::Corrupt { .. }));
+        assert!(!layers.dir(&key).exists(), "a build's lookup moves it aside");
+        assert!(matches!(layers.inspect(&key, false).unwrap(), Lookup::Missing));
     }
 
     #[test]

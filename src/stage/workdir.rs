@@ -89,17 +89,32 @@ mod tests {
 
     #[test]
     fn a_run_folder_is_swept_only_once_its_owner_is_gone() {
-        let temp = std::env::temp_dir();
-        let live = RunDir::create("base").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let folder = |name: &str| {
+            let dir = root.path().join(format!("{RUN_DIR_PREFIX}{name}"));
+            fs::create_dir(&dir).unwrap();
+            dir
+        };
+        // A live owner holds its lock.
+        let live = folder("live");
+        let _owner = File::create(live.join(OWNER_LOCK)).unwrap();
+        _owner.lock().unwrap();
         // A folder whose owner died: its lock file is there, nobody holds it.
-        let dead = tempfile::Builder::new().prefix(RUN_DIR_PREFIX).tempdir().unwrap().keep();
+        let dead = folder("dead");
         File::create(dead.join(OWNER_LOCK)).unwrap();
         fs::write(dead.join("seed.img"), b"secret").unwrap();
         // A young folder without a lock file (being created) stays.
-        let young = tempfile::Builder::new().prefix(RUN_DIR_PREFIX).tempdir().unwrap();
-        let _ = sweep_stale_run_dirs(&temp);
+        let young = folder("young");
+        assert_eq!(sweep_stale_run_dirs(root.path()), 1);
         assert!(!dead.exists(), "the dead owner's folder is removed");
-        assert!(live.path().join(OWNER_LOCK).exists(), "a live folder stays");
-        assert!(young.path().exists(), "a young unlocked folder stays");
+        assert!(live.exists() && young.exists());
+    }
+
+    #[test]
+    fn a_run_folder_is_0700_and_locked_by_its_owner() {
+        let run = RunDir::create("base").unwrap();
+        let mode = fs::metadata(run.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(!owner_is_gone(run.path()));
     }
 }
