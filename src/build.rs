@@ -123,6 +123,8 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
     // gc takes this lock exclusively: it never removes what a running build stands on.
     let _gc_guard = blocking_lock(store.clone(), "gc".to_owned(), true).await?;
     layers.clean_stale_tmp()?;
+    // Run folders of builds and runs that were killed (their seeds hold private keys).
+    let _ = crate::stage::sweep_stale_run_dirs(&std::env::temp_dir());
     let plan = crate::layer::plan(definition, layers, source, &options.plan, SystemTime::now())?;
     announce(&plan.stages, events);
     let mut builder = Builder {

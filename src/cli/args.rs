@@ -26,10 +26,11 @@ Synopsis:
   strata test DEF [--stage NAME] [--junit FILE]
                                         the [[test]] checks on a fresh boot of a built stage
       e.g. strata test images/demo.toml --junit checks.xml
-  strata gc [--dry-run] [DEF...]        delete layers and sources no given definition needs
+  strata gc [--dry-run] (DEF... | --all) delete layers and sources no given definition needs
       e.g. strata gc --dry-run images/*.toml
 
-Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted.";
+Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM), 129 hung up (SIGHUP).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -133,6 +134,9 @@ pub enum Command {
         /// Definitions whose layers and sources to keep
         #[arg(value_name = "DEF")]
         definitions: Vec<PathBuf>,
+        /// Keep nothing: delete every layer and source in the store
+        #[arg(long, conflicts_with = "definitions")]
+        all: bool,
         /// Only list what would be deleted
         #[arg(long)]
         dry_run: bool,

@@ -25,6 +25,7 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
             stop_at: args.stage.clone(),
             rebuild: args.rebuild.clone(),
             verify: args.verify,
+            set_aside_corrupt: true,
         },
         offline: args.offline,
         keep_failed: args.keep_failed,

@@ -19,8 +19,9 @@ pub enum Error {
     /// start, a lock could not be waited for, what a command needs is not there yet): exit 1.
     #[error("{0}")]
     Runtime(String),
-    #[error("interrupted")]
-    Interrupted,
+    /// Stopped by a signal, after cleaning up: exit 128 + the signal's number.
+    #[error("interrupted by {}", .0.name())]
+    Interrupted(StopSignal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -45,6 +46,35 @@ pub enum Error {
     Build(#[from] BuildError),
 }
 
+/// A signal that asks strata to stop: Ctrl-C, a CI job's cancel (SIGTERM), a closed terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+    HangUp,
+}
+
+impl StopSignal {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT (Ctrl-C)",
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::HangUp => "SIGHUP",
+        }
+    }
+
+    /// 128 + the signal's number, as a shell reports a process the signal killed.
+    #[must_use]
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+            StopSignal::HangUp => 129,
+        }
+    }
+}
+
 impl From<DefinitionError> for Error {
     fn from(error: DefinitionError) -> Self {
         Error::Definition(Box::new(error))
@@ -67,7 +97,7 @@ impl Error {
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. })) => 2,
-            Error::Interrupted => 130,
+            Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,
         }
     }
@@ -90,6 +120,8 @@ mod tests {
         assert_eq!(Error::Runtime("no runtime".into()).exit_code(), 1);
         let not_built = PlanError::NotBuilt { stage: "base".into(), reason: "missing".into() };
         assert_eq!(Error::Plan(not_built).exit_code(), 1);
-        assert_eq!(Error::Interrupted.exit_code(), 130);
+        assert_eq!(Error::Interrupted(StopSignal::Interrupt).exit_code(), 130);
+        assert_eq!(Error::Interrupted(StopSignal::Terminate).exit_code(), 143);
+        assert_eq!(Error::Interrupted(StopSignal::HangUp).exit_code(), 129);
     }
 }

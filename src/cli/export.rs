@@ -13,9 +13,7 @@ pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
     let selection =
         Selection { stage: args.stage.clone(), format: args.format, target: args.target };
     // gc takes this lock exclusively: it never removes the layers an export reads.
-    let gc_guard = tokio::task::spawn_blocking(move || store.lock_shared("gc"))
-        .await
-        .map_err(|error| Error::Runtime(format!("failed to wait for a store lock: {error}")))??;
+    let gc_guard = super::lock_gc_shared(&store).await?;
     let plan = crate::export::resolve(&definition, &args.definition, &layers, &selection)?;
     let options = ExportOptions { output_dir: args.output.clone(), force: args.force };
     let events = global.events();

@@ -1,5 +1,7 @@
-//! `strata gc [--dry-run] [DEF...]`: deletes layers and sources that no given definition, nor
-//! any kept layer, needs. Waits for running builds (they hold the gc lock shared).
+//! `strata gc [--dry-run] (DEF... | --all)`: deletes layers and sources that no given
+//! definition, nor any kept layer, needs, and what dead processes left (stale downloads, run
+//! folders). Without a definition it deletes nothing unless told `--all`. Waits for running
+//! builds (they hold the gc lock shared).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -9,7 +11,20 @@ use super::GlobalArgs;
 use crate::layer::{LayerStore, PlanOptions, Status, gc, plan_from_store};
 use crate::units::ByteSize;
 
-pub fn run(definitions: &[PathBuf], dry_run: bool, global: &GlobalArgs) -> Result<(), Error> {
+pub fn run(
+    definitions: &[PathBuf],
+    all: bool,
+    dry_run: bool,
+    global: &GlobalArgs,
+) -> Result<(), Error> {
+    if definitions.is_empty() && !all {
+        return Err(Error::Usage(
+            "gc without a definition deletes nothing: name the definitions whose layers and \
+             sources to keep (strata gc images/*.toml), or pass --all to delete every layer and \
+             source in the store"
+                .to_owned(),
+        ));
+    }
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
     let _exclusive = store.lock("gc")?;
@@ -28,18 +43,38 @@ pub fn run(definitions: &[PathBuf], dry_run: bool, global: &GlobalArgs) -> Resul
         }
     }
     let garbage = gc::find(&layers, &keep_layers, &keep_sources)?;
+    let (stale_downloads, stale_run_dirs) = if dry_run {
+        (0, 0)
+    } else {
+        garbage.delete(&layers)?;
+        (
+            crate::source::clean_stale(&store),
+            crate::stage::sweep_stale_run_dirs(&std::env::temp_dir()),
+        )
+    };
+    let removed: Vec<String> =
+        garbage.paths.iter().map(|path| path.display().to_string()).collect();
     let verb = if dry_run { "would delete" } else { "deleting" };
-    let mut lines: Vec<String> =
-        garbage.paths.iter().map(|path| format!("{verb} {}", path.display())).collect();
+    let mut lines: Vec<String> = removed.iter().map(|path| format!("{verb} {path}")).collect();
     lines.push(format!(
         "{} {} in {} entries",
         if dry_run { "would free" } else { "freed" },
         ByteSize(garbage.bytes),
         garbage.paths.len()
     ));
-    if !dry_run {
-        garbage.delete(&layers)?;
+    if stale_downloads + stale_run_dirs > 0 {
+        lines.push(format!(
+            "removed {stale_downloads} stale downloads and {stale_run_dirs} run folders of processes that died"
+        ));
     }
-    crate::report::note(global.log_format, global.quiet, &lines.join("\n"));
+    let json = serde_json::json!({
+        "event": "gc_finished",
+        "dry_run": dry_run,
+        "removed": removed,
+        "bytes": garbage.bytes,
+        "stale_downloads": stale_downloads,
+        "stale_run_dirs": stale_run_dirs,
+    });
+    crate::report::outcome(global.log_format, global.quiet, &lines.join("\n"), &json);
     Ok(())
 }

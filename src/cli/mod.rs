@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::*;
-pub use error::Error;
+pub use error::{Error, StopSignal};
 
 use crate::report;
 
@@ -26,6 +26,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     report::init_debug_log(cli.global.verbose);
     let format = cli.global.log_format;
+    let is_build = matches!(cli.command, Command::Build(_));
     let outcome = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(error) => Err(Failure::from(Error::Runtime(format!(
@@ -38,6 +39,10 @@ pub fn main() -> ExitCode {
             match &error {
                 Error::Definition(definition) => report::diagnostic::print(definition),
                 other => report::print_error(other),
+            }
+            // `build` emitted its `error` event already; every other command's goes here.
+            if format == report::LogFormat::Json && !is_build {
+                report::json_error(&error);
             }
             // After the error, so that the last lines on screen say where to look next.
             if let Some(hint) = hint {
@@ -73,13 +78,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
     match command {
         Command::Validate { definitions } => validate::run(&definitions, global),
-        Command::Fetch { definition, offline } => fetch::run(&definition, offline, global).await,
+        Command::Fetch { definition, offline } => {
+            interruptible(fetch::run(&definition, offline, global)).await
+        }
         // Reached only through `run`, which handles it first; kept for exhaustiveness.
         Command::Build(args) => build::run(&args, global).await.map_err(|failure| failure.error),
         Command::Layers { definition } => layers::run(&definition, global),
         Command::Export(args) => export::run(&args, global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
-        Command::Gc { definitions, dry_run } => gc::run(&definitions, dry_run, global),
+        Command::Gc { definitions, all, dry_run } => gc::run(&definitions, all, dry_run, global),
         Command::Test { definition, stage, junit } => {
             test::run(&definition, stage.as_deref(), junit.as_deref(), global).await
         }
@@ -107,14 +114,43 @@ impl GlobalArgs {
     }
 }
 
-/// Runs `work` until it finishes or the user presses Ctrl-C. On Ctrl-C the work is dropped:
-/// QEMU is killed with its process group and temporary folders are removed by their guards,
-/// so the store is left as it was.
+/// Runs `work` until it finishes or strata is asked to stop (Ctrl-C, SIGTERM, SIGHUP). Then
+/// the work is dropped: QEMU is killed with its process group and temporary folders (the run
+/// folder with the seed, work folders) are removed by their guards, so the store is left as
+/// it was; the exit code says which signal it was.
 pub async fn interruptible<T>(
     work: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
+    let stop = stop_signal()?;
     tokio::select! {
         result = work => result,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        signal = stop => Err(Error::Interrupted(signal)),
     }
+}
+
+/// Listens for the signals that ask strata to stop, from now on; the future ends at the first.
+pub fn stop_signal() -> Result<impl std::future::Future<Output = StopSignal>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|error| Error::Runtime(format!("failed to handle signals: {error}")))
+    };
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
+    let mut hang_up = listen(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => StopSignal::Interrupt,
+            _ = terminate.recv() => StopSignal::Terminate,
+            _ = hang_up.recv() => StopSignal::HangUp,
+        }
+    })
+}
+
+/// Takes the gc lock shared (gc takes it exclusively), waiting on a blocking thread.
+pub async fn lock_gc_shared(store: &crate::store::Store) -> Result<std::fs::File, Error> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.lock_shared("gc"))
+        .await
+        .map_err(|error| Error::Runtime(format!("failed to wait for a store lock: {error}")))?
+        .map_err(Error::from)
 }

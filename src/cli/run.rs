@@ -34,6 +34,8 @@ pub(super) async fn boot_fresh(
     let definition = crate::definition::load(definition_path)?;
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
+    // gc takes this lock exclusively: it never removes the layers a running VM stands on.
+    let _gc_guard = super::lock_gc_shared(&store).await?;
     let built = crate::layer::built_stage(&definition, &layers, stage).map_err(|error| {
         match error {
             PlanError::NotBuilt { stage, reason } => Error::Runtime(format!(
@@ -73,9 +75,7 @@ pub(super) async fn boot_fresh(
         events: &events,
         snapshot: true,
     };
-    let run_dir = tempfile::Builder::new().prefix("strata-run-").tempdir().map_err(|source| {
-        StageError::Prepare { stage: stage_name.clone(), path: std::env::temp_dir(), source }
-    })?;
+    let run_dir = crate::stage::RunDir::create(&stage_name)?;
     let vm =
         super::interruptible(async { Ok(crate::stage::boot(&job, run_dir.path()).await?) }).await?;
     Ok(FreshVm { vm, stage: stage_name, layer, events, run_dir })
@@ -114,10 +114,16 @@ pub async fn run(
             "{stage_name} is running (changes are discarded):\n  {ssh_command}\nCtrl-C stops it."
         ),
     );
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = vm.machine.died() => {}
-    }
+    let stop = super::stop_signal()?;
+    let stopped = tokio::select! {
+        signal = stop => Some(signal),
+        _ = vm.machine.died() => None,
+    };
     let _ = vm.machine.kill().await;
-    Ok(())
+    drop(run_dir);
+    match stopped {
+        // Ctrl-C is how a person ends a run: success.
+        None | Some(super::StopSignal::Interrupt) => Ok(()),
+        Some(signal) => Err(Error::Interrupted(signal)),
+    }
 }

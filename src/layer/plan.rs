@@ -33,6 +33,9 @@ pub struct PlanOptions {
     pub rebuild: Option<String>,
     /// Rehash cached layers instead of trusting size and mtime.
     pub verify: bool,
+    /// Move a corrupt layer out of `layers/` so it can be rebuilt: only a build does. A query
+    /// (layers, export, run, gc's plan) leaves the store as it is and only reports it.
+    pub set_aside_corrupt: bool,
 }
 
 /// One stage of a plan: its key, and whether a layer is there for it.
@@ -166,7 +169,12 @@ pub fn plan(
             forced.push(stage.name.as_str());
             Status::Forced
         } else {
-            match layers.lookup(&inputs.key, options.verify)? {
+            let found = if options.set_aside_corrupt {
+                layers.lookup(&inputs.key, options.verify)?
+            } else {
+                layers.inspect(&inputs.key, options.verify)?
+            };
+            match found {
                 Lookup::Hit(layer) => Status::Cached(layer),
                 Lookup::Missing => Status::Missing,
                 Lookup::Corrupt { reason } => Status::Corrupt(reason),

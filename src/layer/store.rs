@@ -162,26 +162,40 @@ impl LayerStore {
 
     /// The layer for `key` if it is present and its disk is what was committed.
     /// Cheap by default (size and mtime); `rehash` recomputes the sha256.
-    /// A layer that fails the check is reported through the returned `Err`-free `None`
-    /// after being moved aside, so it is rebuilt and never used.
+    /// A layer that fails the check (its record unreadable, its disk not what the record says)
+    /// is moved aside into `tmp/` and reported as `Corrupt`, so it is rebuilt and never used.
+    /// Only a build calls this; queries call [`LayerStore::inspect`].
     pub fn lookup(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
+        let found = self.inspect(key, rehash)?;
+        match found {
+            Lookup::Corrupt { reason } => self.discard(key, reason),
+            other => Ok(other),
+        }
+    }
+
+    /// Like [`LayerStore::lookup`], but read-only: a corrupt layer is reported and left where
+    /// it is.
+    pub fn inspect(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
         let dir = self.dir(key);
         let metadata_path = dir.join(METADATA_FILE);
-        let text = match fs::read_to_string(&metadata_path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        let bytes = match fs::read(&metadata_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {
                 return Ok(Lookup::Missing);
             }
-            Err(source) => return Err(LayerError::Write { path: metadata_path, source }),
+            // A folder without a readable record is a corrupt layer, not a store failure.
+            Err(error) => return Ok(Lookup::Corrupt { reason: format!("{METADATA_FILE}: {error}") }),
         };
-        let metadata: LayerMetadata = match serde_json::from_str(&text) {
+        let metadata: LayerMetadata = match serde_json::from_slice(&bytes) {
             Ok(metadata) => metadata,
-            Err(error) => return self.discard(key, format!("unreadable layer.json: {error}")),
+            Err(error) => {
+                return Ok(Lookup::Corrupt { reason: format!("unreadable {METADATA_FILE}: {error}") });
+            }
         };
         let layer = Layer { dir, metadata };
         match verify_disk(&layer, rehash) {
             Ok(()) => Ok(Lookup::Hit(Box::new(layer))),
-            Err(reason) => self.discard(key, reason),
+            Err(reason) => Ok(Lookup::Corrupt { reason }),
         }
     }
 
@@ -264,9 +278,9 @@ impl LayerStore {
         let mut layers = Vec::new();
         for entry in entries.flatten() {
             let metadata_path = entry.path().join(METADATA_FILE);
-            let parsed = fs::read_to_string(&metadata_path)
+            let parsed = fs::read(&metadata_path)
                 .ok()
-                .and_then(|text| serde_json::from_str::<LayerMetadata>(&text).ok());
+                .and_then(|bytes| serde_json::from_slice::<LayerMetadata>(&bytes).ok());
             if let Some(metadata) = parsed {
                 layers.push(Layer { dir: entry.path(), metadata });
             }
@@ -359,7 +373,8 @@ fn restore_point_in(layer_dir: &Path) -> Option<PathBuf> {
 pub enum Lookup {
     Hit(Box<Layer>),
     Missing,
-    /// It was there but did not match its record; it has been moved aside.
+    /// It was there but its record is unreadable or its disk does not match it; `lookup` has
+    /// moved it aside, `inspect` left it in place.
     Corrupt {
         reason: String,
     },
@@ -429,6 +444,21 @@ mod tests {
         // No disk to ask: the recorded length.
         let gone = Layer { dir: dir.path().join("gone"), metadata: layer.metadata.clone() };
         assert_eq!(gone.allocated_bytes(), 8 << 20);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_corrupt_and_only_lookup_moves_it_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let layers = LayerStore::new(Store::open(root.path()).unwrap());
+        let key = LayerKey::parse(&"a".repeat(64)).unwrap();
+        fs::create_dir_all(layers.dir(&key)).unwrap();
+        fs::write(layers.dir(&key).join(METADATA_FILE), b"\xff\xfe not utf-8").unwrap();
+        assert!(matches!(layers.inspect(&key, false).unwrap(), Lookup::Corrupt { .. }));
+        assert!(layers.dir(&key).exists(), "a query leaves it in place");
+        assert!(layers.all().unwrap().is_empty(), "all() skips it");
+        assert!(matches!(layers.lookup(&key, false).unwrap(), Lookup::Corrupt { .. }));
+        assert!(!layers.dir(&key).exists(), "a build's lookup moves it aside");
+        assert!(matches!(layers.inspect(&key, false).unwrap(), Lookup::Missing));
     }
 
     #[test]

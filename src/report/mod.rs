@@ -96,6 +96,16 @@ pub fn print_error(error: &dyn std::error::Error) {
     let _ = writeln!(std::io::stderr(), "error: {}", error_chain(error));
 }
 
+/// One JSON object on a line of stdout (a command's result in `--log-format json`).
+pub fn json_line(json: &serde_json::Value) {
+    let _ = writeln!(std::io::stdout().lock(), "{json}");
+}
+
+/// An error as the JSON `error` event `build` emits, on stdout.
+pub fn json_error(error: &dyn std::error::Error) {
+    JsonLines.observe(&Event::Error { message: error_chain(error) });
+}
+
 /// One row of the closing table.
 #[derive(Debug, Clone)]
 pub struct SummaryRow {
@@ -147,6 +157,16 @@ fn summary_table(rows: &[SummaryRow], total_seconds: f64) -> String {
 pub fn note(format: LogFormat, quiet: bool, line: &str) {
     if format == LogFormat::Human && !quiet {
         let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// What a command did: lines for people on stderr, or one JSON object on stdout.
+pub fn outcome(format: LogFormat, quiet: bool, lines: &str, json: &serde_json::Value) {
+    match format {
+        LogFormat::Json => {
+            let _ = writeln!(std::io::stdout().lock(), "{json}");
+        }
+        LogFormat::Human => note(format, quiet, lines),
     }
 }
 

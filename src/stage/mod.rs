@@ -12,6 +12,7 @@ mod link;
 pub mod restore;
 mod session;
 mod steps;
+mod workdir;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -34,6 +35,7 @@ use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 pub use guest::GuestFacts;
 pub use link::Link;
 pub use session::{Cut, Session, finish_disk};
+pub use workdir::{RUN_DIR_PREFIX, RunDir, sweep_stale_run_dirs};
 
 /// How many lines of a failing step's output and of the console a failure shows.
 pub const TAIL_LINES: usize = 20;
@@ -190,14 +192,9 @@ pub(crate) async fn create_overlay(job: &StageJob<'_>) -> Result<(), StageError>
 }
 
 /// A 0700 folder for the seed (it holds the guest's host private key), the QMP socket and
-/// the UEFI variables; removed when dropped. Under the system temp folder, so the socket
-/// path stays short.
-pub(crate) fn run_dir(stage: &str) -> Result<tempfile::TempDir, StageError> {
-    tempfile::Builder::new().prefix("strata-run-").tempdir().map_err(|source| StageError::Prepare {
-        stage: stage.to_owned(),
-        path: std::env::temp_dir(),
-        source,
-    })
+/// the UEFI variables; removed when dropped.
+pub(crate) fn run_dir(stage: &str) -> Result<RunDir, StageError> {
+    RunDir::create(stage)
 }
 
 /// A booted guest and the means to talk to it.

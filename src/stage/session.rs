@@ -222,7 +222,7 @@ pub enum Cut {
 /// A booted guest that may serve several stages.
 pub struct Session {
     pub(super) vm: Vm,
-    run_dir: tempfile::TempDir,
+    run_dir: super::RunDir,
     /// The block node the guest writes to now (`disk0`, then `layer1`, `layer2`, …).
     top_node: String,
     cuts: u32,
@@ -239,7 +239,7 @@ impl Session {
         Ok(Session::from_parts(vm, run_dir))
     }
 
-    pub(super) fn from_parts(vm: Vm, run_dir: tempfile::TempDir) -> Session {
+    pub(super) fn from_parts(vm: Vm, run_dir: super::RunDir) -> Session {
         Session { vm, run_dir, top_node: "disk0".to_owned(), cuts: 0, standby: None }
     }
 
