@@ -3,7 +3,7 @@
 //! interrupted). Only `cli/` knows it; every other module returns its own error.
 
 use crate::{
-    build::BuildError, communicator::CommunicatorError, definition::DefinitionError,
+    build::BuildError, cache::CacheError, communicator::CommunicatorError, definition::DefinitionError,
     export::ExportError, layer::LayerError, layer::PlanError, process::ProcessError,
     qemu::QemuError, seed::SeedError, source::SourceError, stage::StageError, store::StoreError,
 };
@@ -43,6 +43,8 @@ pub enum Error {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl From<DefinitionError> for Error {
@@ -66,7 +68,8 @@ impl Error {
             | Error::Usage(_)
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
-            | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. })) => 2,
+            | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
+            | Error::Cache(CacheError::BadUrl { .. }) => 2,
             Error::Interrupted => 130,
             _ => 1,
         }

@@ -1,4 +1,5 @@
-//! `strata layers DEF`: each stage's key, whether its layer is cached, sizes, age, parent.
+//! `strata layers DEF`: each stage's key, whether its layer is cached, sizes, age, parent, and
+//! with `--cache` whether the shared cache has it.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use super::GlobalArgs;
 use crate::layer::{LayerStore, PlanOptions, PlannedStage, Status, plan_from_store};
 use crate::units::{ByteSize, format_duration};
 
-pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
+pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
     let layers = LayerStore::new(global.open_store()?);
     let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
@@ -18,13 +19,15 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
         )));
     };
     let now = crate::layer::now_secs();
+    let remote = in_cache(&plan.stages, global).await?;
     let mut rows = vec![
-        ["stage", "key", "state", "layer", "virtual", "restore", "age", "parent"].map(String::from),
+        ["stage", "key", "state", "layer", "virtual", "restore", "age", "parent", "shared"]
+            .map(String::from),
     ];
     let restore: Vec<Option<u64>> =
         plan.stages.iter().map(|planned| restore_size(&layers, planned)).collect();
     let plan = plan.stages;
-    for (planned, restore) in plan.iter().zip(&restore) {
+    for ((planned, restore), remote) in plan.iter().zip(&restore).zip(&remote) {
         let parent =
             planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
         let (state, size, virtual_size, age) = match &planned.status {
@@ -50,17 +53,45 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
             restore.map_or_else(|| "-".to_owned(), |bytes| ByteSize(bytes).to_string()),
             age,
             parent,
+            match remote {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
+            .to_owned(),
         ]);
     }
-    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore));
+    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore, &remote));
     Ok(())
 }
 
-fn plan_json(plan: &[PlannedStage], restore: &[Option<u64>]) -> serde_json::Value {
+/// For each stage, whether the shared cache has its layer: `None` without `--cache`, or when
+/// the registry cannot be used (a warning says so; the local columns are still shown).
+async fn in_cache(plan: &[PlannedStage], global: &GlobalArgs) -> Result<Vec<Option<bool>>, Error> {
+    let unknown = vec![None; plan.len()];
+    let Some(url) = &global.cache else { return Ok(unknown) };
+    let events = global.events();
+    let options = crate::build::CacheOptions::default();
+    let Some(shared) = crate::build::connect_cache(url, options, &events).await? else {
+        return Ok(unknown);
+    };
+    let mut found = Vec::with_capacity(plan.len());
+    for planned in plan {
+        found.push(shared.has_layer(&planned.key, &events).await);
+    }
+    Ok(found)
+}
+
+fn plan_json(
+    plan: &[PlannedStage],
+    restore: &[Option<u64>],
+    remote: &[Option<bool>],
+) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .iter()
         .zip(restore)
-        .map(|(planned, restore)| {
+        .zip(remote)
+        .map(|((planned, restore), remote)| {
             let layer = match &planned.status {
                 Status::Cached(layer) => Some(layer),
                 _ => None,
@@ -75,6 +106,7 @@ fn plan_json(plan: &[PlannedStage], restore: &[Option<u64>]) -> serde_json::Valu
                 "virtual_bytes": layer.map(|layer| layer.metadata.virtual_bytes),
                 "created": layer.map(|layer| layer.metadata.created),
                 "restore_bytes": restore,
+                "in_shared_cache": remote,
             })
         })
         .collect();
