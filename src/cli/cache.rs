@@ -30,11 +30,8 @@ pub async fn push(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error
     let built = crate::layer::built_stage(&definition, &layers, args.stage.as_deref())?;
     let events = global.events();
     let cache = connect(global, &events).await?;
-    let keys: Vec<LayerKey> = built
-        .chain
-        .iter()
-        .filter_map(|(_, layer)| LayerKey::parse(&layer.metadata.key))
-        .collect();
+    let keys: Vec<LayerKey> =
+        built.chain.iter().filter_map(|(_, layer)| LayerKey::parse(&layer.metadata.key)).collect();
     let work = crate::build::push_all(&cache, &built.source, &keys, &layers, args.cache_restore);
     let bytes = super::interruptible(async { Ok(work.await?) }).await?;
     crate::report::note(

@@ -3,9 +3,10 @@
 //! interrupted). Only `cli/` knows it; every other module returns its own error.
 
 use crate::{
-    build::BuildError, cache::CacheError, communicator::CommunicatorError, definition::DefinitionError,
-    export::ExportError, layer::LayerError, layer::PlanError, process::ProcessError,
-    qemu::QemuError, seed::SeedError, source::SourceError, stage::StageError, store::StoreError,
+    build::BuildError, cache::CacheError, communicator::CommunicatorError,
+    definition::DefinitionError, export::ExportError, layer::LayerError, layer::PlanError,
+    process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
+    stage::StageError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -339,8 +339,8 @@ fn expected_offline(store: &Store, source: &Source) -> Option<Expected> {
         }
         Checksum::File(Location::Http(checksum_url)) => {
             let checksum_url = SourceUrl::new(checksum_url);
-            let digest = index::read(&index::by_url_path(store, &url, &checksum_url))?
-                .expected_digest()?;
+            let digest =
+                index::read(&index::by_url_path(store, &url, &checksum_url))?.expected_digest()?;
             Some(Expected { digest, checksum_url: Some(checksum_url) })
         }
     }
