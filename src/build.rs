@@ -5,6 +5,12 @@
 // Stage errors carry console tails for the user; see `stage`.
 #![allow(clippy::result_large_err)]
 
+mod shared_cache;
+
+pub use shared_cache::{
+    CacheOptions, SharedCache, connect as connect_cache, pull_chains, pull_source, push_all,
+};
+
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -38,6 +44,8 @@ pub enum BuildError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     #[error("failed to wait for a store lock")]
     LockWait(#[source] tokio::task::JoinError),
     #[error(transparent)]
@@ -89,6 +97,8 @@ pub struct BuildContext<'a> {
     pub log_dir: &'a Path,
     pub events: &'a Events,
     pub options: &'a BuildOptions,
+    /// `--cache`: the shared cache, when one is given and could be reached.
+    pub cache: Option<&'a SharedCache>,
 }
 
 /// A failed build, with what the user should know to go on.
@@ -119,13 +129,35 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
     let store = layers.store();
     let fetch_options =
         crate::source::FetchOptions { offline: options.offline, verify: options.plan.verify };
+    if let Some(shared) = context.cache
+        && !options.offline
+    {
+        shared.pull_source_if_missing(store, &definition.source, events).await?;
+    }
     let source = crate::source::fetch(store, &definition.source, fetch_options, events).await?;
     // gc takes this lock exclusively: it never removes what a running build stands on.
     let _gc_guard = blocking_lock(store.clone(), "gc".to_owned(), true).await?;
     layers.clean_stale_tmp()?;
     // Run folders of builds and runs that were killed (their seeds hold private keys).
     let _ = crate::stage::sweep_stale_run_dirs(&std::env::temp_dir());
-    let plan = crate::layer::plan(definition, layers, source, &options.plan, SystemTime::now())?;
+    let mut plan =
+        crate::layer::plan(definition, layers, source.clone(), &options.plan, SystemTime::now())?;
+    if let Some(shared) = context.cache
+        && !options.offline
+    {
+        if shared.pull_for_plan(&plan.stages, layers, events).await? > 0 {
+            plan = crate::layer::plan(
+                definition,
+                layers,
+                source.clone(),
+                &options.plan,
+                SystemTime::now(),
+            )?;
+        }
+        if !options.no_warm {
+            shared.pull_restore_points(&plan.stages, layers, events).await?;
+        }
+    }
     announce(&plan.stages, events);
     let mut builder = Builder {
         context,
@@ -146,6 +178,14 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
         let run = one_boot_run(&plan[index..]);
         builder.build_run(&plan[index..index + run]).await?;
         index += run;
+    }
+    if let Some(shared) = context.cache
+        && shared.pushes()
+        && !options.offline
+    {
+        let keys: Vec<LayerKey> =
+            builder.outcomes.iter().map(|outcome| outcome.key.clone()).collect();
+        shared.push(&source, &keys, layers, events).await?;
     }
     Ok(builder.outcomes)
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cache::CacheUrl;
 use crate::definition::{ExportFormat, ExportTarget};
 pub use crate::report::LogFormat;
 
@@ -15,10 +16,15 @@ Synopsis:
   strata fetch DEF [--offline]          download and verify the source into the store
       e.g. strata fetch images/demo.toml
   strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed]
-                   [--verify] [--no-warm] [--test] [--junit FILE]
+                   [--verify] [--no-warm] [--test] [--junit FILE] [--push] [--cache-required]
+                   [--cache-restore]
       e.g. strata build images/demo.toml --rebuild final
   strata layers DEF                     each stage: cache key, cached or not, size, age, parent
       e.g. strata layers images/demo.toml
+  strata push DEF [--stage NAME] [--cache-restore]   built layers and the source to --cache
+      e.g. strata --cache oci://registry.example/strata push images/demo.toml
+  strata pull DEF [--stage NAME] [--cache-restore]   layers and the source from --cache
+      e.g. strata --cache oci://registry.example/strata pull images/demo.toml
   strata export DEF [--stage NAME] [--format F] [--target T] [-o DIR] [--force]
       e.g. strata export images/demo.toml --target openstack -o out/
   strata run DEF [--stage NAME]         a throwaway VM on a layer; prints how to ssh in
@@ -64,6 +70,15 @@ pub struct GlobalArgs {
     /// Show only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// A shared layer cache: oci://HOST[:PORT]/REPOSITORY (HTTPS) or oci+http://… (plain HTTP).
+    /// Credentials: STRATA_CACHE_USER and STRATA_CACHE_PASSWORD, else docker/podman logins
+    #[arg(long, global = true, env = "STRATA_CACHE", value_name = "URL", value_parser = parse_cache_url)]
+    pub cache: Option<CacheUrl>,
+}
+
+/// Checked while parsing, so that a malformed cache URL is an argument error (exit 2).
+fn parse_cache_url(value: &str) -> Result<CacheUrl, String> {
+    CacheUrl::parse(value).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +112,14 @@ pub enum Command {
         #[arg(value_name = "DEF")]
         definition: PathBuf,
     },
+    /// Push built layers (and the source) that the shared cache (--cache) lacks.
+    ///
+    /// Example: strata --cache oci://registry.example/strata push images/demo.toml
+    Push(CacheSyncArgs),
+    /// Pull a definition's layers (and the source) from the shared cache (--cache).
+    ///
+    /// Example: strata --cache oci://registry.example/strata pull images/demo.toml
+    Pull(CacheSyncArgs),
     /// Flatten a stage's layers into a standalone image for a platform.
     ///
     /// Example: strata export images/demo.toml --format qcow2 --target openstack -o out/
@@ -171,6 +194,28 @@ pub struct BuildArgs {
     /// With --test: also write the results as JUnit XML
     #[arg(long, value_name = "FILE", requires = "test")]
     pub junit: Option<PathBuf>,
+    /// Push what the build made or used that the shared cache lacks (needs --cache)
+    #[arg(long, env = "STRATA_CACHE_PUSH", value_parser = clap::builder::FalseyValueParser::new())]
+    pub push: bool,
+    /// Fail when the shared cache cannot be used, instead of building locally
+    #[arg(long)]
+    pub cache_required: bool,
+    /// Push and pull restore points too (they hold guest memory and the build's keys: private
+    /// registries only)
+    #[arg(long)]
+    pub cache_restore: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheSyncArgs {
+    #[arg(value_name = "DEF")]
+    pub definition: PathBuf,
+    /// Up to this stage [default: the last]
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// Restore points too (they hold guest memory and the build's keys: private registries only)
+    #[arg(long)]
+    pub cache_restore: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! `strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed] [--verify]`
+//! `strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed] [--verify]
+//! [--push] [--cache-required] [--cache-restore]`
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::time::Instant;
 
 use super::Error;
 use super::{BuildArgs, Failure, GlobalArgs};
-use crate::build::{BuildContext, BuildError, BuildOptions};
+use crate::build::{BuildContext, BuildError, BuildOptions, CacheOptions, SharedCache};
 use crate::events::Event;
 use crate::layer::{LayerError, LayerStore, PlanOptions};
 use crate::report::{self, SummaryRow, buildlog::BuildLog};
@@ -40,12 +41,20 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
         log_dir: log.dir().to_owned(),
     });
     let started = Instant::now();
+    let cache = match build_cache(args, global, &events).await {
+        Ok(cache) => cache,
+        Err(error) => {
+            events.emit(Event::Error { message: report::error_chain(&error) });
+            return Err(Failure::from(error));
+        }
+    };
     let context = BuildContext {
         definition: &definition,
         layers: &layers,
         log_dir: log.dir(),
         events: &events,
         options: &options,
+        cache: cache.as_ref(),
     };
     let outcome = super::interruptible(async { Ok(crate::build::run(&context).await?) }).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -81,6 +90,34 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
             Err(Failure { error, hint: Some(hint) })
         }
     }
+}
+
+/// The shared cache for this build: `None` without `--cache`, or when the registry cannot be
+/// used and `--cache-required` is not given (a warning says so).
+async fn build_cache(
+    args: &BuildArgs,
+    global: &GlobalArgs,
+    events: &crate::events::Events,
+) -> Result<Option<SharedCache>, Error> {
+    let Some(url) = &global.cache else {
+        if args.push || args.cache_required || args.cache_restore {
+            return Err(Error::Usage(
+                "--push, --cache-required and --cache-restore need a shared cache: give \
+                 --cache URL or set STRATA_CACHE"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    if args.offline {
+        return Ok(None);
+    }
+    let options = CacheOptions {
+        required: args.cache_required,
+        push: args.push,
+        restore: args.cache_restore,
+    };
+    Ok(crate::build::connect_cache(url, options, events).await?)
 }
 
 /// What to try after a failure, printed after the error: where the logs are, and how to look

@@ -3,9 +3,10 @@
 //! interrupted). Only `cli/` knows it; every other module returns its own error.
 
 use crate::{
-    build::BuildError, communicator::CommunicatorError, definition::DefinitionError,
-    export::ExportError, layer::LayerError, layer::PlanError, process::ProcessError,
-    qemu::QemuError, seed::SeedError, source::SourceError, stage::StageError, store::StoreError,
+    build::BuildError, cache::CacheError, communicator::CommunicatorError,
+    definition::DefinitionError, export::ExportError, layer::LayerError, layer::PlanError,
+    process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
+    stage::StageError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub enum Error {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// A signal that asks strata to stop: Ctrl-C, a CI job's cancel (SIGTERM), a closed terminal.
@@ -96,7 +99,8 @@ impl Error {
             | Error::Usage(_)
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
-            | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. })) => 2,
+            | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
+            | Error::Cache(CacheError::BadUrl { .. }) => 2,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,
         }

@@ -1,4 +1,5 @@
-//! `strata layers DEF`: each stage's key, whether its layer is cached, sizes, age, parent.
+//! `strata layers DEF`: each stage's key, whether its layer is cached, sizes, age, parent, and
+//! with `--cache` whether the shared cache has it.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use super::GlobalArgs;
 use crate::layer::{LayerStore, PlanOptions, PlannedStage, Status, plan_from_store};
 use crate::units::{ByteSize, format_duration};
 
-pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
+pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
     let layers = LayerStore::new(global.open_store()?);
     let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
@@ -18,9 +19,13 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
         )));
     };
     let now = crate::layer::now_secs();
+    let remote = in_cache(&plan.stages, global).await?;
     let mut rows = vec![
-        ["stage", "key", "state", "layer", "virtual", "restore", "age", "tested", "parent"]
-            .map(String::from),
+        [
+            "stage", "key", "state", "layer", "virtual", "restore", "age", "tested", "parent",
+            "shared",
+        ]
+        .map(String::from),
     ];
     let digest = super::test::checks_of(&definition)
         .ok()
@@ -30,7 +35,9 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let restore: Vec<Option<u64>> =
         plan.stages.iter().map(|planned| restore_size(&layers, planned)).collect();
     let plan = plan.stages;
-    for ((planned, restore), tested) in plan.iter().zip(&restore).zip(&tested) {
+    for (((planned, restore), tested), remote) in
+        plan.iter().zip(&restore).zip(&tested).zip(&remote)
+    {
         let parent =
             planned.stage.parent.as_ref().map_or_else(|| "source".to_owned(), ToString::to_string);
         let (state, size, virtual_size, age) = match &planned.status {
@@ -57,22 +64,47 @@ pub fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
             age,
             tested.clone(),
             parent,
+            match remote {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
+            .to_owned(),
         ]);
     }
-    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore, &tested));
+    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore, &tested, &remote));
     Ok(())
+}
+
+/// For each stage, whether the shared cache has its layer: `None` without `--cache`, or when
+/// the registry cannot be used (a warning says so; the local columns are still shown).
+async fn in_cache(plan: &[PlannedStage], global: &GlobalArgs) -> Result<Vec<Option<bool>>, Error> {
+    let unknown = vec![None; plan.len()];
+    let Some(url) = &global.cache else { return Ok(unknown) };
+    let events = global.events();
+    let options = crate::build::CacheOptions::default();
+    let Some(shared) = crate::build::connect_cache(url, options, &events).await? else {
+        return Ok(unknown);
+    };
+    let mut found = Vec::with_capacity(plan.len());
+    for planned in plan {
+        found.push(shared.has_layer(&planned.key, &events).await);
+    }
+    Ok(found)
 }
 
 fn plan_json(
     plan: &[PlannedStage],
     restore: &[Option<u64>],
     tested: &[String],
+    remote: &[Option<bool>],
 ) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .iter()
         .zip(restore)
         .zip(tested)
-        .map(|((planned, restore), tested)| {
+        .zip(remote)
+        .map(|(((planned, restore), tested), remote)| {
             let layer = match &planned.status {
                 Status::Cached(layer) => Some(layer),
                 _ => None,
@@ -88,6 +120,7 @@ fn plan_json(
                 "created": layer.map(|layer| layer.metadata.created),
                 "restore_bytes": restore,
                 "tested": tested,
+                "in_shared_cache": remote,
             })
         })
         .collect();

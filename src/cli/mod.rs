@@ -3,6 +3,7 @@
 
 mod args;
 mod build;
+mod cache;
 mod error;
 mod export;
 mod fetch;
@@ -83,7 +84,9 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         }
         // Reached only through `run`, which handles it first; kept for exhaustiveness.
         Command::Build(args) => build::run(&args, global).await.map_err(|failure| failure.error),
-        Command::Layers { definition } => layers::run(&definition, global),
+        Command::Layers { definition } => layers::run(&definition, global).await,
+        Command::Push(args) => cache::push(&args, global).await,
+        Command::Pull(args) => cache::pull(&args, global).await,
         Command::Export(args) => export::run(&args, global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
         Command::Gc { definitions, all, dry_run } => gc::run(&definitions, all, dry_run, global),

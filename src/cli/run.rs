@@ -20,7 +20,7 @@ pub(super) struct FreshVm {
     pub layer: crate::layer::Layer,
     pub events: crate::events::Events,
     /// 0700: the seed, the QMP socket, login files; removed when dropped.
-    pub run_dir: tempfile::TempDir,
+    pub run_dir: crate::stage::RunDir,
 }
 
 /// Boots a fresh guest on `stage`'s layer (default the last). `for_login`: talk SSH with a

@@ -294,23 +294,56 @@ pub async fn fetch(
 /// size and modification time (no hashing). For `strata layers` and cache keys.
 #[must_use]
 pub fn lookup(store: &Store, source: &Source) -> Option<FetchedSource> {
-    let url = SourceUrl::for_location(&source.location);
-    let expected = match &source.checksum {
-        Checksum::Inline(digest) => digest.clone(),
-        Checksum::File(Location::File(path)) => {
-            let text = fs::read_to_string(path).ok()?;
-            checksum::find_entry(&text, &source.location.file_name())?
-        }
-        Checksum::File(Location::Http(checksum_url)) => {
-            let checksum_url = SourceUrl::new(checksum_url);
-            index::read(&index::by_url_path(store, &url, &checksum_url))?.expected_digest()?
-        }
-    };
-    let entry = index::read(&index::by_digest_path(store, &expected))?;
+    let expected = expected_offline(store, source)?;
+    let entry = index::read(&index::by_digest_path(store, &expected.digest))?;
     let path = store.sources_dir().join(&entry.file);
     let metadata = fs::metadata(&path).ok()?;
     let digest = SourceDigest::from_hex(&entry.sha256)?;
     entry.unchanged(&metadata).then_some(FetchedSource { path, digest, size: entry.size })
+}
+
+/// The sha256 `source`'s content must have, when it can be told without the network (an inline
+/// sha256, a local checksum file, or what a checksum URL gave last time): the name the shared
+/// cache knows a source by. `None` for a sha512 or a checksum URL never read.
+#[must_use]
+pub fn expected_sha256(store: &Store, source: &Source) -> Option<SourceDigest> {
+    let expected = expected_offline(store, source)?;
+    (expected.digest.algo() == HashAlgo::Sha256)
+        .then(|| SourceDigest::from_hex(expected.digest.hex()))
+        .flatten()
+}
+
+/// Records a source that came into `sources/` another way than [`fetch`] (pulled from the
+/// shared cache) in the index, so that a later fetch, `--offline` too, finds it.
+pub fn record_pulled(
+    store: &Store,
+    source: &Source,
+    fetched: &FetchedSource,
+) -> Result<(), SourceError> {
+    let url = SourceUrl::for_location(&source.location);
+    let expected = expected_offline(store, source)
+        .ok_or_else(|| SourceError::NotCached { url: url.to_string() })?;
+    record(store, &url, &expected, fetched)
+}
+
+/// [`Expected`] without the network: `None` when only a checksum URL never read could say.
+fn expected_offline(store: &Store, source: &Source) -> Option<Expected> {
+    let url = SourceUrl::for_location(&source.location);
+    match &source.checksum {
+        Checksum::Inline(digest) => Some(Expected { digest: digest.clone(), checksum_url: None }),
+        Checksum::File(Location::File(path)) => {
+            let text = fs::read_to_string(path).ok()?;
+            let digest = checksum::find_entry(&text, &source.location.file_name())?;
+            let checksum_url = SourceUrl::for_location(&Location::File(path.clone()));
+            Some(Expected { digest, checksum_url: Some(checksum_url) })
+        }
+        Checksum::File(Location::Http(checksum_url)) => {
+            let checksum_url = SourceUrl::new(checksum_url);
+            let digest =
+                index::read(&index::by_url_path(store, &url, &checksum_url))?.expected_digest()?;
+            Some(Expected { digest, checksum_url: Some(checksum_url) })
+        }
+    }
 }
 
 /// The client is built on first use, so `--offline` never builds one.
