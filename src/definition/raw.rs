@@ -8,8 +8,17 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 /// The keys of each table, for "did you mean" suggestions and help texts.
-pub(super) const TOP_KEYS: &[&str] =
-    &["name", "description", "source", "machine", "communicator", "vars", "stage", "export"];
+pub(super) const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "source",
+    "machine",
+    "communicator",
+    "vars",
+    "stage",
+    "export",
+    "drift",
+];
 pub(super) const SOURCE_KEYS: &[&str] = &["url", "checksum", "checksum_url"];
 pub(super) const MACHINE_KEYS: &[&str] =
     &["cpus", "memory", "disk_size", "firmware", "accel", "extra_args"];
@@ -18,6 +27,7 @@ pub(super) const STAGE_KEYS: &[&str] =
     &["name", "parent", "user_data", "refresh", "network", "steps"];
 pub(super) const STEP_KEYS: &[&str] = &["run", "shell", "upload", "to", "reboot", "env", "timeout"];
 pub(super) const EXPORT_KEYS: &[&str] = &["formats", "compression", "targets"];
+pub(super) const DRIFT_KEYS: &[&str] = &["roots", "ignore"];
 
 pub(super) type Text = Spanned<String>;
 
@@ -34,6 +44,7 @@ pub(super) struct RawDefinition {
     #[serde(rename = "stage")]
     pub stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
     pub export: Option<RawExport>,
+    pub drift: Option<RawDrift>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,10 +110,17 @@ pub(super) struct RawExport {
     pub targets: Option<Spanned<Vec<Text>>>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrift {
+    pub roots: Option<Spanned<Vec<Text>>>,
+    pub ignore: Option<Spanned<Vec<Text>>>,
+}
+
 /// The keys a table at `path` (as serde's error names the table's fields) accepts, found
 /// from the list serde's unknown-field message gives.
 pub(super) fn table_of_keys(expected: &[String]) -> &'static str {
-    let tables: [(&str, &[&str]); 7] = [
+    let tables: [(&str, &[&str]); 8] = [
         ("the top level", TOP_KEYS),
         ("[source]", SOURCE_KEYS),
         ("[machine]", MACHINE_KEYS),
@@ -110,6 +128,7 @@ pub(super) fn table_of_keys(expected: &[String]) -> &'static str {
         ("[[stage]]", STAGE_KEYS),
         ("a step", STEP_KEYS),
         ("[export]", EXPORT_KEYS),
+        ("[drift]", DRIFT_KEYS),
     ];
     tables
         .iter()

@@ -281,6 +281,10 @@ mod tests {
                 compression: Compression::Zstd,
                 targets: vec![ExportTarget::Generic],
             },
+            drift: crate::definition::Drift {
+                roots: crate::drift::Roots::default(),
+                ignore: crate::drift::IgnoreRules::new::<&str>(&[]).unwrap(),
+            },
         };
         Fixture { dir, definition }
     }

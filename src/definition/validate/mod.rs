@@ -4,6 +4,7 @@
 //! `source`, `machine` (and the communicator), `stages`, `steps`, `templates`, `export`;
 //! this one holds the checker and the checks they share (sizes, durations, choices).
 
+mod drift;
 mod export;
 mod machine;
 mod source;
@@ -108,6 +109,7 @@ impl Checker {
             .collect();
         let stages = self.stages(raw.stages.as_ref(), communicator.as_ref(), &vars);
         let export = self.export(raw.export.as_ref());
+        let drift = self.drift(raw.drift.as_ref());
         Some(ImageDefinition {
             path: path.to_owned(),
             name: name?,
@@ -118,6 +120,7 @@ impl Checker {
             vars,
             stages: stages?,
             export: export?,
+            drift: drift?,
         })
     }
 
