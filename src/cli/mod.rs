@@ -3,6 +3,7 @@
 
 mod args;
 mod build;
+mod diff;
 mod error;
 mod export;
 mod fetch;
@@ -79,6 +80,9 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         Command::Export(args) => export::run(&args, global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
         Command::Gc { definitions, dry_run } => gc::run(&definitions, dry_run, global),
+        Command::Diff { definition, from, to } => {
+            diff::run(&definition, from.as_deref(), to.as_deref(), global)
+        }
     }
 }
 
