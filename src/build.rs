@@ -470,7 +470,8 @@ impl<'a, 'b> Builder<'a, 'b> {
         let metadata = crate::layer::LayerMetadata {
             virtual_bytes: output.virtual_bytes,
             build_seconds: seconds_since(flight.started),
-            packages: output.facts.packages,
+            packages: output.facts.inventory.packages,
+            files: output.facts.inventory.files,
             os_id: output.facts.os_id,
             os_version: output.facts.os_version,
             guest_agent: output.facts.guest_agent,

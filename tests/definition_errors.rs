@@ -844,3 +844,37 @@ fn machine_sizes_beyond_qemu_are_refused() {
     let machine = ok(&with_head(&format!("{biggest}{ONE_STAGE}"))).machine;
     assert_eq!((machine.cpus, machine.disk_size), (255, Some(ByteSize(64 * ByteSize::TIB))));
 }
+
+// ---- [drift] ----
+
+#[test]
+fn drift_defaults_and_a_definitions_own_roots_and_patterns() {
+    let plain = ok(&with_head(ONE_STAGE));
+    let roots: Vec<&str> = plain.drift.roots.as_slice().iter().map(String::as_str).collect();
+    assert_eq!(roots, strata::drift::DEFAULT_ROOTS);
+    assert!(plain.drift.ignore.is_ignored("/etc/machine-id"));
+    let text = with_head(&format!(
+        "[drift]\nroots = [\"/etc\", \"/home/app/\"]\nignore = [\"/etc/app/cache/*\"]\n\n{ONE_STAGE}"
+    ));
+    let own = ok(&text);
+    assert_eq!(own.drift.roots.as_slice(), ["/etc", "/home/app"]);
+    assert!(
+        own.drift.ignore.is_ignored("/etc/app/cache/x")
+            && own.drift.ignore.is_ignored("/etc/hostname")
+    );
+}
+
+#[test]
+fn drift_relative_root_points_at_it() {
+    let text = with_head(&format!("[drift]\nroots = [\"/etc\", \"srv\"]\n\n{ONE_STAGE}"));
+    let error = invalid(&text);
+    assert!(matches!(error.problem(), Problem::BadDrift { .. }), "{error}");
+    assert_at(&error, &text, "[drift] roots: `srv`", "\"srv\"", 0);
+}
+
+#[test]
+fn drift_unknown_key_names_the_table() {
+    let text = with_head(&format!("[drift]\nroot = [\"/etc\"]\n\n{ONE_STAGE}"));
+    let error = invalid(&text);
+    assert_at(&error, &text, "unknown key `root` in [drift]", "root", 0);
+}

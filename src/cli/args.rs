@@ -34,6 +34,8 @@ Synopsis:
       e.g. strata test images/demo.toml --junit checks.xml
   strata gc [--dry-run] (DEF... | --all) delete layers and sources no given definition needs
       e.g. strata gc --dry-run images/*.toml
+  strata diff DEF [--from STAGE|KEY] [--to STAGE|KEY]   packages and files changed between layers
+      e.g. strata diff images/demo.toml --from base --to final
 
 Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM), 129 hung up (SIGHUP).";
@@ -163,6 +165,20 @@ pub enum Command {
         /// Only list what would be deleted
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Packages and files that changed between two built layers [default: each stage against
+    /// its parent, the first against an empty system].
+    ///
+    /// Example: strata diff images/demo.toml --from base --to final
+    Diff {
+        #[arg(value_name = "DEF")]
+        definition: PathBuf,
+        /// The older side: a stage or a layer key [default: the parent of --to]
+        #[arg(long, value_name = "STAGE|KEY")]
+        from: Option<String>,
+        /// The newer side: a stage or a layer key [default: the last stage]
+        #[arg(long, value_name = "STAGE|KEY")]
+        to: Option<String>,
     },
 }
 

@@ -4,6 +4,7 @@
 mod args;
 mod build;
 mod cache;
+mod diff;
 mod error;
 mod export;
 mod fetch;
@@ -92,6 +93,9 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         Command::Gc { definitions, all, dry_run } => gc::run(&definitions, all, dry_run, global),
         Command::Test { definition, stage, junit } => {
             test::run(&definition, stage.as_deref(), junit.as_deref(), global).await
+        }
+        Command::Diff { definition, from, to } => {
+            diff::run(&definition, from.as_deref(), to.as_deref(), global)
         }
     }
 }

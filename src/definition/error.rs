@@ -132,6 +132,10 @@ pub enum Problem {
     BadEnvName {
         name: String,
     },
+    /// `[drift] roots` or `ignore`, in drift's words.
+    BadDrift {
+        message: String,
+    },
     NetworkNeedsGuestAgent,
     BadCpus {
         value: i64,
@@ -250,6 +254,7 @@ impl fmt::Display for Problem {
                 write!(f, "unknown template variable `{name}`{}", did_you_mean(suggestion.as_ref()))
             }
             Problem::BadEnvName { name } => write!(f, "bad environment variable name \"{name}\""),
+            Problem::BadDrift { message } => f.write_str(message),
             Problem::NetworkNeedsGuestAgent => {
                 f.write_str("`network = false` needs the guest-agent communicator")
             }
@@ -326,6 +331,7 @@ impl Problem {
                 "not defined".into()
             }
             Problem::BadEnvName { .. } => "not a variable name".into(),
+            Problem::BadDrift { .. } => "here".into(),
             Problem::NetworkNeedsGuestAgent => "no network for an ssh communicator".into(),
             Problem::BadCpus { .. } => format!("must be 1 to {}", Machine::MAX_CPUS),
             Problem::MemoryTooSmall { .. } => "too small".into(),
@@ -458,6 +464,11 @@ impl Problem {
             }
             Problem::BadEnvName { .. } => {
                 "use letters, digits and `_`, not starting with a digit".into()
+            }
+            Problem::BadDrift { .. } => {
+                "write absolute paths (\"/etc\") for roots and absolute glob patterns \
+                 (\"/etc/ssh/ssh_host_*\") for ignore"
+                    .into()
             }
             Problem::NetworkNeedsGuestAgent => {
                 "set [communicator] kind = \"guest-agent\", or remove `network = false`".into()

@@ -18,6 +18,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "stage",
     "export",
     "test",
+    "drift",
 ];
 pub(super) const SOURCE_KEYS: &[&str] = &["url", "checksum", "checksum_url"];
 pub(super) const MACHINE_KEYS: &[&str] =
@@ -30,6 +31,7 @@ pub(super) const STEP_KEYS: &[&str] =
 pub(super) const TEST_KEYS: &[&str] =
     &["name", "http", "shell", "service", "port", "status", "contains", "timeout"];
 pub(super) const EXPORT_KEYS: &[&str] = &["formats", "compression", "targets"];
+pub(super) const DRIFT_KEYS: &[&str] = &["roots", "ignore"];
 
 pub(super) type Text = Spanned<String>;
 
@@ -49,6 +51,7 @@ pub(super) struct RawDefinition {
     /// `[[test]]`: checks run on a fresh boot of a built stage; not layer inputs.
     #[serde(rename = "test", default)]
     pub tests: Vec<Spanned<RawTest>>,
+    pub drift: Option<RawDrift>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,10 +135,17 @@ pub(super) struct RawExport {
     pub targets: Option<Spanned<Vec<Text>>>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrift {
+    pub roots: Option<Spanned<Vec<Text>>>,
+    pub ignore: Option<Spanned<Vec<Text>>>,
+}
+
 /// The keys a table at `path` (as serde's error names the table's fields) accepts, found
 /// from the list serde's unknown-field message gives.
 pub(super) fn table_of_keys(expected: &[String]) -> &'static str {
-    let tables: [(&str, &[&str]); 8] = [
+    let tables: [(&str, &[&str]); 9] = [
         ("the top level", TOP_KEYS),
         ("[source]", SOURCE_KEYS),
         ("[machine]", MACHINE_KEYS),
@@ -144,6 +154,7 @@ pub(super) fn table_of_keys(expected: &[String]) -> &'static str {
         ("a step", STEP_KEYS),
         ("[export]", EXPORT_KEYS),
         ("[[test]]", TEST_KEYS),
+        ("[drift]", DRIFT_KEYS),
     ];
     tables
         .iter()

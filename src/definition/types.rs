@@ -41,6 +41,8 @@ pub struct ImageDefinition {
     pub export: Export,
     /// The `[[test]]` checks, in file order, names unique. Not layer inputs.
     pub tests: Vec<CheckSpec>,
+    /// `[drift]`: what a layer's file manifest covers. Not a layer-key input.
+    pub drift: Drift,
 }
 
 impl ImageDefinition {
@@ -313,6 +315,28 @@ impl fmt::Display for StepAction {
             StepAction::Reboot => f.write_str("reboot"),
             StepAction::Ansible { playbook, .. } => write!(f, "ansible: {}", playbook.display()),
         }
+    }
+}
+
+/// `[drift]`, checked by drift's rules: the roots a layer's manifest walks and the ignore rules
+/// (drift's defaults plus the definition's patterns).
+#[derive(Debug, Clone)]
+pub struct Drift {
+    pub roots: crate::drift::Roots,
+    pub ignore: crate::drift::IgnoreRules,
+}
+
+impl PartialEq for Drift {
+    fn eq(&self, other: &Drift) -> bool {
+        self.roots == other.roots && self.ignore.patterns() == other.ignore.patterns()
+    }
+}
+
+impl Drift {
+    /// The collection script that records this manifest (and the packages).
+    #[must_use]
+    pub fn collect_script(&self) -> String {
+        crate::drift::collect_script(&self.roots, &self.ignore)
     }
 }
 

@@ -285,6 +285,10 @@ mod tests {
                 targets: vec![ExportTarget::Generic],
             },
             tests: Vec::new(),
+            drift: crate::definition::Drift {
+                roots: crate::drift::Roots::default(),
+                ignore: crate::drift::IgnoreRules::new::<&str>(&[]).unwrap(),
+            },
         };
         Fixture { dir, definition }
     }

@@ -49,12 +49,45 @@ pub struct LayerMetadata {
     /// check compares before trusting `disk_sha256` without rehashing.
     pub disk_mtime_ns: i128,
     pub build_seconds: f64,
-    /// `name version` lines from the guest's package manager.
-    pub packages: Vec<String>,
+    /// The guest's packages (name, arch, version), sorted. Older records hold `name version`
+    /// strings: read as packages without an architecture.
+    #[serde(default, deserialize_with = "packages_old_or_new")]
+    pub packages: Vec<crate::drift::Package>,
+    /// The files under `[drift] roots` at the end of the stage (DESIGN §7); empty in older
+    /// records.
+    #[serde(default)]
+    pub files: crate::drift::Manifest,
     /// `ID` and `VERSION_ID` from the guest's /etc/os-release.
     pub os_id: Option<String>,
     pub os_version: Option<String>,
     pub guest_agent: bool,
+}
+
+/// Reads `packages` as written now (objects) or by older strata (`name version` strings).
+fn packages_old_or_new<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<crate::drift::Package>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Recorded {
+        Package(crate::drift::Package),
+        Line(String),
+    }
+    let recorded = Vec::<Recorded>::deserialize(deserializer)?;
+    Ok(recorded
+        .into_iter()
+        .map(|recorded| match recorded {
+            Recorded::Package(package) => package,
+            Recorded::Line(line) => {
+                let (name, version) = line.split_once(' ').unwrap_or((&line, ""));
+                crate::drift::Package {
+                    name: name.to_owned(),
+                    arch: String::new(),
+                    version: version.to_owned(),
+                }
+            }
+        })
+        .collect())
 }
 
 /// A committed layer.
@@ -430,6 +463,22 @@ pub fn now_secs() -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_package_lines_and_a_record_without_files_still_load() {
+        let mut record = serde_json::to_value(LayerMetadata::default()).unwrap();
+        record["packages"] = serde_json::json!(["htop 3.2.2-2", "bash 5.2.15-2+b2"]);
+        record.as_object_mut().unwrap().remove("files");
+        let old: LayerMetadata = serde_json::from_value(record).unwrap();
+        assert_eq!(old.packages[0].name, "htop");
+        assert_eq!(old.packages[0].version, "3.2.2-2");
+        assert_eq!(old.packages[1].arch, "");
+        assert!(old.files.is_empty());
+        let new = serde_json::to_value(&old).unwrap();
+        assert_eq!(new["packages"][0]["name"], "htop");
+        let again: LayerMetadata = serde_json::from_value(new).unwrap();
+        assert_eq!(again, old);
+    }
 
     #[test]
     fn a_sparse_layer_reports_its_allocated_blocks_not_its_length() {

@@ -190,6 +190,27 @@ pub fn table<const N: usize>(format: LogFormat, rows: &[[String; N]], json: &ser
     }
 }
 
+/// Findings (`strata diff`): a table on a terminal, or one JSON object per line per finding;
+/// a line saying there are none when `objects` is empty.
+pub fn findings<const N: usize>(
+    format: LogFormat,
+    rows: &[[String; N]],
+    objects: &[serde_json::Value],
+) {
+    if format == LogFormat::Json {
+        let mut out = std::io::stdout().lock();
+        for object in objects {
+            let _ = writeln!(out, "{object}");
+        }
+        return;
+    }
+    if objects.is_empty() {
+        note(format, false, "no differences");
+        return;
+    }
+    table(format, rows, &serde_json::Value::Null);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use super::Link;
 use super::{StageError, StageJob, Vm, communicator_error, race_death};
 use crate::communicator::{Communicator, CommunicatorError};
+use crate::definition::Drift;
 
 /// What the layer records about the guest it was cut from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestFacts {
-    /// `name version` per installed package.
-    pub packages: Vec<String>,
+    /// The packages and the file manifest (`[drift]`), from drift's collection script.
+    pub inventory: crate::drift::Inventory,
     pub os_id: Option<String>,
     pub os_version: Option<String>,
     pub guest_agent: bool,
@@ -98,10 +99,8 @@ fi
 
 /// Facts for layer.json, printed as `kind value` lines while sysprep runs (it waits for them). In
 /// a background subshell, so that os-release's variables stay out of sysprep's way, and never
-/// fatal.
-const FACTS: &str = r#"( if command -v dpkg-query >/dev/null; then dpkg-query -W -f='pkg ${Package} ${Version}\n'
-elif command -v rpm >/dev/null; then rpm -qa --qf 'pkg %{NAME} %{VERSION}-%{RELEASE}\n'; fi
-. /etc/os-release 2>/dev/null && echo "os_id $ID" && echo "os_version ${VERSION_ID:-}"
+/// fatal. (The packages come with drift's inventory, which runs before, alone on stdout.)
+const FACTS: &str = r#"( . /etc/os-release 2>/dev/null && echo "os_id $ID" && echo "os_version ${VERSION_ID:-}"
 if command -v qemu-ga >/dev/null || [ -e /usr/sbin/qemu-ga ]; then echo "guest_agent yes"; fi ) &
 "#;
 
@@ -109,13 +108,18 @@ pub fn link<'a>(vm: &'a Vm, stage: &str) -> Result<&'a Link, StageError> {
     vm.link.as_ref().ok_or_else(|| StageError::NotConnected { stage: stage.to_owned() })
 }
 
-/// Reads the facts from the lines [`FACTS`] printed; other lines are ignored.
-pub(super) fn parse_facts<'l>(lines: impl IntoIterator<Item = &'l str>) -> GuestFacts {
+/// Reads the inventory and the facts from what the seal printed: drift's inventory (an
+/// unreadable one is logged and left empty: the layer is still good, only its record is short),
+/// then the lines [`FACTS`] printed; other lines are ignored.
+pub(super) fn parse_facts(stdout: &str, drift: &Drift) -> GuestFacts {
     let mut facts = GuestFacts::default();
-    for line in lines {
+    match crate::drift::parse_inventory(stdout.as_bytes(), &drift.roots) {
+        Ok(inventory) => facts.inventory = inventory,
+        Err(error) => tracing::warn!("the layer records no packages or files: {error}"),
+    }
+    for line in stdout.lines() {
         let (kind, value) = line.split_once(' ').unwrap_or((line, ""));
         match kind {
-            "pkg" => facts.packages.push(value.to_owned()),
             "os_id" => facts.os_id = Some(value.to_owned()),
             "os_version" if !value.is_empty() => facts.os_version = Some(value.to_owned()),
             "guest_agent" => facts.guest_agent = true,
@@ -130,21 +134,29 @@ pub(super) fn unkeep_script() -> String {
     UNKEEP.replace("KEPT", KEPT)
 }
 
-/// Facts, then sysprep, as one script to run as root, for the build user `user`. Exits non-zero
+/// The inventory (alone, so its NUL-separated output is whole; an `echo` ends its last line),
+/// facts, then sysprep, as one script to run as root, for the build user `user`. Exits non-zero
 /// when sysprep failed. (The user is set in the script, not through `env`: one process less.)
-pub(super) fn sysprep_script(user: &str) -> String {
+/// The inventory runs before sysprep: what sysprep changes under the roots (machine-id, host
+/// keys) is in drift's default ignore list.
+pub(super) fn sysprep_script(user: &str, drift: &Drift) -> String {
     let user = crate::communicator::shell::quote(user);
-    format!("STRATA_USER={user}\n{FACTS}{}", SYSPREP.replace("KEPT", KEPT))
+    let inventory = drift.collect_script();
+    format!("STRATA_USER={user}\n{inventory}echo\n{FACTS}{}", SYSPREP.replace("KEPT", KEPT))
 }
 
 /// Collects the guest's facts and sysprepps it, in one command (each costs a shell start and a
 /// round trip, which add up under emulation).
-pub async fn sysprep(link: &Link, user: &str) -> Result<GuestFacts, CommunicatorError> {
-    let script = sysprep_script(user);
+pub async fn sysprep(
+    link: &Link,
+    user: &str,
+    drift: &Drift,
+) -> Result<GuestFacts, CommunicatorError> {
+    let script = sysprep_script(user, drift);
     let (exit, stdout, stderr) =
         crate::communicator::capture(link, &script, Duration::from_secs(600), true).await?;
     if exit.success() {
-        Ok(parse_facts(stdout.lines()))
+        Ok(parse_facts(&stdout, drift))
     } else {
         Err(CommunicatorError::Command {
             guest: link.describe(),

@@ -170,7 +170,7 @@ impl Session {
                 now, meta.machine
             ));
         }
-        let (vm, standby) = continue_guest(machine, &meta, port).await?;
+        let (vm, standby) = continue_guest(machine, &meta, &job.definition.drift, port).await?;
         job.events.emit(Event::RestoreResumed {
             stage: stage.clone(),
             from: restore.display().to_string(),
@@ -199,6 +199,7 @@ fn read_meta(restore: &Path) -> Result<RestoreMeta, String> {
 async fn continue_guest(
     machine: Machine,
     meta: &RestoreMeta,
+    drift: &crate::definition::Drift,
     port: u16,
 ) -> Result<(Vm, Option<Held>), String> {
     let loaded = wait_incoming(&machine).await;
@@ -244,7 +245,9 @@ async fn continue_guest(
     // late, as it would be without the fix, and the seal starts its own command.
     let clock = set_clock_command();
     let standby = match link.ssh() {
-        Some(ssh) => super::session::stand_by(ssh, &meta.user, &clock, CLOCK_WITHIN).await.ok(),
+        Some(ssh) => {
+            super::session::stand_by(ssh, &meta.user, drift, &clock, CLOCK_WITHIN).await.ok()
+        }
         None => {
             let _ = crate::communicator::capture(&link, &clock, CLOCK_WITHIN, true).await;
             None

@@ -17,6 +17,7 @@ use super::{
 use crate::communicator::{
     Communicator, CommunicatorError, ExecSpec, Held, NotHeld, SshCommunicator, capture,
 };
+use crate::definition::Drift;
 use crate::events::Event;
 use crate::qemu::img;
 
@@ -100,21 +101,26 @@ struct Sealed {
 /// template). Over SSH one command does both: each command costs a login shell,
 /// `sudo` and a round trip, about 0.4 s under emulation. `standby`: that command, started ahead
 /// (see [`stand_by`]). `Err`: sysprep failed.
-async fn seal(link: &Link, user: &str, standby: Option<Held>) -> Result<Sealed, CommunicatorError> {
+async fn seal(
+    link: &Link,
+    user: &str,
+    drift: &Drift,
+    standby: Option<Held>,
+) -> Result<Sealed, CommunicatorError> {
     if let Some(ssh) = link.ssh() {
-        return seal_over_ssh(ssh, user, standby).await;
+        return seal_over_ssh(ssh, user, drift, standby).await;
     }
-    let facts = guest::sysprep(link, user).await?;
+    let facts = guest::sysprep(link, user, drift).await?;
     let frozen = Frozen::freeze_by_link(link).await.map_err(|error| error.to_string());
     Ok(Sealed { facts, frozen })
 }
 
 /// The whole seal as one root script: facts and sysprep, [`SYSPREPPED`], the freeze and its
 /// hold, the thaw, the keys put back.
-fn seal_script(user: &str) -> String {
+fn seal_script(user: &str, drift: &Drift) -> String {
     format!(
         "{}echo {SYSPREPPED}\nset +e\n{FREEZE}{}",
-        guest::sysprep_script(user),
+        guest::sysprep_script(user, drift),
         guest::unkeep_script()
     )
 }
@@ -127,12 +133,13 @@ fn seal_script(user: &str) -> String {
 pub(super) async fn stand_by(
     ssh: &SshCommunicator,
     user: &str,
+    drift: &Drift,
     first: &str,
     within: Duration,
 ) -> Result<Held, Box<NotHeld>> {
     let script = format!(
         "{first}\necho {STANDING_BY}\nread -r _ || exit 0\necho {SEALING}\n{}",
-        seal_script(user)
+        seal_script(user, drift)
     );
     hold_seal(ssh, &script, STANDING_BY, within).await
 }
@@ -159,10 +166,11 @@ async fn hold_seal(
 async fn seal_over_ssh(
     ssh: &SshCommunicator,
     user: &str,
+    drift: &Drift,
     standby: Option<Held>,
 ) -> Result<Sealed, CommunicatorError> {
     let within = SYSPREP_WITHIN + FREEZE_WITHIN;
-    let fresh = || async { hold_seal(ssh, &seal_script(user), FROZEN, within).await };
+    let fresh = || async { hold_seal(ssh, &seal_script(user, drift), FROZEN, within).await };
     let held = match standby {
         None => fresh().await,
         Some(standby) => match standby.proceed(FROZEN, within).await {
@@ -179,14 +187,14 @@ async fn seal_over_ssh(
     };
     match held {
         Ok(held) => {
-            let facts = guest::parse_facts(held.said().lines());
+            let facts = guest::parse_facts(held.said(), drift);
             Ok(Sealed { facts, frozen: Ok(Frozen::Ssh(held)) })
         }
         Err(not_held) => {
             let sysprepped = said(&not_held.stdout, SYSPREPPED);
             match not_held.code {
                 Some(CANNOT_FREEZE) if sysprepped => Ok(Sealed {
-                    facts: guest::parse_facts(not_held.stdout.lines()),
+                    facts: guest::parse_facts(&not_held.stdout, drift),
                     frozen: Err(not_held.stderr.trim().to_owned()),
                 }),
                 Some(code) => Err(CommunicatorError::Command {
@@ -260,7 +268,7 @@ impl Session {
         let stage = job.stage.name.to_string();
         let link = guest::link(&self.vm, &stage)?;
         let user = &job.definition.communicator.user;
-        let sealing = seal(link, user, self.standby.take());
+        let sealing = seal(link, user, &job.definition.drift, self.standby.take());
         let sealed = race_death(&self.vm.machine, &stage, "during sysprep", sealing).await?;
         sealed.map_err(|source| self.communicator_error(&stage, "sysprep failed", source))
     }

@@ -6,6 +6,7 @@
 //! this one holds the checker and the checks they share (sizes, durations, choices).
 
 mod checks;
+mod drift;
 mod export;
 mod machine;
 mod source;
@@ -111,6 +112,7 @@ impl Checker {
         let stages = self.stages(raw.stages.as_ref(), communicator.as_ref(), &vars);
         let export = self.export(raw.export.as_ref());
         let tests = self.tests(&raw.tests);
+        let drift = self.drift(raw.drift.as_ref());
         Some(ImageDefinition {
             path: path.to_owned(),
             name: name?,
@@ -122,6 +124,7 @@ impl Checker {
             stages: stages?,
             export: export?,
             tests: tests?,
+            drift: drift?,
         })
     }
 
