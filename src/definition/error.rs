@@ -187,7 +187,7 @@ impl fmt::Display for Problem {
             }
             Problem::MissingKey { key, table } => write!(f, "missing key `{key}` in {table}"),
             Problem::WrongType { message } => write!(f, "wrong type: {message}"),
-            Problem::Malformed { message } => f.write_str(message),
+            Problem::Malformed { message } | Problem::BadDrift { message } => f.write_str(message),
             Problem::BadSize { key, text } => write!(f, "`{key}` is not a size: \"{text}\""),
             Problem::BadDuration { key, text } => {
                 write!(f, "`{key}` is not a duration: \"{text}\"")
@@ -254,7 +254,6 @@ impl fmt::Display for Problem {
                 write!(f, "unknown template variable `{name}`{}", did_you_mean(suggestion.as_ref()))
             }
             Problem::BadEnvName { name } => write!(f, "bad environment variable name \"{name}\""),
-            Problem::BadDrift { message } => f.write_str(message),
             Problem::NetworkNeedsGuestAgent => {
                 f.write_str("`network = false` needs the guest-agent communicator")
             }
@@ -293,7 +292,7 @@ impl Problem {
                 || "wrong type".into(),
                 |(_, expected)| format!("expected {expected}"),
             ),
-            Problem::Malformed { .. } => "here".into(),
+            Problem::Malformed { .. } | Problem::BadDrift { .. } => "here".into(),
             Problem::BadSize { .. } => "not a size".into(),
             Problem::BadDuration { .. } => "not a duration".into(),
             Problem::ZeroDuration { .. } => "zero".into(),
@@ -331,7 +330,6 @@ impl Problem {
                 "not defined".into()
             }
             Problem::BadEnvName { .. } => "not a variable name".into(),
-            Problem::BadDrift { .. } => "here".into(),
             Problem::NetworkNeedsGuestAgent => "no network for an ssh communicator".into(),
             Problem::BadCpus { .. } => format!("must be 1 to {}", Machine::MAX_CPUS),
             Problem::MemoryTooSmall { .. } => "too small".into(),
