@@ -87,10 +87,8 @@ fn gc_without_a_definition_deletes_nothing_and_asks_for_all() {
         .stderr(predicate::str::contains("deletes nothing"))
         .stderr(predicate::str::contains("--all"));
     assert_eq!(layer_dirs(&project), layers);
-    let output = strata(&project.store())
-        .args(["--log-format", "json", "gc", "--all"])
-        .output()
-        .unwrap();
+    let output =
+        strata(&project.store()).args(["--log-format", "json", "gc", "--all"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let outcome = &json_lines(&output.stdout)[0];
     assert_eq!(outcome["event"], "gc_finished");
@@ -193,12 +191,11 @@ fn build_until_run_folder(project: &Project, temp: &Path) -> (std::process::Chil
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let found = std::fs::read_dir(temp).unwrap().flatten().map(|entry| entry.path()).find(
-            |dir| {
+        let found =
+            std::fs::read_dir(temp).unwrap().flatten().map(|entry| entry.path()).find(|dir| {
                 dir.file_name().unwrap().to_string_lossy().starts_with("strata-run-")
                     && dir.join("seed.img").exists()
-            },
-        );
+            });
         if let Some(dir) = found {
             return (child, dir);
         }

@@ -169,12 +169,16 @@ impl LayerStore {
                 return Ok(Lookup::Missing);
             }
             // A folder without a readable record is a corrupt layer, not a store failure.
-            Err(error) => return Ok(Lookup::Corrupt { reason: format!("{METADATA_FILE}: {error}") }),
+            Err(error) => {
+                return Ok(Lookup::Corrupt { reason: format!("{METADATA_FILE}: {error}") });
+            }
         };
         let metadata: LayerMetadata = match serde_json::from_slice(&bytes) {
             Ok(metadata) => metadata,
             Err(error) => {
-                return Ok(Lookup::Corrupt { reason: format!("unreadable {METADATA_FILE}: {error}") });
+                return Ok(Lookup::Corrupt {
+                    reason: format!("unreadable {METADATA_FILE}: {error}"),
+                });
             }
         };
         let layer = Layer { dir, metadata };

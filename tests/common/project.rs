@@ -85,4 +85,3 @@ pub fn commit_layers(project: &Project) {
         layers.commit(work, metadata).unwrap();
     }
 }
-
