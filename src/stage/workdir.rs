@@ -97,8 +97,8 @@ mod tests {
         };
         // A live owner holds its lock.
         let live = folder("live");
-        let _owner = File::create(live.join(OWNER_LOCK)).unwrap();
-        _owner.lock().unwrap();
+        let owner = File::create(live.join(OWNER_LOCK)).unwrap();
+        owner.lock().unwrap();
         // A folder whose owner died: its lock file is there, nobody holds it.
         let dead = folder("dead");
         File::create(dead.join(OWNER_LOCK)).unwrap();
