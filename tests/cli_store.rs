@@ -173,9 +173,11 @@ fn fake_qemu(dir: &Path) -> String {
 
 /// Starts `strata build --no-warm` under umask 000 with its own temp folder, and waits until
 /// its run folder holds the seed; returns the child and that folder.
+// The caller signals the build and waits for it.
+#[allow(clippy::zombie_processes)]
 fn build_until_run_folder(project: &Project, temp: &Path) -> (std::process::Child, PathBuf) {
     let path = fake_qemu(project.dir.path());
-    let child = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg("umask 000; exec \"$0\" \"$@\"")
         .arg(common::strata_bin())
@@ -199,7 +201,11 @@ fn build_until_run_folder(project: &Project, temp: &Path) -> (std::process::Chil
         if let Some(dir) = found {
             return (child, dir);
         }
-        assert!(Instant::now() < deadline, "the build never made its run folder");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the build never made its run folder");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
