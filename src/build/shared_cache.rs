@@ -151,7 +151,7 @@ impl SharedCache {
             .iter()
             .filter(|planned| !matches!(planned.status, Status::Cached(_)))
             .filter_map(|planned| planned.parent.as_ref())
-            .filter(|parent| in_store(*parent))
+            .filter(|parent| in_store(parent))
             .collect();
         parents.dedup();
         for parent in parents {
