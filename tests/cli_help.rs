@@ -14,12 +14,24 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
         ("fetch", &["--offline"][..]),
         (
             "build",
-            &["--stage", "--rebuild", "--offline", "--keep-failed", "--verify", "--no-warm"][..],
+            &[
+                "--stage",
+                "--rebuild",
+                "--offline",
+                "--keep-failed",
+                "--verify",
+                "--no-warm",
+                "--push",
+                "--cache-required",
+                "--cache-restore",
+            ][..],
         ),
         ("layers", &[][..]),
         ("export", &["--stage", "--format", "--target", "-o", "--force"][..]),
         ("run", &["--stage"][..]),
         ("gc", &["--dry-run"][..]),
+        ("push", &["--stage", "--cache-restore"][..]),
+        ("pull", &["--stage", "--cache-restore"][..]),
     ] {
         let synopsis = help
             .lines()
@@ -33,7 +45,7 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
         }
         assert!(synopsis.contains(&format!("e.g. strata {command}")), "no example for {command}");
     }
-    for global in ["--store", "--log-format", "--verbose", "--quiet"] {
+    for global in ["--store", "--log-format", "--verbose", "--quiet", "--cache"] {
         assert!(help.contains(global), "global option {global} missing");
     }
 }

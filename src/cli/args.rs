@@ -18,13 +18,13 @@ Synopsis:
   strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed]
                    [--verify] [--no-warm] [--test] [--junit FILE] [--push] [--cache-required]
                    [--cache-restore]
-      e.g. strata build images/demo.toml --rebuild final
+      e.g. strata build images/demo.toml --push --cache oci://registry.example/strata
   strata layers DEF                     each stage: cache key, cached or not, size, age, parent
       e.g. strata layers images/demo.toml
   strata push DEF [--stage NAME] [--cache-restore]   built layers and the source to --cache
-      e.g. strata --cache oci://registry.example/strata push images/demo.toml
+      e.g. strata push images/demo.toml --cache oci://registry.example/strata
   strata pull DEF [--stage NAME] [--cache-restore]   layers and the source from --cache
-      e.g. strata --cache oci://registry.example/strata pull images/demo.toml
+      e.g. strata pull images/demo.toml --cache oci://registry.example/strata
   strata export DEF [--stage NAME] [--format F] [--target T] [-o DIR] [--force]
       e.g. strata export images/demo.toml --target openstack -o out/
   strata run DEF [--stage NAME]         a throwaway VM on a layer; prints how to ssh in
