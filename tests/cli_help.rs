@@ -24,6 +24,8 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
                 "--push",
                 "--cache-required",
                 "--cache-restore",
+                "--test",
+                "--junit",
             ][..],
         ),
         ("layers", &[][..]),
@@ -32,6 +34,8 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
         ("gc", &["--dry-run"][..]),
         ("push", &["--stage", "--cache-restore"][..]),
         ("pull", &["--stage", "--cache-restore"][..]),
+        ("test", &["--stage", "--junit"][..]),
+        ("diff", &["--from", "--to"][..]),
     ] {
         let synopsis = help
             .lines()

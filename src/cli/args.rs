@@ -15,9 +15,8 @@ Synopsis:
       e.g. strata validate images/*.toml
   strata fetch DEF [--offline]          download and verify the source into the store
       e.g. strata fetch images/demo.toml
-  strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed]
-                   [--verify] [--no-warm] [--test] [--junit FILE] [--push] [--cache-required]
-                   [--cache-restore]
+  strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed] [--verify]
+                   [--no-warm] [--test] [--junit FILE] [--push] [--cache-required] [--cache-restore]
       e.g. strata build images/demo.toml --push --cache oci://registry.example/strata
   strata layers DEF                     each stage: cache key, cached or not, size, age, parent
       e.g. strata layers images/demo.toml
