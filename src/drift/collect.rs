@@ -42,19 +42,16 @@ printf '%s\0' end )
 /// [`super::parse_inventory`].
 #[must_use]
 pub fn collect_script(roots: &Roots, ignore: &IgnoreRules) -> String {
-    let roots: Vec<String> = roots.as_slice().iter().map(|root| quote(root)).collect();
-    let paths: Vec<String> = ignore.prunable().map(|p| format!("-path {}", quote(p))).collect();
+    let roots: Vec<String> =
+        roots.as_slice().iter().map(|root| crate::process::shell_quote(root)).collect();
+    let paths: Vec<String> =
+        ignore.prunable().map(|p| format!("-path {}", crate::process::shell_quote(p))).collect();
     let prune = if paths.is_empty() {
         String::new()
     } else {
         format!("\\( {} \\) -prune -o ", paths.join(" -o "))
     };
     SNIPPET.replace("@ROOTS@", &roots.join(" ")).replace("@PRUNE@", &prune)
-}
-
-/// `text` in single quotes for sh, with `'` written as `'\''`.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
