@@ -6,7 +6,7 @@
 //! of its output, the ignore rules and the comparison. It must not run anything, talk to a guest,
 //! read definitions or layers, or print: callers hand it plain values (roots, patterns, the bytes
 //! a guest printed) and get typed values back. So `layer` (which records an inventory) and
-//! `stage` (which runs the script) may both import it; it imports nothing of the crate.
+//! `stage` (which runs the script) may both import it; it imports nothing of the crate but `process::shell_quote`, a leaf.
 
 mod collect;
 mod compare;
