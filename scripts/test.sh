@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything the tests need, then every test: host packages, the local Debian base image
-# (rebuilt only when its recipe changed), a boot smoke test of that image, and the whole
-# test suite with the guest tests enabled. Run from anywhere; needs root (or sudo) for apt.
+# (rebuilt only when its recipe changed), and the whole test suite with the guest tests enabled.
+# Run from anywhere; needs root (or sudo) for apt.
 # Guest tests are `#[ignore]`d by default and run here explicitly; STRATA_GUEST_TESTS=0 leaves
-# them out (and skips the base image and smoke test), and the summary counts them as ignored.
+# them out (and skips the base image), and the summary counts them as ignored. The image's own
+# boot is proved by qemu_process's guest test; `scripts/boot-smoke.sh` does it by hand.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -11,11 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 
 export STRATA_GUEST_TESTS=${STRATA_GUEST_TESTS:-1}
 $SUDO bash scripts/install-host-deps.sh
-smoke=0
 if [ "$STRATA_GUEST_TESTS" = 1 ]; then
   $SUDO bash scripts/build-base-image.sh
-  # A failed smoke test must not hide the suite's results: run the suite anyway, then fail.
-  bash scripts/boot-smoke.sh || smoke=$?
   nextest_ignored=(--run-ignored all)
   libtest_ignored=(--include-ignored)
 else
@@ -23,6 +21,7 @@ else
   libtest_ignored=()
 fi
 
+started=$SECONDS
 suite=0
 if cargo nextest --version >/dev/null 2>&1; then
   # .config/nextest.toml runs the guest tests one at a time.
@@ -30,10 +29,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast -- "${libtest_ignored[@]}" || suite=$?
 fi
-if [ "$smoke" -ne 0 ]; then
-  echo "test.sh: FAILED: the boot smoke test (exit $smoke); the suite's results are above" >&2
-fi
+echo "test.sh: build and suite took $((SECONDS - started))s"
 if [ "$suite" -ne 0 ]; then
   echo "test.sh: FAILED: the test suite (exit $suite)" >&2
 fi
-[ "$smoke" -eq 0 ] && [ "$suite" -eq 0 ]
+[ "$suite" -eq 0 ]

@@ -1,6 +1,7 @@
 //! Builds real guests under QEMU (TCG here, KVM where it works): the demo's layered build from
-//! cold in one boot, the cache, partial rebuilds resuming a saved guest, a restore point refused
-//! under other machine settings, and booting layers with a fresh seed from a moved store.
+//! cold in one boot (the build all guest tests share, `common/demo.rs`), the cache, partial
+//! rebuilds resuming a saved guest, a restore point refused under other machine settings, and
+//! booting layers with a fresh seed from a moved store.
 //! Faults live in `guest_faults.rs`, screens in `guest_screen.rs`.
 //!
 //! Each boot costs about a minute under TCG, so the checks share boots. They run only with
@@ -19,31 +20,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{
-    HttpServer, assert_success, base_image_dir, copy_demo, named, parse_events, stages_of, stderr,
-};
+use common::demo::{BuiltDemo, built_demo};
+use common::{assert_success, named, parse_events, stages_of, stderr};
 
-/// A copy of the demo (definition, scripts, app) in a temp folder, its source served over HTTP.
+/// A private copy of the demo built cold (the fixture all guest tests share).
 struct Project {
-    dir: tempfile::TempDir,
+    demo: BuiltDemo,
     store: PathBuf,
-    _server: HttpServer,
 }
 
 impl Project {
     fn demo() -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let server = HttpServer::start(&base_image_dir());
-        let url = server.url();
-        let (definition, text) = copy_demo(dir.path(), &url);
-        assert!(text.contains(&url), "the demo's [source] is the local base image");
-        std::fs::write(&definition, text).unwrap();
-        let store = dir.path().join("store");
-        Project { dir, store, _server: server }
+        let demo = built_demo();
+        let store = demo.store();
+        Project { demo, store }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
+        self.demo.path(relative)
     }
 
     fn strata(&self) -> Command {
@@ -154,13 +148,9 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let definition = project.path("images/demo.toml");
     let definition = definition.to_str().unwrap();
 
-    // Cold: three stages built, each a layer.
-    let started = Instant::now();
-    let (output, events) = project.run_json(&["build", definition]);
-    assert_success(&output, "strata");
-    eprintln!("cold build: {:.1}s", started.elapsed().as_secs_f64());
+    // Cold (the shared fixture's one build): three stages built, each a layer.
+    let events = project.demo.cold_events.clone();
     assert_eq!(stages_of(&events, "layer_committed"), ["base", "app-base", "final"]);
-    assert_eq!(named(&events, "download_finished").len(), 1, "the source came over HTTP");
     assert_eq!(named(&events, "qemu_started").len(), 1, "one boot for the whole cold build");
     for ready in named(&events, "communicator_ready") {
         eprintln!("{}: ssh ready after {:.1}s", ready["stage"], ready["seconds"].as_f64().unwrap());

@@ -1,4 +1,5 @@
-//! `strata export` of the demo, proved by first boots: the demo is built (under TCG here),
+//! `strata export` of the demo, proved by first boots: the demo is built (under TCG here, once
+//! for all guest tests: `common/demo.rs`),
 //! exported as qcow2 (zstd) for OpenStack and Proxmox, and as qcow2 zlib / uncompressed, raw and
 //! vmdk for the numbers; every image passes `qemu-img check`, has no backing file and matches
 //! its `.sha256`. Then the OpenStack image boots as Nova would start it (virtio disk, a vfat
@@ -23,44 +24,38 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::demo::{BuiltDemo, built_demo};
 use common::{
-    HttpServer, SSH_RETRY_WINDOW, assert_success, base_image_dir, copy_demo, free_port,
-    ssh_retrying, stderr,
+    SSH_RETRY_WINDOW, assert_success, free_port, parse_events, ssh_retrying, stages_of, stderr,
 };
 
 /// How long a guest may take to answer over SSH with cloud-init done: generous, since other
 /// guests share the machine's two cores.
 const BOOT_DEADLINE: Duration = Duration::from_secs(600);
 
-/// A copy of the demo in a temp folder, its source served over HTTP.
+/// A private copy of the demo built cold (the fixture all guest tests share).
 struct Project {
-    dir: tempfile::TempDir,
+    demo: BuiltDemo,
     store: PathBuf,
-    _server: HttpServer,
 }
 
 impl Project {
     fn demo() -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let server = HttpServer::start(&base_image_dir());
-        let url = server.url();
-        let (definition, text) = copy_demo(dir.path(), &url);
-        assert!(text.contains(&url), "the demo's [source] is the local base image");
-        std::fs::write(&definition, &text).unwrap();
+        let demo = built_demo();
+        let store = demo.store();
+        let text = std::fs::read_to_string(demo.definition()).unwrap();
         // The same image with other [export] settings (layer keys do not depend on them).
         for compression in ["zlib", "none"] {
             let variant =
                 text.replace("compression = \"zstd\"", &format!("compression = \"{compression}\""));
             assert_ne!(variant, text, "the demo's [export] sets compression = \"zstd\"");
-            std::fs::write(dir.path().join(format!("images/demo-{compression}.toml")), variant)
-                .unwrap();
+            std::fs::write(demo.path(&format!("images/demo-{compression}.toml")), variant).unwrap();
         }
-        let store = dir.path().join("store");
-        Project { dir, store, _server: server }
+        Project { demo, store }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
+        self.demo.path(relative)
     }
 
     fn strata(&self, args: &[&str]) -> Output {
@@ -425,10 +420,11 @@ fn demo_exports_boot_on_openstack_and_proxmox() {
     let project = Project::demo();
     let definition = project.path("images/demo.toml");
 
-    let started = Instant::now();
+    // The shared fixture built the demo; in this copy of its store every stage is cached.
     let output = project.strata(&["build", definition.to_str().unwrap()]);
     assert_success(&output, "strata build");
-    eprintln!("build of the demo: {:.1}s", started.elapsed().as_secs_f64());
+    let events = parse_events(&output.stdout);
+    assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base", "final"]);
 
     // The definition's own export: qcow2 (zstd) for OpenStack and Proxmox.
     let (manifest, took) = project.export("images/demo.toml", "out", &[]);

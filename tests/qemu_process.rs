@@ -508,7 +508,9 @@ async fn guest_boots_and_powers_off_cleanly() {
         if kernel.is_none() && tail.iter().any(|line| line.contains("Linux version")) {
             kernel = Some(started.elapsed());
         }
-        if tail.last().is_some_and(|line| line.ends_with("login:")) {
+        // Kernel messages may land on the prompt's line ("localhost login: [ 28.8] ...") or
+        // after it, so any line of the tail with the prompt counts.
+        if tail.iter().any(|line| line.contains(" login: ") || line.ends_with(" login:")) {
             break;
         }
         assert!(machine.is_alive(), "{}", machine.died_error());

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod demo;
 pub mod project;
 pub mod registry;
 

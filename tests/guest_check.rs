@@ -1,0 +1,110 @@
+//! Checks and Ansible on real guests (issue 19), on a copy of the demo the guest tests share:
+//! the demo's own checks pass on a fresh boot of its final stage (`strata test`, a JUnit file);
+//! demo-ansible's `motd` stage, configured by an Ansible playbook on the demo's `base` layer
+//! (same key, so cached), is built and checked in one command (`build --test`); a failing check
+//! gives exit 1, names the check and writes a JUnit file with that failure while the others
+//! pass; editing a check rebuilds nothing; editing the playbook's template rebuilds from its
+//! stage up.
+//!
+//! Runs only with `STRATA_GUEST_TESTS=1` and the local base image (or `STRATA_BASE_IMAGE_DIR`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use common::demo::{BuiltDemo, built_demo};
+use common::{assert_success, named, parse_events, stages_of, stderr};
+
+fn run_json(demo: &BuiltDemo, args: &[&str]) -> (Output, Vec<Value>) {
+    let output = demo.strata().args(["--log-format", "json"]).args(args).output().unwrap();
+    let events = parse_events(&output.stdout);
+    (output, events)
+}
+
+/// The check results of a run: (name, passed) in order.
+fn results(events: &[Value]) -> Vec<(String, bool)> {
+    named(events, "check_finished")
+        .iter()
+        .map(|event| {
+            (event["name"].as_str().unwrap().to_owned(), event["passed"].as_bool().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+fn checks_prove_fresh_instances_and_ansible_stages() {
+    let demo = built_demo();
+
+    // The demo's checks on a fresh boot of `final`: the app answers, its unit runs, sshd is
+    // hardened. A JUnit file with one passing testcase each; the layer records the result.
+    let demo_definition = demo.definition();
+    let junit = demo.path("demo.xml");
+    let (output, events) = run_json(
+        &demo,
+        &["test", demo_definition.to_str().unwrap(), "--junit", junit.to_str().unwrap()],
+    );
+    assert_success(&output, "strata test images/demo.toml");
+    let passed = results(&events);
+    assert_eq!(passed.len(), 3, "{passed:?}");
+    assert!(passed.iter().all(|(_, ok)| *ok), "{passed:?}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase").count(), 3, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    let layers = demo.strata().args(["--log-format", "json", "layers"]).arg(&demo_definition);
+    let output = { layers }.output().unwrap();
+    assert_success(&output, "strata layers");
+    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let last = table["stages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["tested"], "passed", "{last}");
+
+    // demo-ansible: `base` is the demo's layer (cached), `motd` is built by a playbook and
+    // checked on a fresh boot in the same command.
+    let definition = demo.path("images/demo-ansible.toml");
+    let definition = definition.to_str().unwrap();
+    let (output, events) = run_json(&demo, &["build", definition, "--test"]);
+    assert_success(&output, "strata build --test images/demo-ansible.toml");
+    assert_eq!(stages_of(&events, "stage_cached"), ["base"]);
+    assert_eq!(stages_of(&events, "layer_committed"), ["motd"]);
+    let passed = results(&events);
+    assert_eq!(passed.len(), 3, "{passed:?}");
+    assert!(passed.iter().all(|(_, ok)| *ok), "the playbook's effects are seen: {passed:?}");
+
+    // A check added that fails: editing checks rebuilds nothing.
+    let path = demo.path("images/demo-ansible.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let failing = format!(
+        "{text}\n[[test]]\nname = \"nothing on 2222\"\nport = 2222\ntimeout = \"5s\"\n"
+    );
+    std::fs::write(&path, &failing).unwrap();
+    let (output, events) = run_json(&demo, &["build", definition]);
+    assert_success(&output, "strata build after adding a check");
+    assert_eq!(stages_of(&events, "stage_cached"), ["base", "motd"]);
+    assert!(named(&events, "layer_committed").is_empty());
+
+    // The failing check: exit 1, named with what to look at; the JUnit file has it as the one
+    // failure among four testcases.
+    let junit = demo.path("fail.xml");
+    let (output, events) = run_json(&demo, &["test", definition, "--junit", junit.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("nothing on 2222"), "{}", stderr(&output));
+    let passed = results(&events);
+    assert_eq!(passed.iter().filter(|(_, ok)| !ok).count(), 1, "{passed:?}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase").count(), 4, "{xml}");
+    assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+
+    // Editing the playbook's template rebuilds from its stage up (base stays cached).
+    let template = demo.path("images/demo-ansible/templates/motd.j2");
+    let mut body = std::fs::read_to_string(&template).unwrap();
+    body.push_str("edited\n");
+    std::fs::write(&template, body).unwrap();
+    let (output, events) = run_json(&demo, &["build", definition]);
+    assert_success(&output, "strata build after editing the template");
+    assert_eq!(stages_of(&events, "stage_cached"), ["base"]);
+    assert_eq!(stages_of(&events, "layer_committed"), ["motd"]);
+}
