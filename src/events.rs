@@ -216,6 +216,23 @@ pub enum Event {
         registry: String,
         message: String,
     },
+    /// `strata drift`: one server checked. `outcome` is `clean`, `drifted` or `failed`
+    /// (then `error` says why); the findings themselves follow as `drift_finding` objects.
+    DriftChecked {
+        host: String,
+        outcome: String,
+        findings: usize,
+        seconds: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// `strata drift`: every server checked.
+    DriftFinished {
+        hosts: usize,
+        clean: usize,
+        drifted: usize,
+        failed: usize,
+    },
     /// `strata export`: flattening a stage's layers into one image has begun.
     ExportStarted {
         path: PathBuf,

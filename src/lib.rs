@@ -15,6 +15,7 @@ pub mod definition;
 pub mod drift;
 pub mod events;
 pub mod export;
+pub mod fleet;
 pub mod layer;
 pub mod process;
 pub mod qemu;

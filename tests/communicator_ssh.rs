@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,82 +17,13 @@ use strata::communicator::{
 };
 use strata::events::Stream;
 
-const SSHD: &str = "/usr/sbin/sshd";
+mod common;
 
-struct Sshd {
-    child: Child,
-}
+use common::free_port;
+use common::sshd::{Server, Sshd, spawn_sshd, sshd_available};
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A folder with the server's files: host key, authorized_keys, sshd_config.
-struct Server {
-    dir: tempfile::TempDir,
-    host: HostKey,
-    client: ClientKey,
-    addr: SocketAddr,
-}
-
-fn sshd_available() -> bool {
-    if Path::new(SSHD).exists() {
-        return true;
-    }
-    eprintln!("note: {SSHD} is not installed; skipping (apt-get install openssh-server)");
-    false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
+/// What only these tests need of the shared server.
 impl Server {
-    fn new() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let host = HostKey::generate().unwrap();
-        let client = ClientKey::generate().unwrap();
-        let key_path = dir.path().join("host_ed25519");
-        fs::write(&key_path, host.private_openssh().unwrap()).unwrap();
-        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).unwrap();
-        let authorized = dir.path().join("authorized_keys");
-        fs::write(&authorized, client.public_openssh().unwrap() + "\n").unwrap();
-        let config = format!(
-            "ListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
-             UsePAM no\nStrictModes no\nPidFile none\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nLogLevel ERROR\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
-            key_path.display(),
-            authorized.display()
-        );
-        fs::write(dir.path().join("sshd_config"), config).unwrap();
-        fs::create_dir_all("/run/sshd").unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        Server { dir, host, client, addr }
-    }
-
-    fn start(&self) -> Sshd {
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(self.dir.path().join("sshd_config"))
-            .arg("-p")
-            .arg(self.addr.port().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let sshd = Sshd { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.addr).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen on {}", self.addr);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sshd
-    }
-
     fn target(&self) -> SshTarget {
         SshTarget {
             addr: self.addr,
@@ -105,10 +36,6 @@ impl Server {
     async fn connect(&self) -> SshCommunicator {
         let deadline = Instant::now() + Duration::from_secs(20);
         SshCommunicator::connect(self.target(), deadline, &mut |_| {}).await.unwrap()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 }
 
@@ -371,17 +298,7 @@ async fn connect_waits_for_a_server_that_comes_up_late() {
         let port = server.addr.port();
         std::thread::spawn(move || {
             std::thread::sleep(delay);
-            let child = Command::new(SSHD)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(config)
-                .arg("-p")
-                .arg(port.to_string())
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap();
-            (Sshd { child }, Instant::now())
+            (spawn_sshd(&config, port), Instant::now())
         })
     };
     let mut waits: Vec<ConnectWait> = Vec::new();

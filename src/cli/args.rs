@@ -35,9 +35,12 @@ Synopsis:
       e.g. strata gc --dry-run images/*.toml
   strata diff DEF [--from STAGE|KEY] [--to STAGE|KEY]   packages and files changed between layers
       e.g. strata diff images/demo.toml --from base --to final
+  strata drift DEF (--host [USER@]HOST[:PORT] | --hosts FILE) [--stage NAME] [--identity FILE]
+                   [--known-hosts FILE]      a live server (or a fleet) against the layer it was built from
+      e.g. strata drift images/demo.toml --hosts fleet.txt
 
-Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM), 129 hung up (SIGHUP).";
+Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 3 `drift` found drift,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,6 +182,50 @@ pub enum Command {
         #[arg(long, value_name = "STAGE|KEY")]
         to: Option<String>,
     },
+    /// Whether live servers still match the layer they were built from (configuration drift).
+    ///
+    /// Logs in the way `ssh` does: the user is USER@ or the local user; the key is --identity,
+    /// else the ssh-agent's, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa; the host key must be in
+    /// known_hosts (never trusted on first use: add it with ssh-keyscan or one `ssh` login).
+    /// Runs one command as root (through `sudo -n` for another user) that lists the packages and
+    /// the files under `[drift] roots`, and compares them with the layer's record.
+    ///
+    /// Exit codes: 0 every server matches; 3 drift found on some server (and every server was
+    /// checked); 1 some server could not be checked (unreachable, key refused, sudo wants a
+    /// password…), whatever the others showed: the findings are still printed, and the summary
+    /// says which; 2 invalid arguments or hosts file.
+    ///
+    /// Example (cron): strata -q drift images/web.toml --hosts /etc/strata/web-fleet.txt
+    Drift(DriftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[arg(value_name = "DEF")]
+    pub definition: PathBuf,
+    /// The server: [USER@]HOST[:PORT]; an IPv6 address with a port in brackets ([::1]:2222)
+    #[arg(
+        long,
+        value_name = "[USER@]HOST[:PORT]",
+        required_unless_present = "hosts",
+        conflicts_with = "hosts"
+    )]
+    pub host: Option<String>,
+    /// Many servers: one [USER@]HOST[:PORT] a line, `#` comments; checked 8 at a time, then a
+    /// summary
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// The stage the servers were built from [default: the last]
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// The private key to log in with (OpenSSH format, no passphrase) [default: the
+    /// ssh-agent's keys, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa]
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The known_hosts file host keys are checked against [default: ~/.ssh/known_hosts and
+    /// /etc/ssh/ssh_known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -12,9 +12,9 @@ use crate::drift::{Compare, Finding, Inventory, Manifest};
 use crate::layer::{LayerKey, LayerMetadata, LayerStore, Lookup, PlanOptions, Status};
 
 /// One side of a comparison: what the user named, and its layer's record.
-struct Side {
-    label: String,
-    inventory: Inventory,
+pub(super) struct Side {
+    pub(super) label: String,
+    pub(super) inventory: Inventory,
 }
 
 pub fn run(
@@ -108,6 +108,35 @@ fn resolve(
     match layers.lookup(&key, false)? {
         Lookup::Hit(layer) => Ok(side(key.short(), &layer.metadata)),
         _ => Err(not_built(format!("layer {}", key.short()))),
+    }
+}
+
+/// The record of the layer of `stage` (default: the last), labelled with the stage's name,
+/// for `strata drift`. Not in the store: exit 1 saying to build or pull it.
+pub(super) fn side_of_stage(
+    definition: &crate::definition::ImageDefinition,
+    layers: &LayerStore,
+    stage: Option<&str>,
+    definition_path: &Path,
+) -> Result<Side, Error> {
+    let options = PlanOptions { stop_at: stage.map(str::to_owned), ..PlanOptions::default() };
+    let not_in_store = |what: &str| {
+        Error::Runtime(format!(
+            "{what} of {0} is not in the store, so there is nothing to compare with: \
+             run `strata build {0}` or `strata pull {0}` first",
+            definition_path.display()
+        ))
+    };
+    let Some(plan) = crate::layer::plan_from_store(definition, layers, &options)? else {
+        return Err(not_in_store("the source"));
+    };
+    let Some(planned) = plan.stages.last() else {
+        return Err(not_in_store("no stage"));
+    };
+    let name = planned.stage.name.as_str();
+    match &planned.status {
+        Status::Cached(layer) => Ok(side(name, &layer.metadata)),
+        _ => Err(not_in_store(&format!("the layer of stage `{name}`"))),
     }
 }
 

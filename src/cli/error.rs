@@ -1,11 +1,11 @@
 //! The crate-wide error: one variant per module the commands call, and the one place that maps
-//! an error to an exit code (0 success, 1 the work failed, 2 the input is invalid, 130
-//! interrupted). Only `cli/` knows it; every other module returns its own error.
+//! an error to an exit code (0 success, 1 the work failed, 2 the input is invalid, 3 drift
+//! found, 130 interrupted). Only `cli/` knows it; every other module returns its own error.
 
 use crate::{
     build::BuildError, cache::CacheError, communicator::CommunicatorError,
-    definition::DefinitionError, export::ExportError, layer::LayerError, layer::PlanError,
-    process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
+    definition::DefinitionError, export::ExportError, fleet::FleetError, layer::LayerError,
+    layer::PlanError, process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
     stage::StageError, store::StoreError,
 };
 
@@ -47,6 +47,12 @@ pub enum Error {
     Build(#[from] BuildError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
+    /// Not an error to print: the findings and the summary were shown already.
+    #[error("{0}")]
+    DriftFound(String),
 }
 
 /// A signal that asks strata to stop: Ctrl-C, a CI job's cancel (SIGTERM), a closed terminal.
@@ -101,6 +107,8 @@ impl Error {
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
             | Error::Cache(CacheError::BadUrl { .. }) => 2,
+            Error::Fleet(error) if error.is_invalid_input() => 2,
+            Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,
         }
@@ -124,6 +132,11 @@ mod tests {
         assert_eq!(Error::Runtime("no runtime".into()).exit_code(), 1);
         let not_built = PlanError::NotBuilt { stage: "base".into(), reason: "missing".into() };
         assert_eq!(Error::Plan(not_built).exit_code(), 1);
+        assert_eq!(Error::DriftFound("1 drifted".into()).exit_code(), 3);
+        let bad_line = FleetError::BadHostsLine { path: "f".into(), line: 2, why: "x".into() };
+        assert_eq!(Error::Fleet(bad_line).exit_code(), 2);
+        let refused = FleetError::SudoPassword { host: "web1".into(), user: "admin".into() };
+        assert_eq!(Error::Fleet(refused).exit_code(), 1);
         assert_eq!(Error::Interrupted(StopSignal::Interrupt).exit_code(), 130);
         assert_eq!(Error::Interrupted(StopSignal::Terminate).exit_code(), 143);
         assert_eq!(Error::Interrupted(StopSignal::HangUp).exit_code(), 129);

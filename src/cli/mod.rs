@@ -5,6 +5,7 @@ mod args;
 mod build;
 mod cache;
 mod diff;
+mod drift;
 mod error;
 mod export;
 mod fetch;
@@ -37,6 +38,10 @@ pub fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // Drift found: the findings and the summary said it all; only the exit code is left.
+        Err(Failure { error: error @ Error::DriftFound(_), .. }) => {
+            ExitCode::from(error.exit_code())
+        }
         Err(Failure { error, hint }) => {
             match &error {
                 Error::Definition(definition) => report::diagnostic::print(definition),
@@ -97,6 +102,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         Command::Diff { definition, from, to } => {
             diff::run(&definition, from.as_deref(), to.as_deref(), global)
         }
+        Command::Drift(args) => interruptible(drift::run(&args, global)).await,
     }
 }
 

@@ -178,6 +178,9 @@ impl Observer for Human {
             Event::CheckFinished { .. } | Event::ChecksFinished { .. } => {
                 self.println(&super::check_line(event).unwrap_or_default());
             }
+            Event::DriftChecked { .. } | Event::DriftFinished { .. } => {
+                self.println(&super::drift_line(event).unwrap_or_default());
+            }
             Event::ExportStarted { path, virtual_bytes, .. } => {
                 let bar = self.download_bar(&mut state, Some(*virtual_bytes));
                 bar.set_prefix("export");

@@ -79,6 +79,21 @@ fn check_line(event: &Event) -> Option<String> {
     }
 }
 
+/// How a `strata drift` event reads, the same for bars and plain lines.
+fn drift_line(event: &Event) -> Option<String> {
+    match event {
+        Event::DriftChecked { host, outcome, findings, seconds, error } => Some(match error {
+            Some(error) => format!("{host}: could not check ({seconds:.1}s): {error}"),
+            None if *findings == 0 => format!("{host}: {outcome} ({seconds:.1}s)"),
+            None => format!("{host}: {outcome}, {findings} finding(s) ({seconds:.1}s)"),
+        }),
+        Event::DriftFinished { hosts, clean, drifted, failed } => Some(format!(
+            "{hosts} host(s): {clean} clean, {drifted} drifted, {failed} could not be checked"
+        )),
+        _ => None,
+    }
+}
+
 /// One JSON object per event on stdout.
 struct JsonLines;
 

@@ -64,6 +64,9 @@ impl Plain {
             Event::CheckFinished { .. } | Event::ChecksFinished { .. } => {
                 super::check_line(event).unwrap_or_default()
             }
+            Event::DriftChecked { .. } | Event::DriftFinished { .. } => {
+                super::drift_line(event).unwrap_or_default()
+            }
             Event::RestoreSaved { stage, bytes, seconds } => format!(
                 "{stage}: saved the running guest as a restore point ({}, {seconds:.1}s)",
                 crate::units::ByteSize(*bytes)

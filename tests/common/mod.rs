@@ -11,6 +11,7 @@
 pub mod demo;
 pub mod project;
 pub mod registry;
+pub mod sshd;
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;

@@ -58,6 +58,12 @@ pub fn sha256_of(path: &Path) -> String {
 /// Commits a real layer for each stage, as a build would leave them: a qcow2 overlay on the
 /// one below (relative backing file), with layer.json, through the library's layer store.
 pub fn commit_layers(project: &Project) {
+    commit_layers_with(project, |_| {});
+}
+
+/// [`commit_layers`], with `edit` changing each layer's record before it is committed (e.g.
+/// the inventory it records).
+pub fn commit_layers_with(project: &Project, edit: impl Fn(&mut strata::layer::LayerMetadata)) {
     use strata::layer::{LayerMetadata, LayerStore, PlanOptions, plan_from_store};
     let definition = strata::definition::load(&project.definition()).unwrap();
     let layers = LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
@@ -74,7 +80,7 @@ pub fn commit_layers(project: &Project) {
             .unwrap();
         assert!(status.success());
         run("qemu-io", &["-c", "write -P 0x33 1M 1M", work.disk().to_str().unwrap()]);
-        let metadata = LayerMetadata {
+        let mut metadata = LayerMetadata {
             created: 1_795_906_865,
             virtual_bytes: 32 << 20,
             build_seconds: 1.0,
@@ -82,6 +88,7 @@ pub fn commit_layers(project: &Project) {
             os_version: Some("12".into()),
             ..planned.metadata("tiny", backing)
         };
+        edit(&mut metadata);
         layers.commit(work, metadata).unwrap();
     }
 }
