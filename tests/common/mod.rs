@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod demo;
+pub mod instance;
 pub mod project;
 pub mod registry;
 pub mod sshd;
