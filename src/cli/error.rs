@@ -48,7 +48,7 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
-    Fleet(#[from] FleetError),
+    Fleet(#[from] Box<FleetError>),
     /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
     /// Not an error to print: the findings and the summary were shown already.
     #[error("{0}")]
@@ -87,6 +87,12 @@ impl StopSignal {
 impl From<DefinitionError> for Error {
     fn from(error: DefinitionError) -> Self {
         Error::Definition(Box::new(error))
+    }
+}
+
+impl From<FleetError> for Error {
+    fn from(error: FleetError) -> Self {
+        Error::Fleet(Box::new(error))
     }
 }
 
@@ -134,9 +140,9 @@ mod tests {
         assert_eq!(Error::Plan(not_built).exit_code(), 1);
         assert_eq!(Error::DriftFound("1 drifted".into()).exit_code(), 3);
         let bad_line = FleetError::BadHostsLine { path: "f".into(), line: 2, why: "x".into() };
-        assert_eq!(Error::Fleet(bad_line).exit_code(), 2);
+        assert_eq!(Error::from(bad_line).exit_code(), 2);
         let refused = FleetError::SudoPassword { host: "web1".into(), user: "admin".into() };
-        assert_eq!(Error::Fleet(refused).exit_code(), 1);
+        assert_eq!(Error::from(refused).exit_code(), 1);
         assert_eq!(Error::Interrupted(StopSignal::Interrupt).exit_code(), 130);
         assert_eq!(Error::Interrupted(StopSignal::Terminate).exit_code(), 143);
         assert_eq!(Error::Interrupted(StopSignal::HangUp).exit_code(), 129);

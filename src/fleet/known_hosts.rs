@@ -17,7 +17,7 @@ pub struct KnownKeys {
 }
 
 /// How a server's key compares with what known_hosts records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Known,
     /// No key of this host is recorded.
@@ -35,7 +35,7 @@ impl KnownKeys {
                 .map_err(|source| FleetError::KnownHosts {
                     path: file.clone(),
                     host: host.to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
             keys.extend(found.into_iter().map(|(_, key)| key));
         }

@@ -38,7 +38,7 @@ pub enum FleetError {
         path: PathBuf,
         host: String,
         #[source]
-        source: russh::keys::Error,
+        source: Box<russh::keys::Error>,
     },
     #[error("{host}: unreachable (is the address right, the server up and port open?)")]
     Unreachable {
@@ -54,7 +54,7 @@ pub enum FleetError {
     Handshake {
         host: String,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     #[error(
         "{host}: the host key ({seen}) is not known: it is in none of {files}; refused, never trusted on first use. To trust it: {fix}"
@@ -68,7 +68,7 @@ pub enum FleetError {
     Identity {
         path: PathBuf,
         #[source]
-        source: russh::keys::Error,
+        source: Box<russh::keys::Error>,
     },
     #[error("{host}: the server refused every key for user `{user}` (tried: {}); give the right one with --identity FILE or ssh-agent, or the user as USER@HOST", if tried.is_empty() { "none found: no --identity, no ssh-agent, no ~/.ssh/id_ed25519, id_ecdsa or id_rsa".to_owned() } else { tried.join(", ") })]
     AuthRefused { host: String, user: String, tried: Vec<String> },
@@ -77,7 +77,7 @@ pub enum FleetError {
         host: String,
         action: &'static str,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     #[error(
         "{host}: sudo asks `{user}` for a password; the collection must run as root: allow `{user}` sudo without a password (NOPASSWD) or log in as root@HOST"

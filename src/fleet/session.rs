@@ -95,7 +95,7 @@ impl Session {
                 let refused = refused.lock().ok().and_then(|mut refused| refused.take());
                 return Err(match refused {
                     Some((verdict, seen)) => host_key_error(host, &known, verdict, seen),
-                    None => FleetError::Handshake { host: name, source },
+                    None => FleetError::Handshake { host: name, source: Box::new(source) },
                 });
             }
             Err(_) => {
@@ -121,8 +121,9 @@ impl Session {
     async fn authenticate(&mut self, login: &Login) -> Result<(), FleetError> {
         let mut tried = Vec::new();
         if let Some(identity) = &login.identity {
-            let key = russh::keys::load_secret_key(identity, None)
-                .map_err(|source| FleetError::Identity { path: identity.clone(), source })?;
+            let key = russh::keys::load_secret_key(identity, None).map_err(|source| {
+                FleetError::Identity { path: identity.clone(), source: Box::new(source) }
+            })?;
             if self.try_key(key).await? {
                 return Ok(());
             }
@@ -203,7 +204,7 @@ impl Session {
     }
 
     fn lost(&self, action: &'static str, source: russh::Error) -> FleetError {
-        FleetError::Session { host: self.host.clone(), action, source }
+        FleetError::Session { host: self.host.clone(), action, source: Box::new(source) }
     }
 
     /// Runs `script` with `sh` as root (directly when logged in as root, else through
