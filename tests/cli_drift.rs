@@ -62,9 +62,20 @@ impl Setup {
     }
 
     fn drift(&self, known_hosts: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+        self.drift_with(&[], known_hosts, args)
+    }
+
+    /// `strata GLOBAL… drift DEF --identity … --known-hosts KNOWN_HOSTS ARGS…`.
+    fn drift_with(
+        &self,
+        global: &[&str],
+        known_hosts: &Path,
+        args: &[&str],
+    ) -> assert_cmd::assert::Assert {
         strata(&self.project.store())
             .env("HOME", self.home.path())
             .env_remove("SSH_AUTH_SOCK")
+            .args(global)
             .arg("drift")
             .arg(self.project.definition())
             .arg("--identity")
@@ -147,18 +158,8 @@ fn another_system_is_one_line_and_exit_3_and_a_match_is_exit_0() {
     );
     assert!(!stderr(&assert).contains("error"), "{}", stderr(&assert));
 
-    let json = strata(&setup.project.store())
-        .env("HOME", setup.home.path())
-        .env_remove("SSH_AUTH_SOCK")
-        .args(["--log-format", "json", "drift"])
-        .arg(setup.project.definition())
-        .arg("--identity")
-        .arg(&setup.identity)
-        .arg("--known-hosts")
-        .arg(&known)
-        .args(["--host", &setup.host()])
-        .assert()
-        .code(3);
+    let json =
+        setup.drift_with(&["--log-format", "json"], &known, &["--host", &setup.host()]).code(3);
     let events = common::parse_events(&json.get_output().stdout);
     let findings = common::named(&events, "drift_finding");
     assert_eq!(findings.len(), 1, "{events:?}");

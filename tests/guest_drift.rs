@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use common::demo::{BuiltDemo, built_demo};
-use common::instance::{Instance, Platform, new_key, vfat_image};
+use common::instance::{Instance, Platform, new_key, nocloud_drive};
 use common::{named, parse_events, stderr};
 
 /// Packages the demo does not need and that own nothing under the drift roots, to purge.
@@ -52,26 +52,6 @@ fn final_disk(demo: &BuiltDemo) -> PathBuf {
     let committed = named(&demo.cold_events, "layer_committed");
     let last = committed.iter().find(|event| event["stage"] == "final").expect("final was built");
     demo.store().join("layers").join(last["key"].as_str().unwrap()).join("disk.qcow2")
-}
-
-/// A NoCloud drive as Proxmox writes one: a new instance-id, hostname and key for `debian`.
-fn cidata(dir: &Path, public_key: &str, mac: &str) -> PathBuf {
-    let user_data = format!(
-        "#cloud-config\nhostname: drift-proof\nmanage_etc_hosts: true\nfqdn: drift-proof\n\
-         ssh_authorized_keys:\n  - {public_key}\nusers:\n  - default\npackage_upgrade: false\n"
-    );
-    let meta_data = "instance-id: 0d7e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a\n".to_owned();
-    let network_config = format!(
-        "version: 1\nconfig:\n    - type: physical\n      name: eth0\n      mac_address: '{mac}'\n      \
-         subnets:\n      - type: dhcp4\n"
-    );
-    let path = dir.join("cloudinit.img");
-    vfat_image(
-        &path,
-        b"cidata     ",
-        &[("user-data", user_data), ("meta-data", meta_data), ("network-config", network_config)],
-    );
-    path
 }
 
 /// `strata --log-format json drift` against the instance: (exit code, findings, stderr).
@@ -130,7 +110,14 @@ fn a_fresh_instance_has_no_drift_and_hand_changes_are_found_exactly() {
     let work = tempfile::tempdir().unwrap();
     let (_, public_key) = new_key(work.path(), "instance_key");
     let mac = "bc:24:11:12:34:58";
-    let drive = cidata(work.path(), &public_key, mac);
+    let drive = work.path().join("cloudinit.img");
+    nocloud_drive(
+        &drive,
+        "drift-proof",
+        &public_key,
+        mac,
+        "0d7e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a",
+    );
     let mut instance =
         Instance::boot(&Platform::Proxmox, &final_disk(&demo), &drive, mac, work.path());
     let ssh_seconds = instance.wait_ready("debian");

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::demo::{BuiltDemo, built_demo};
-use common::instance::{Instance, Platform, new_key, vfat_image};
+use common::instance::{Instance, Platform, new_key, nocloud_drive, vfat_image};
 use common::{assert_success, parse_events, stages_of};
 
 /// A private copy of the demo built cold (the fixture all guest tests share).
@@ -336,21 +336,13 @@ fn boot_proofs(out: &Path) {
     std::fs::create_dir(&pve_dir).unwrap();
     let (_, pve_key) = new_key(&pve_dir, "instance_key");
     let pve_mac = "bc:24:11:12:34:57";
-    let user_data = format!(
-        "#cloud-config\nhostname: strata-pve-proof\nmanage_etc_hosts: true\nfqdn: strata-pve-proof\n\
-         ssh_authorized_keys:\n  - {pve_key}\nchpasswd:\n  expire: False\nusers:\n  - default\n\
-         package_upgrade: false\n"
-    );
-    let meta_data = "instance-id: 5a1f3e2d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a49\n".to_owned();
-    let network_config = format!(
-        "version: 1\nconfig:\n    - type: physical\n      name: eth0\n      mac_address: '{pve_mac}'\n      \
-         subnets:\n      - type: dhcp4\n"
-    );
     let cidata = pve_dir.join("cloudinit.img");
-    vfat_image(
+    nocloud_drive(
         &cidata,
-        b"cidata     ",
-        &[("user-data", user_data), ("meta-data", meta_data), ("network-config", network_config)],
+        "strata-pve-proof",
+        &pve_key,
+        pve_mac,
+        "5a1f3e2d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a49",
     );
     let label = blkid(&cidata);
     assert!(label.contains("LABEL=cidata"), "{label}");

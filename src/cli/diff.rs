@@ -169,17 +169,29 @@ fn empty_like(after: &Side) -> Side {
 }
 
 fn row(from: &str, to: &str, finding: &Finding) -> [String; 4] {
+    let [change, what] = change_and_what(finding);
+    [from.to_owned(), to.to_owned(), change, what]
+}
+
+/// A finding's two table cells: what kind of change, and what changed.
+pub(super) fn change_and_what(finding: &Finding) -> [String; 2] {
     let line = finding.to_string();
     let what = line.split_once(": ").map_or(line.as_str(), |(_, what)| what).to_owned();
-    [from.to_owned(), to.to_owned(), finding.kind().replace('_', " "), what]
+    [finding.kind().replace('_', " "), what]
 }
 
 /// One finding as one JSON object, with the two layers it is between.
 fn object(from: &str, to: &str, finding: &Finding) -> serde_json::Value {
+    finding_object(finding, &[("from", from), ("to", to)])
+}
+
+/// A finding as a JSON object, with `fields` added (what it is between).
+pub(super) fn finding_object(finding: &Finding, fields: &[(&str, &str)]) -> serde_json::Value {
     let mut object = serde_json::to_value(finding).unwrap_or_default();
     if let Some(map) = object.as_object_mut() {
-        map.insert("from".into(), from.into());
-        map.insert("to".into(), to.into());
+        for (key, value) in fields {
+            map.insert((*key).to_owned(), (*value).into());
+        }
     }
     object
 }

@@ -149,20 +149,14 @@ fn checked_event(report: &HostReport) -> Event {
 }
 
 fn row(host: &str, finding: &Finding) -> [String; 3] {
-    let line = finding.to_string();
-    let what = line.split_once(": ").map_or(line.as_str(), |(_, what)| what).to_owned();
-    [host.to_owned(), finding.kind().replace('_', " "), what]
+    let [change, what] = super::diff::change_and_what(finding);
+    [host.to_owned(), change, what]
 }
 
 /// One finding as one JSON object: its host and the layer (stage) it was compared with.
 fn object(host: &str, stage: &str, finding: &Finding) -> serde_json::Value {
-    let mut object = serde_json::to_value(finding).unwrap_or_default();
-    if let Some(map) = object.as_object_mut() {
-        map.insert("event".into(), "drift_finding".into());
-        map.insert("host".into(), host.into());
-        map.insert("stage".into(), stage.into());
-    }
-    object
+    let fields = [("event", "drift_finding"), ("host", host), ("stage", stage)];
+    super::diff::finding_object(finding, &fields)
 }
 
 #[cfg(test)]

@@ -52,6 +52,26 @@ pub fn vfat_image(path: &Path, label: &[u8; 11], files: &[(&str, String)]) {
     fs.unmount().unwrap();
 }
 
+/// A NoCloud drive (vfat, label `cidata`) as Proxmox writes its cloudinit drive: a new
+/// instance-id, a hostname and `public_key` for the image's default user, DHCP on `mac`.
+pub fn nocloud_drive(path: &Path, hostname: &str, public_key: &str, mac: &str, instance_id: &str) {
+    let user_data = format!(
+        "#cloud-config\nhostname: {hostname}\nmanage_etc_hosts: true\nfqdn: {hostname}\n\
+         ssh_authorized_keys:\n  - {public_key}\nchpasswd:\n  expire: False\nusers:\n  - default\n\
+         package_upgrade: false\n"
+    );
+    let meta_data = format!("instance-id: {instance_id}\n");
+    let network_config = format!(
+        "version: 1\nconfig:\n    - type: physical\n      name: eth0\n      mac_address: '{mac}'\n      \
+         subnets:\n      - type: dhcp4\n"
+    );
+    vfat_image(
+        path,
+        b"cidata     ",
+        &[("user-data", user_data), ("meta-data", meta_data), ("network-config", network_config)],
+    );
+}
+
 /// How a platform attaches the root disk and the cloud-init drive.
 pub enum Platform {
     /// Nova: virtio-blk root disk, a vfat config drive on virtio-blk.
