@@ -23,7 +23,7 @@ use common::instance::{Instance, Platform, new_key, nocloud_drive};
 use common::{named, parse_events, stderr};
 
 /// Packages the demo does not need and that own nothing under the drift roots, to purge.
-const PURGE_CANDIDATES: &str = "xxd bsdextrautils file ncurses-term";
+const PURGE_CANDIDATES: &str = "zstd curl eject libfile-find-rule-perl python3-serial xxd file";
 
 /// The files `strata diff` says each stage added (stage -> paths).
 fn files_added_per_stage(demo: &BuiltDemo) -> Vec<(String, Vec<String>)> {

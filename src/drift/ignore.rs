@@ -34,9 +34,17 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "/etc/NetworkManager/system-connections/cloud-init-*",
     "/etc/udev/rules.d/70-persistent-net.rules",
     "/etc/cloud/cloud.cfg.d/*instance*",
-    // cloud-init's users module: sudoers for the seed's users, and the account tools' backups
-    // and lock (the accounts themselves are watched).
+    // cloud-init's users module: sudoers for the seed's users, the account databases it adds
+    // the instance's default user to (a fresh boot of the demo changed exactly these six, so
+    // accounts added by hand are not seen either: watch them with a check), and the account
+    // tools' backups and lock.
     "/etc/sudoers.d/90-cloud-init-users",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/subuid",
+    "/etc/subgid",
     "/etc/passwd-",
     "/etc/group-",
     "/etc/shadow-",
@@ -211,14 +219,17 @@ mod tests {
             "/etc/ld.so.cache",
             "/etc/cloud/cloud.cfg.d/90-instance-data.cfg",
             "/etc/shadow-",
+            "/etc/passwd",
+            "/etc/gshadow",
+            "/etc/subuid",
         ] {
             assert!(rules.is_ignored(path), "{path} should be ignored");
         }
         for path in [
             "/etc/ssh/sshd_config",
             "/etc/hosts.allow",
-            "/etc/passwd",
-            "/etc/shadow",
+            "/etc/passwd.d",
+            "/etc/sudoers",
             "/etc/cloud/cloud.cfg",
             "/etc/machine-id.d",
             "/opt/app/hosts",
