@@ -165,6 +165,7 @@ fn a_fresh_instance_has_no_drift_and_hand_changes_are_found_exactly() {
         ),
     );
     assert!(!package.is_empty(), "none of {PURGE_CANDIDATES} can be purged alone");
+    eprintln!("purging {package}");
     instance.ssh(
         "debian",
         &format!(

@@ -185,7 +185,7 @@ pub enum Command {
     /// Whether live servers still match the layer they were built from (configuration drift).
     ///
     /// Logs in the way `ssh` does: the user is USER@ or the local user; the key is --identity,
-    /// else the ssh-agent's, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa; the host key must be in
+    /// else the ssh-agent's, else ~/.ssh/id_ed25519, id_ecdsa; the host key must be in
     /// known_hosts (never trusted on first use: add it with ssh-keyscan or one `ssh` login).
     /// Runs one command as root (through `sudo -n` for another user) that lists the packages and
     /// the files under `[drift] roots`, and compares them with the layer's record.
@@ -218,8 +218,8 @@ pub struct DriftArgs {
     /// The stage the servers were built from [default: the last]
     #[arg(long, value_name = "NAME")]
     pub stage: Option<String>,
-    /// The private key to log in with (OpenSSH format, no passphrase) [default: the
-    /// ssh-agent's keys, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa]
+    /// The private key to log in with (OpenSSH format, ed25519 or ECDSA, no passphrase)
+    /// [default: the ssh-agent's keys (RSA too), then ~/.ssh/id_ed25519, id_ecdsa]
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// The known_hosts file host keys are checked against [default: ~/.ssh/known_hosts and

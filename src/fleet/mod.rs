@@ -70,6 +70,8 @@ pub enum FleetError {
         #[source]
         source: Box<russh::keys::Error>,
     },
+    #[error("{} is an RSA key, which strata uses only through ssh-agent: `ssh-add {}` (or use an ed25519 or ECDSA key)", path.display(), path.display())]
+    RsaKeyFile { path: PathBuf },
     #[error("{host}: the server refused every key for user `{user}` (tried: {}); give the right one with --identity FILE or ssh-agent, or the user as USER@HOST", if tried.is_empty() { "none found: no --identity, no ssh-agent, no ~/.ssh/id_ed25519, id_ecdsa or id_rsa".to_owned() } else { tried.join(", ") })]
     AuthRefused { host: String, user: String, tried: Vec<String> },
     #[error("{host}: the connection failed while trying to {action}")]

@@ -1,8 +1,8 @@
 //! One SSH connection to a live server, made the way `ssh` makes it: the host key checked
 //! against known_hosts (refused when unknown or changed), then the user's keys: `--identity`,
-//! else the ssh-agent's, else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`. Runs one command as
-//! root (through `sudo -n` for another user) and returns what it printed. Keys and agent
-//! replies are never printed; errors name the host and what to do.
+//! else the ssh-agent's, else `~/.ssh/id_ed25519`, `id_ecdsa` (RSA keys through the agent
+//! only). Runs one command as root (through `sudo -n` for another user) and returns what it
+//! printed. Keys and agent replies are never printed; errors name the host and what to do.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -124,6 +124,9 @@ impl Session {
             let key = russh::keys::load_secret_key(identity, None).map_err(|source| {
                 FleetError::Identity { path: identity.clone(), source: Box::new(source) }
             })?;
+            if key.algorithm().is_rsa() {
+                return Err(FleetError::RsaKeyFile { path: identity.clone() });
+            }
             if self.try_key(key).await? {
                 return Ok(());
             }
@@ -146,6 +149,10 @@ impl Session {
                 ));
                 continue;
             };
+            if key.algorithm().is_rsa() {
+                tried.push(format!("{} (an RSA key: add it to ssh-agent)", path.display()));
+                continue;
+            }
             if self.try_key(key).await? {
                 return Ok(());
             }
@@ -154,9 +161,10 @@ impl Session {
         Err(self.refused(tried))
     }
 
+    /// An ed25519 or ECDSA key (strata signs RSA only through the agent: russh's RSA support
+    /// is not built in).
     async fn try_key(&mut self, key: russh::keys::PrivateKey) -> Result<bool, FleetError> {
-        let hash = self.rsa_hash(key.algorithm().is_rsa()).await?;
-        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
         let result = self.handle.authenticate_publickey(self.user.clone(), key).await;
         let result = result.map_err(|source| self.lost("log in", source))?;
         Ok(result.success())
