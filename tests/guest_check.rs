@@ -77,8 +77,9 @@ fn checks_prove_fresh_instances_and_ansible_stages() {
     // A check added that fails: editing checks rebuilds nothing.
     let path = demo.path("images/demo-ansible.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let failing =
-        format!("{text}\n[[test]]\nname = \"nothing on 2222\"\nport = 2222\ntimeout = \"5s\"\n");
+    let failing = format!(
+        "{text}\n[[test]]\nname = \"nothing on 2222\"\nport = 2222\ntimeout = \"5s\"\n"
+    );
     std::fs::write(&path, &failing).unwrap();
     let (output, events) = run_json(&demo, &["build", definition]);
     assert_success(&output, "strata build after adding a check");
@@ -88,8 +89,7 @@ fn checks_prove_fresh_instances_and_ansible_stages() {
     // The failing check: exit 1, named with what to look at; the JUnit file has it as the one
     // failure among four testcases.
     let junit = demo.path("fail.xml");
-    let (output, events) =
-        run_json(&demo, &["test", definition, "--junit", junit.to_str().unwrap()]);
+    let (output, events) = run_json(&demo, &["test", definition, "--junit", junit.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("nothing on 2222"), "{}", stderr(&output));
     let passed = results(&events);
