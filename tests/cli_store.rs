@@ -31,6 +31,18 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `strata --log-format json ARGS… DEF`, which must succeed: its JSON lines.
+fn json_run(project: &Project, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = strata(&project.store())
+        .args(["--log-format", "json"])
+        .args(args)
+        .arg(project.definition())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    json_lines(&output.stdout)
+}
+
 fn built_project() -> Project {
     let project = Project::new();
     strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
@@ -52,13 +64,7 @@ fn a_layer_record_that_is_not_utf8_is_corrupt_and_a_query_moves_nothing() {
         .assert()
         .success()
         .stdout(predicate::str::contains("corrupt"));
-    let output = strata(&project.store())
-        .args(["--log-format", "json", "layers"])
-        .arg(project.definition())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let table = &json_lines(&output.stdout)[0];
+    let table = &json_run(&project, &["layers"])[0];
     assert_eq!(table["stages"][0]["cached"], false);
     strata(&project.store())
         .args(["export", "--format", "raw"])
@@ -279,30 +285,19 @@ fn max_restore_size_removes_the_oldest_restore_points_and_no_layer() {
     };
     fake_restore_point(base, 1_795_900_000, 3);
     fake_restore_point(last, 1_795_900_100, 3);
-    let table = |project: &Project| {
-        let output = strata(&project.store())
-            .args(["--log-format", "json", "layers"])
-            .arg(project.definition())
-            .output()
-            .unwrap();
-        json_lines(&output.stdout)[0]["stages"].clone()
-    };
+    let table = |project: &Project| json_run(project, &["layers"])[0]["stages"].clone();
     let before = table(&project);
     assert!(before[0]["restore_bytes"].as_u64().unwrap() >= 3 << 20, "{before}");
     assert!(before[1]["restore_bytes"].as_u64().unwrap() >= 3 << 20, "{before}");
 
-    strata(&project.store())
-        .args(["build", "--max-restore-size", "0"])
-        .arg(project.definition())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--no-warm"));
-    strata(&project.store())
-        .args(["build", "--max-restore-size", "65T"])
-        .arg(project.definition())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("64T"));
+    for (size, said) in [("0", "--no-warm"), ("65T", "64T"), ("lots", "not a size")] {
+        strata(&project.store())
+            .args(["build", "--max-restore-size", size])
+            .arg(project.definition())
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(said));
+    }
 
     // Everything is cached: the build boots nothing, but the cap holds from its start.
     let output = strata(&project.store())
@@ -359,13 +354,7 @@ fn gc_removes_restore_points_with_their_layers_and_keeps_those_of_kept_layers() 
     );
     assert_ne!(edited, text);
     std::fs::write(project.definition(), edited).unwrap();
-    let output = strata(&project.store())
-        .args(["--log-format", "json", "gc"])
-        .arg(project.definition())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let outcome = &json_lines(&output.stdout)[0];
+    let outcome = &json_run(&project, &["gc"])[0];
     assert_eq!(layer_dirs(&project).iter().collect::<Vec<_>>(), kept);
     assert!(kept[0].join("restore/restore.json").exists(), "a kept layer keeps its restore point");
     assert_eq!(outcome["removed"].as_array().unwrap().len(), 1, "{outcome}");
