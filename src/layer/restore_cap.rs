@@ -64,9 +64,12 @@ impl LayerStore {
             let Some(_exclusive) = self.store().try_lock(&format!("restore-{}", point.key))? else {
                 continue;
             };
-            self.remove_restore_point(&point)?;
             total = total.saturating_sub(point.bytes);
-            removed.push(point);
+            // Another build's cap may have removed it since the listing.
+            if point.dir.exists() {
+                self.remove_restore_point(&point)?;
+                removed.push(point);
+            }
         }
         Ok(removed)
     }
