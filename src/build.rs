@@ -29,6 +29,9 @@ pub struct BuildOptions {
     pub keep_failed: bool,
     /// Never save nor resume restore points: every stage boots.
     pub no_warm: bool,
+    /// `--max-restore-size`: restore points in the store take at most this much; the oldest
+    /// go first. `None`: no cap.
+    pub max_restore_size: Option<crate::units::ByteSize>,
 }
 
 /// Why a build stopped. The crate-wide error (in `cli/`) wraps it.
@@ -138,6 +141,8 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
     // gc takes this lock exclusively: it never removes what a running build stands on.
     let _gc_guard = blocking_lock(store.clone(), "gc".to_owned(), true).await?;
     layers.clean_stale_tmp()?;
+    // A cap lowered since the last build holds from now on.
+    cap_restore_points(context);
     // Run folders of builds and runs that were killed (their seeds hold private keys).
     let _ = crate::stage::sweep_stale_run_dirs(&std::env::temp_dir());
     let mut plan =
@@ -156,6 +161,7 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
         }
         if !options.no_warm {
             shared.pull_restore_points(&plan.stages, layers, events).await?;
+            cap_restore_points(context);
         }
     }
     announce(&plan.stages, events);
@@ -188,6 +194,29 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
         shared.push(&source, &keys, layers, events).await?;
     }
     Ok(builder.outcomes)
+}
+
+/// `--max-restore-size`: removes the oldest restore points until the rest fit, each with an
+/// event. Runs after a restore point is installed (and as a build starts, for a cap lowered
+/// since). A failure costs only disk, so it is a warning.
+fn cap_restore_points(context: &BuildContext<'_>) {
+    let Some(max) = context.options.max_restore_size else { return };
+    match context.layers.cap_restore_points(max) {
+        Ok(removed) => {
+            for point in removed {
+                context.events.emit(Event::RestorePointRemoved {
+                    stage: point.stage,
+                    key: point.key.to_string(),
+                    bytes: point.bytes,
+                    max_bytes: max.bytes(),
+                });
+            }
+        }
+        Err(error) => context.events.warn(format!(
+            "failed to remove restore points beyond --max-restore-size {max}: {}",
+            crate::events::error_chain(&error)
+        )),
+    }
 }
 
 /// How many stages from the start of `plan` one guest can build in a row: each to be built,
@@ -370,11 +399,14 @@ impl<'a, 'b> Builder<'a, 'b> {
             Err(error) => Err(crate::events::error_chain(&error)),
         };
         match result {
-            Ok(meta) => self.context.events.emit(Event::RestoreSaved {
-                stage: next.planned.stage.name.to_string(),
-                bytes: meta.state_bytes,
-                seconds: meta.save_seconds,
-            }),
+            Ok(meta) => {
+                self.context.events.emit(Event::RestoreSaved {
+                    stage: next.planned.stage.name.to_string(),
+                    bytes: meta.state_bytes,
+                    seconds: meta.save_seconds,
+                });
+                cap_restore_points(self.context);
+            }
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&temp);
                 self.context.events.warn(format!("failed to save a restore point: {error}"));

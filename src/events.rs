@@ -140,6 +140,15 @@ pub enum Event {
         bytes: u64,
         seconds: f64,
     },
+    /// `--max-restore-size`: the restore point of `stage`'s layer `key` was removed (the
+    /// oldest first) so that restore points take at most `max_bytes`; the layer stays, and the
+    /// stage above it boots next time instead of resuming.
+    RestorePointRemoved {
+        stage: String,
+        key: String,
+        bytes: u64,
+        max_bytes: u64,
+    },
     /// `stage` resumed a saved guest instead of booting one.
     RestoreResumed {
         stage: String,

@@ -21,6 +21,7 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
                 "--keep-failed",
                 "--verify",
                 "--no-warm",
+                "--max-restore-size",
                 "--push",
                 "--cache-required",
                 "--cache-restore",
@@ -40,7 +41,7 @@ fn help_lists_every_subcommand_with_flags_and_an_example() {
         let synopsis = help
             .lines()
             .skip_while(|line| !line.trim_start().starts_with(&format!("strata {command} ")))
-            .take(3)
+            .take(4)
             .collect::<Vec<_>>()
             .join("\n");
         assert!(!synopsis.is_empty(), "`{command}` missing from --help:\n{help}");

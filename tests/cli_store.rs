@@ -31,6 +31,18 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `strata --log-format json ARGS… DEF`, which must succeed: its JSON lines.
+fn json_run(project: &Project, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = strata(&project.store())
+        .args(["--log-format", "json"])
+        .args(args)
+        .arg(project.definition())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    json_lines(&output.stdout)
+}
+
 fn built_project() -> Project {
     let project = Project::new();
     strata(&project.store()).arg("fetch").arg(project.definition()).assert().success();
@@ -52,13 +64,7 @@ fn a_layer_record_that_is_not_utf8_is_corrupt_and_a_query_moves_nothing() {
         .assert()
         .success()
         .stdout(predicate::str::contains("corrupt"));
-    let output = strata(&project.store())
-        .args(["--log-format", "json", "layers"])
-        .arg(project.definition())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let table = &json_lines(&output.stdout)[0];
+    let table = &json_run(&project, &["layers"])[0];
     assert_eq!(table["stages"][0]["cached"], false);
     strata(&project.store())
         .args(["export", "--format", "raw"])
@@ -250,4 +256,111 @@ fn the_run_folder_of_a_killed_build_is_swept_by_gc() {
         .assert()
         .success();
     assert!(!run_dir.exists(), "gc swept the dead build's run folder");
+}
+
+/// A fake restore point (a record saved at `created` and `mib` MiB of state) beside `layer`.
+fn fake_restore_point(layer: &Path, created: u64, mib: usize) {
+    let restore = layer.join("restore");
+    std::fs::create_dir_all(&restore).unwrap();
+    let record = serde_json::json!({ "format": 1, "created": created });
+    std::fs::write(restore.join("restore.json"), record.to_string()).unwrap();
+    std::fs::write(restore.join("state.zst"), vec![7u8; mib << 20]).unwrap();
+}
+
+/// Each layer folder's stage, from its layer.json.
+fn stage_of(layer: &Path) -> String {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layer.join("layer.json")).unwrap()).unwrap();
+    record["stage"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn max_restore_size_removes_the_oldest_restore_points_and_no_layer() {
+    let project = built_project();
+    let layers = layer_dirs(&project);
+    let (base, last) = if stage_of(&layers[0]) == "base" {
+        (&layers[0], &layers[1])
+    } else {
+        (&layers[1], &layers[0])
+    };
+    fake_restore_point(base, 1_795_900_000, 3);
+    fake_restore_point(last, 1_795_900_100, 3);
+    let table = |project: &Project| json_run(project, &["layers"])[0]["stages"].clone();
+    let before = table(&project);
+    assert!(before[0]["restore_bytes"].as_u64().unwrap() >= 3 << 20, "{before}");
+    assert!(before[1]["restore_bytes"].as_u64().unwrap() >= 3 << 20, "{before}");
+
+    for (size, said) in [("0", "--no-warm"), ("65T", "64T"), ("lots", "not a size")] {
+        strata(&project.store())
+            .args(["build", "--max-restore-size", size])
+            .arg(project.definition())
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(said));
+    }
+
+    // Everything is cached: the build boots nothing, but the cap holds from its start.
+    let output = strata(&project.store())
+        .args(["--log-format", "json", "build"])
+        .arg(project.definition())
+        .env("STRATA_MAX_RESTORE_SIZE", "4M")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let removed: Vec<serde_json::Value> = json_lines(&output.stdout)
+        .into_iter()
+        .filter(|event| event["event"] == "restore_point_removed")
+        .collect();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0]["stage"], "base", "the oldest goes first");
+    assert_eq!(removed[0]["max_bytes"], 4 << 20);
+    assert!(!base.join("restore").exists());
+    assert!(last.join("restore/restore.json").exists());
+    assert_eq!(layer_dirs(&project), layers, "no layer removed");
+    let after = table(&project);
+    assert!(after[0]["restore_bytes"].is_null() && after[0]["cached"] == true, "{after}");
+    assert_eq!(after[1]["restore_bytes"], before[1]["restore_bytes"]);
+
+    // A plain log says so too.
+    fake_restore_point(base, 1_795_900_200, 3);
+    strata(&project.store())
+        .args(["build", "--max-restore-size", "4M"])
+        .arg(project.definition())
+        .env("NO_COLOR", "1")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("removed the restore point of final's layer"));
+    assert!(base.join("restore/restore.json").exists(), "the newest stays");
+}
+
+#[test]
+fn gc_removes_restore_points_with_their_layers_and_keeps_those_of_kept_layers() {
+    let project = built_project();
+    let layers = layer_dirs(&project);
+    for layer in &layers {
+        fake_restore_point(layer, 1_795_900_000, 1);
+    }
+    let kept: Vec<&PathBuf> = layers.iter().filter(|layer| stage_of(layer) == "base").collect();
+    strata(&project.store()).arg("gc").arg(project.definition()).assert().success();
+    assert_eq!(layer_dirs(&project), layers);
+    assert!(layers.iter().all(|layer| layer.join("restore/restore.json").exists()));
+
+    // The final stage changes: its old layer goes with its restore point; base's stays.
+    let text = std::fs::read_to_string(project.definition()).unwrap();
+    let edited = text.replacen(
+        "steps = [{ shell = \"true\" }]\n[export]",
+        "steps = [{ shell = \"false\" }]\n[export]",
+        1,
+    );
+    assert_ne!(edited, text);
+    std::fs::write(project.definition(), edited).unwrap();
+    let outcome = &json_run(&project, &["gc"])[0];
+    assert_eq!(layer_dirs(&project).iter().collect::<Vec<_>>(), kept);
+    assert!(kept[0].join("restore/restore.json").exists(), "a kept layer keeps its restore point");
+    assert_eq!(outcome["removed"].as_array().unwrap().len(), 1, "{outcome}");
+    assert!(outcome["bytes"].as_u64().unwrap() >= 1 << 20, "the restore point counts: {outcome}");
+
+    strata(&project.store()).args(["gc", "--all"]).assert().success();
+    assert!(layer_dirs(&project).is_empty());
+    assert_eq!(std::fs::read_dir(project.store().join("tmp")).unwrap().count(), 0);
 }

@@ -179,6 +179,19 @@ fn wrong_type_for_network() {
 }
 
 #[test]
+fn keep_package_caches_must_be_a_boolean() {
+    let text = with_head("[[stage]]\nname = \"base\"\nkeep_package_caches = \"yes\"\n");
+    let error = invalid(&text);
+    assert_at(&error, &text, "expected a boolean", "\"yes\"", 0);
+    let text = with_head("[[stage]]\nname = \"base\"\nkeep_package_cache = true\n");
+    let error = invalid(&text);
+    assert!(error.to_string().contains("did you mean `keep_package_caches`"), "{error}");
+    let kept = ok(&with_head(&ONE_STAGE.replace("steps", "keep_package_caches = true\nsteps")));
+    assert!(kept.stages[0].keep_package_caches);
+    assert!(!ok(&with_head(ONE_STAGE)).stages[0].keep_package_caches, "removed by default");
+}
+
+#[test]
 fn steps_as_a_table_is_the_wrong_type() {
     let text = with_head("[[stage]]\nname = \"base\"\nsteps = \"apt-get update\"\n");
     let error = invalid(&text);

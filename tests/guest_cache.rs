@@ -2,8 +2,9 @@
 //! `docker-registry` on loopback). Runner A holds the demo built cold (the fixture the guest
 //! tests share) and pushes it; runner B, a fresh store whose `[source]` URL cannot be reached,
 //! builds the same definition without starting QEMU: the source and every layer come from the
-//! registry, byte-identical. Then the app changes on both: A rebuilds `final` and pushes only
-//! that layer; B pulls only that layer, again without a guest.
+//! registry, byte-identical. Then the app changes on both: B pulls app-base's restore point,
+//! resumes it (no boot), rebuilds `final` and pushes only that layer; A pulls only that layer,
+//! again without a guest.
 //!
 //! Runs only with `STRATA_GUEST_TESTS=1` (A's rebuild boots or resumes a guest) and needs the
 //! local base image (or `STRATA_BASE_IMAGE_DIR`). Timings go to stderr.
@@ -115,16 +116,20 @@ fn runners_share_layers_through_a_registry() {
     let definition_a = a.definition();
     let definition_b = b.definition();
 
-    // Runner A pushes what it built: the source and the three layers.
-    let (output, events, took) =
-        cached_run(&a, &cache, &["build", definition_a.to_str().unwrap(), "--push"]);
-    assert_success(&output, "runner A: build --push");
+    // Runner A pushes what it built: the source, the three layers and their restore points.
+    let (output, events, took) = cached_run(
+        &a,
+        &cache,
+        &["build", definition_a.to_str().unwrap(), "--push", "--cache-restore"],
+    );
+    assert_success(&output, "runner A: build --push --cache-restore");
     assert_eq!(stages_of(&events, "stage_cached"), ["base", "app-base", "final"]);
     let pushed = moved(&events, "push");
-    let kinds: Vec<&str> = pushed.iter().map(|(kind, _, _)| kind.as_str()).collect();
-    assert_eq!(kinds.iter().filter(|kind| **kind == "layer").count(), 3, "{pushed:?}");
-    assert!(kinds.contains(&"source"), "{pushed:?}");
-    eprintln!("MEASURE runner A pushes source + 3 layers: {took:.1}s, {pushed:?}");
+    let count = |kind: &str| pushed.iter().filter(|(k, _, _)| k == kind).count();
+    assert_eq!(count("layer"), 3, "{pushed:?}");
+    assert_eq!(count("source"), 1, "{pushed:?}");
+    assert!(count("restore") >= 1, "{pushed:?}");
+    eprintln!("MEASURE runner A pushes source, 3 layers, restore points: {took:.1}s {pushed:?}");
 
     // Runner B: an empty store and no way to the source but the registry. Nothing boots.
     let (output, events, took) = cached_run(&b, &cache, &["build", definition_b.to_str().unwrap()]);
@@ -133,42 +138,49 @@ fn runners_share_layers_through_a_registry() {
     assert!(named(&events, "layer_committed").is_empty(), "{}", stderr(&output));
     let pulled = moved(&events, "pull");
     assert!(pulled.iter().any(|(kind, _, _)| kind == "source"), "{pulled:?}");
-    eprintln!("MEASURE runner B, fresh store, nothing changed: {took:.1}s, {pulled:?}");
+    eprintln!("MEASURE runner B, fresh store, nothing changed: {took:.1}s {pulled:?}");
     assert_eq!(layer_digests(&b), layer_digests(&a), "runner B's layers are A's, byte for byte");
 
-    // The app changes on both runners. A rebuilds `final` and pushes only that layer.
+    // The app changes on both runners. B, whose store came from the registry, pulls app-base's
+    // restore point, resumes it instead of booting, and pushes only the final layer.
     change_the_app(&a);
     change_the_app(&b);
-    let (output, events, took) =
-        cached_run(&a, &cache, &["build", definition_a.to_str().unwrap(), "--push"]);
-    assert_success(&output, "runner A: build --push after an app change");
+    let (output, events, took) = cached_run(
+        &b,
+        &cache,
+        &["build", definition_b.to_str().unwrap(), "--push", "--cache-restore"],
+    );
+    assert_success(&output, "runner B: build --push --cache-restore after an app change");
     assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
+    let resumed = stages_of(&events, "restore_resumed");
+    eprintln!(
+        "MEASURE runner B, app change, pulled restore point: {took:.1}s, resumed {resumed:?}, \
+         pulled {:?}",
+        moved(&events, "pull")
+    );
+    assert_eq!(resumed, ["final"], "the pulled restore point was resumed, not a boot");
     let pushed = moved(&events, "push");
+    let pushed_layers: Vec<&(String, String, u64)> =
+        pushed.iter().filter(|(kind, _, _)| kind == "layer").collect();
     let final_key = named(&events, "layer_committed")[0]["key"].as_str().unwrap().to_owned();
     let final_bytes =
-        std::fs::metadata(a.store().join("layers").join(&final_key).join("disk.qcow2"))
+        std::fs::metadata(b.store().join("layers").join(&final_key).join("disk.qcow2"))
             .unwrap()
             .len();
-    assert_eq!(pushed.len(), 1, "only the final layer goes up: {pushed:?}");
-    assert_eq!((pushed[0].0.as_str(), pushed[0].1.as_str()), ("layer", "final"));
-    assert!(
-        pushed[0].2 * 10 <= final_bytes * 12,
-        "pushed {} bytes for a {final_bytes}-byte layer",
-        pushed[0].2
-    );
-    eprintln!(
-        "MEASURE runner A, app change, build + push: {took:.1}s, pushed {} of a {final_bytes}-byte layer",
-        pushed[0].2
-    );
+    assert_eq!(pushed_layers.len(), 1, "only the final layer goes up: {pushed:?}");
+    assert_eq!(pushed_layers[0].1, "final");
+    let bytes = pushed_layers[0].2;
+    assert!(bytes * 10 <= final_bytes * 12, "pushed {bytes} bytes for a {final_bytes}-byte layer");
+    eprintln!("MEASURE app change pushes {bytes} bytes for a {final_bytes}-byte final layer");
 
-    // B pulls only the new final layer, still without a guest.
-    let (output, events, took) = cached_run(&b, &cache, &["build", definition_b.to_str().unwrap()]);
-    assert_success(&output, "runner B: build after the app change");
-    assert!(named(&events, "qemu_started").is_empty(), "runner B started a guest");
+    // A gets B's new final layer without a guest.
+    let (output, events, took) = cached_run(&a, &cache, &["build", definition_a.to_str().unwrap()]);
+    assert_success(&output, "runner A: build after B pushed the app change");
+    assert!(named(&events, "qemu_started").is_empty(), "runner A started a guest");
     let pulled = moved(&events, "pull");
     let pulled: Vec<(&str, &str)> =
         pulled.iter().map(|(kind, stage, _)| (kind.as_str(), stage.as_str())).collect();
     assert_eq!(pulled, [("layer", "final")]);
-    eprintln!("MEASURE runner B, app change: {took:.1}s");
-    assert_eq!(layer_digests(&b), layer_digests(&a));
+    eprintln!("MEASURE runner A, app change from the registry: {took:.1}s");
+    assert_eq!(layer_digests(&a), layer_digests(&b));
 }

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cache::CacheUrl;
 use crate::definition::{ExportFormat, ExportTarget};
 pub use crate::report::LogFormat;
+use crate::units::ByteSize;
 
 /// Every subcommand with its flags and an example, under `strata --help`.
 const SYNOPSIS: &str = "\
@@ -16,7 +17,8 @@ Synopsis:
   strata fetch DEF [--offline]          download and verify the source into the store
       e.g. strata fetch images/demo.toml
   strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed] [--verify]
-                   [--no-warm] [--test] [--junit FILE] [--push] [--cache-required] [--cache-restore]
+                   [--no-warm] [--max-restore-size SIZE] [--test] [--junit FILE] [--push]
+                   [--cache-required] [--cache-restore]
       e.g. strata build images/demo.toml --push --cache oci://registry.example/strata
   strata layers DEF                     each stage: cache key, cached or not, size, age, parent
       e.g. strata layers images/demo.toml
@@ -79,6 +81,23 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "STRATA_CACHE", value_name = "URL", value_parser = parse_cache_url)]
     pub cache: Option<CacheUrl>,
 }
+
+/// `--max-restore-size`: a size ("512M", "20G"), more than 0 (to keep none, `--no-warm` saves
+/// none) and at most [`MAX_RESTORE_CAP`]. Checked while parsing: a bad one is exit 2.
+fn parse_restore_cap(value: &str) -> Result<ByteSize, String> {
+    let size: ByteSize =
+        value.parse().map_err(|error: crate::units::UnitError| error.to_string())?;
+    if size.bytes() == 0 {
+        return Err("a cap of 0 keeps no restore point: use --no-warm, which saves none".to_owned());
+    }
+    if size > MAX_RESTORE_CAP {
+        return Err(format!("{value} is more than the largest cap, 64T"));
+    }
+    Ok(size)
+}
+
+/// The largest `--max-restore-size`: far beyond any store, and sums of sizes stay in a u64.
+pub const MAX_RESTORE_CAP: ByteSize = ByteSize(64 * ByteSize::TIB);
 
 /// Checked while parsing, so that a malformed cache URL is an argument error (exit 2).
 fn parse_cache_url(value: &str) -> Result<CacheUrl, String> {
@@ -250,6 +269,10 @@ pub struct BuildArgs {
     /// Do not save or resume restore points (saved running guests): every stage boots
     #[arg(long)]
     pub no_warm: bool,
+    /// Cap what restore points in the store take on disk (e.g. 2G): after one is saved, the
+    /// oldest are removed (never a layer) until the rest fit [default: no cap]
+    #[arg(long, env = "STRATA_MAX_RESTORE_SIZE", value_name = "SIZE", value_parser = parse_restore_cap)]
+    pub max_restore_size: Option<ByteSize>,
     /// After the build, run the [[test]] checks on a fresh boot of the last built stage
     #[arg(long)]
     pub test: bool,

@@ -1,5 +1,5 @@
 //! `strata build DEF [--stage NAME] [--rebuild NAME] [--offline] [--keep-failed] [--verify]
-//! [--push] [--cache-required] [--cache-restore]`
+//! [--no-warm] [--max-restore-size SIZE] [--push] [--cache-required] [--cache-restore]`
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
         offline: args.offline,
         keep_failed: args.keep_failed,
         no_warm: args.no_warm,
+        max_restore_size: args.max_restore_size,
     };
     let layers = LayerStore::new(store);
     let stages = definition.stages.iter().map(|stage| stage.name.to_string()).collect();

@@ -32,8 +32,7 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
         .and_then(|checks| crate::check::ChecksDigest::of(&checks).ok());
     let tested: Vec<String> =
         plan.stages.iter().map(|planned| tested(planned, digest.as_ref())).collect();
-    let restore: Vec<Option<u64>> =
-        plan.stages.iter().map(|planned| restore_size(&layers, planned)).collect();
+    let restore: Vec<Option<u64>> = plan.stages.iter().map(restore_size).collect();
     let plan = plan.stages;
     for (((planned, restore), tested), remote) in
         plan.iter().zip(&restore).zip(&tested).zip(&remote)
@@ -128,20 +127,9 @@ fn plan_json(
 }
 
 /// Disk use of a cached layer's restore point (saved guest state and overlay), if it has one.
-fn restore_size(layers: &LayerStore, planned: &PlannedStage) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    if !matches!(planned.status, Status::Cached(_)) {
-        return None;
-    }
-    let dir = layers.restore_point(&planned.key)?;
-    let entries = std::fs::read_dir(dir).ok()?;
-    Some(
-        entries
-            .flatten()
-            .filter_map(|entry| entry.metadata().ok())
-            .map(|meta| meta.blocks() * 512)
-            .sum(),
-    )
+fn restore_size(planned: &PlannedStage) -> Option<u64> {
+    let Status::Cached(layer) = &planned.status else { return None };
+    layer.restore_point().map(|_| layer.restore_bytes())
 }
 
 /// The last `strata test` against a cached layer: `passed`, `failed`, or `none`; with

@@ -25,7 +25,7 @@ pub(super) const MACHINE_KEYS: &[&str] =
     &["cpus", "memory", "disk_size", "firmware", "accel", "extra_args"];
 pub(super) const COMMUNICATOR_KEYS: &[&str] = &["kind", "user", "ready_timeout"];
 pub(super) const STAGE_KEYS: &[&str] =
-    &["name", "parent", "user_data", "refresh", "network", "steps"];
+    &["name", "parent", "user_data", "refresh", "network", "keep_package_caches", "steps"];
 pub(super) const STEP_KEYS: &[&str] =
     &["run", "shell", "upload", "to", "reboot", "ansible", "extra_vars", "tags", "env", "timeout"];
 pub(super) const TEST_KEYS: &[&str] =
@@ -91,6 +91,7 @@ pub(super) struct RawStage {
     pub user_data: Option<Text>,
     pub refresh: Option<Text>,
     pub network: Option<Spanned<bool>>,
+    pub keep_package_caches: Option<bool>,
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
 }
 

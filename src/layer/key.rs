@@ -14,8 +14,10 @@ use sha2::{Digest as _, Sha256};
 use super::LayerError;
 use crate::definition::{ImageDefinition, Stage, StepAction};
 
-/// Bumped whenever the encoding below changes, so old layers are never mistaken for new ones.
-const KEY_FORMAT: u32 = 1;
+/// Bumped whenever the encoding below changes, or what a stage's layer holds for the same
+/// inputs, so old layers are never mistaken for new ones. 2: sysprep removes package caches
+/// by default (`keep_package_caches`).
+const KEY_FORMAT: u32 = 2;
 
 /// A layer's content address: 64 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -87,6 +89,7 @@ pub fn compute(
         "firmware": definition.machine.firmware.name(),
         "user": definition.communicator.user,
         "network": stage.network,
+        "keep_package_caches": stage.keep_package_caches,
         "steps": steps,
         "seed_template_sha256": sha256_hex(seed_template.as_bytes()),
         "vars": definition.vars,
@@ -220,6 +223,7 @@ mod tests {
             user_data: None,
             refresh: None,
             network: true,
+            keep_package_caches: false,
             steps,
         }
     }
@@ -384,6 +388,15 @@ mod tests {
     }
 
     #[test]
+    fn keeping_package_caches_changes_the_stage_and_those_above() {
+        let fx = fixture();
+        let before = keys(&fx.definition, now());
+        let mut other = fx.definition.clone();
+        other.stages[1].keep_package_caches = true;
+        assert_eq!(changed(&before, &keys(&other, now())), [false, true, true]);
+    }
+
+    #[test]
     fn refresh_expires_a_layer_and_its_dependents_after_its_period() {
         let fx = fixture();
         let mut definition = fx.definition.clone();
@@ -453,9 +466,9 @@ mod tests {
         assert_eq!(
             pinned,
             [
-                "dc790d4a4f8a5167801b541b840859489ca33052ff7b3f813bcb28103ec558c1",
-                "9004a83baa5ca3b888a7b2d210cd0d8a60a35fcdc9a488f35633a7f654def81f",
-                "c75c396de853ea0ecc12bf13b1f517bc8ab3c7b074c5a1d31c239a53ecd34922",
+                "df3e255dc19df79823de3a002dad40019c0a968cfc0a0b3d2f75668354a7c45b",
+                "a054753df5c1680090058398ce703805755ac6aa0c49a4a53b11877c493d5ea7",
+                "ba120807a15c69cb34100ac3e1b97bb1524fda0e51ed25d86f06da8d00b97dcf",
             ]
         );
     }

@@ -5,6 +5,7 @@
 pub mod gc;
 mod key;
 pub mod plan;
+mod restore_cap;
 mod store;
 
 pub use key::{
@@ -14,6 +15,7 @@ pub use plan::{
     BuiltStage, Plan, PlanError, PlanOptions, PlannedStage, Status, built_stage, plan,
     plan_from_store, seed_template, selected_stages, source_file_name,
 };
+pub use restore_cap::RestorePoint;
 pub use store::{
     CHECKS_FILE, DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, RESTORE_DIR,
     RESTORE_META_FILE, WorkDir, backing_for, hash_file, now_secs,

@@ -104,6 +104,20 @@ impl Layer {
         restore_point_in(&self.dir)
     }
 
+    /// What its restore point takes on disk: the allocated blocks of its files (saved state,
+    /// overlay, seed, record); 0 without one.
+    #[must_use]
+    pub fn restore_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = self.restore_point() else { return 0 };
+        fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.metadata().ok())
+                .fold(0u64, |sum, meta| sum.saturating_add(meta.blocks().saturating_mul(512)))
+        })
+    }
+
     #[must_use]
     pub fn disk(&self) -> PathBuf {
         self.dir.join(DISK_FILE)

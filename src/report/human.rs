@@ -172,6 +172,9 @@ impl Observer for Human {
                 self.say(&mut state, stage, format!("resumed a saved guest in {seconds:.1}s"));
             }
             Event::Warning { message } => self.println(&format!("warning: {message}")),
+            Event::RestorePointRemoved { .. } => {
+                self.println(&super::restore_removed_line(event).unwrap_or_default());
+            }
             Event::CheckStarted { stage, name, .. } => {
                 self.say(&mut state, stage, format!("check {name}"));
             }

@@ -94,6 +94,18 @@ fn drift_line(event: &Event) -> Option<String> {
     }
 }
 
+/// How a removed restore point reads, the same for bars and plain lines.
+fn restore_removed_line(event: &Event) -> Option<String> {
+    let Event::RestorePointRemoved { stage, key, bytes, max_bytes } = event else { return None };
+    Some(format!(
+        "removed the restore point of {stage}'s layer {} ({}): restore points are capped at {} \
+         (--max-restore-size), the oldest go first",
+        key.get(..12).unwrap_or(key),
+        crate::units::ByteSize(*bytes),
+        crate::units::ByteSize(*max_bytes)
+    ))
+}
+
 /// One JSON object per event on stdout.
 struct JsonLines;
 

@@ -74,6 +74,7 @@ impl Plain {
             Event::RestoreResumed { stage, seconds, .. } => {
                 format!("{stage}: resumed a saved guest instead of booting ({seconds:.1}s)")
             }
+            Event::RestorePointRemoved { .. } => super::restore_removed_line(event)?,
             _ => return super::cache::line(event),
         };
         Some(text)

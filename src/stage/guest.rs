@@ -20,7 +20,8 @@ pub struct GuestFacts {
 
 /// Makes the layer a valid cloud template again (the README's "clean cloud template"): cloud-init forgets this
 /// instance, machine-id is empty (never missing), the build's host keys and client key leave
-/// the disk, the journal and per-instance state are dropped. The freeze that always follows
+/// the disk, the journal and per-instance state are dropped, and so are package managers'
+/// caches unless the stage keeps them ([`PACKAGE_CACHES`]). The freeze that always follows
 /// (`session`) syncs and trims, so sysprep does neither.
 ///
 /// The keys are moved to [`KEPT`], in /run (memory): a live cut puts them back with
@@ -28,12 +29,21 @@ pub struct GuestFacts {
 /// again. The folder stays (empty) for the next sysprep.
 ///
 /// Every process costs 50-100 ms under emulation, so the script uses globs and builtins where a
-/// command would do, and runs the journal's rotation and [`FACTS`] beside the rest (the guest
+/// command would do, and runs journald's switch and [`FACTS`] beside the rest (the guest
 /// has more than one CPU).
 const SYSPREP: &str = r#"set -eu
-# Rotated so that everything logged so far is in archived files, which go below. (`journalctl
-# --vacuum-*` cannot: it looks for the journal under /etc/machine-id, emptied below.)
-journalctl --rotate >/dev/null 2>&1 &
+# journald is asked to log to /run from now on and to close its files in /var, which then all go
+# below: the active files too, whose preallocated blocks hold whatever this stage wrote there
+# before (about 13 MiB of every layer), and which are the build's log, not the image's. The
+# image's next boot logs to /var again. A journald without --relinquish-var (systemd < 243) is
+# rotated instead, so that everything logged so far is in archived files, which go below.
+# (`journalctl --vacuum-*` cannot: it looks for the journal under /etc/machine-id, emptied below.)
+journal_off() {
+  journalctl --relinquish-var >/dev/null 2>&1 && return 0
+  journalctl --rotate >/dev/null 2>&1 || true
+  return 1
+}
+journal_off &
 rotating=$!
 dirty=""
 for f in /var/lib/cloud/* /var/log/cloud-init*.log*; do
@@ -78,9 +88,31 @@ else
   rm -f "$kept/authorized_keys.path"
 fi
 [ -z "$keys" ] || mv -f $keys "$kept/"
-wait "$rotating" || true
-rm -rf $gone /var/log/journal/*/*@*.journal /var/log/journal/*/*@*.journal~
+@PACKAGE_CACHES@journal="/var/log/journal/*/*@*.journal /var/log/journal/*/*@*.journal~"
+if wait "$rotating"; then
+  journal="/var/log/journal/*/*.journal /var/log/journal/*/*.journal~"
+fi
+rm -rf $gone $journal
 wait
+"#;
+
+/// Package managers' indexes and downloads, added to what sysprep removes unless the stage
+/// keeps them (`keep_package_caches`): apt's lists, `*.bin` caches and downloaded `.deb`s (what
+/// `apt-get clean` and `rm -rf /var/lib/apt/lists/*` remove), dnf's and yum's cache folders
+/// (what `dnf clean all` / `yum clean all` remove). Every stage that installs packages runs its
+/// own update first, so they would only make the layer bigger: on Debian they are about 90% of
+/// a package-installing stage's layer, and every export carries them. apt's `lock` files and
+/// `partial` folders stay, as apt expects them. Globs and builtins rather than the tools
+/// themselves: no process (dnf is Python, seconds under emulation), and a missing tool or
+/// folder costs nothing. An unmatched glob stays literal and is skipped by the `-e` test.
+const PACKAGE_CACHES: &str = r#"for f in /var/lib/apt/lists/* /var/lib/apt/lists/partial/* /var/cache/apt/*.bin \
+    /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/* /var/cache/dnf/* \
+    /var/cache/yum/*; do
+  case $f in
+    */lock | */partial) ;;
+    *) [ ! -e "$f" ] || gone="$gone $f" ;;
+  esac
+done
 "#;
 
 /// Where sysprep keeps the build's keys off the disk: tmpfs, gone at power-off.
@@ -134,29 +166,50 @@ pub(super) fn unkeep_script() -> String {
     UNKEEP.replace("KEPT", KEPT)
 }
 
+/// What a stage's sysprep depends on: the build user, what the layer's manifest covers, and
+/// whether package caches stay.
+#[derive(Debug, Clone, Copy)]
+pub struct SysprepFor<'a> {
+    pub user: &'a str,
+    pub drift: &'a Drift,
+    pub keep_package_caches: bool,
+}
+
+impl<'a> SysprepFor<'a> {
+    #[must_use]
+    pub fn of(job: &StageJob<'a>) -> SysprepFor<'a> {
+        SysprepFor {
+            user: &job.definition.communicator.user,
+            drift: &job.definition.drift,
+            keep_package_caches: job.stage.keep_package_caches,
+        }
+    }
+}
+
 /// The inventory (alone, so its NUL-separated output is whole; an `echo` ends its last line),
-/// facts, then sysprep, as one script to run as root, for the build user `user`. Exits non-zero
+/// facts, then sysprep, as one script to run as root, for the build user. Exits non-zero
 /// when sysprep failed. (The user is set in the script, not through `env`: one process less.)
 /// The inventory runs before sysprep: what sysprep changes under the roots (machine-id, host
 /// keys) is in drift's default ignore list.
-pub(super) fn sysprep_script(user: &str, drift: &Drift) -> String {
-    let user = crate::communicator::shell::quote(user);
-    let inventory = drift.collect_script();
-    format!("STRATA_USER={user}\n{inventory}echo\n{FACTS}{}", SYSPREP.replace("KEPT", KEPT))
+pub(super) fn sysprep_script(sysprep: SysprepFor<'_>) -> String {
+    let user = crate::communicator::shell::quote(sysprep.user);
+    let inventory = sysprep.drift.collect_script();
+    let caches = if sysprep.keep_package_caches { "" } else { PACKAGE_CACHES };
+    let script = SYSPREP.replace("KEPT", KEPT).replace("@PACKAGE_CACHES@", caches);
+    format!("STRATA_USER={user}\n{inventory}echo\n{FACTS}{script}")
 }
 
 /// Collects the guest's facts and sysprepps it, in one command (each costs a shell start and a
 /// round trip, which add up under emulation).
 pub async fn sysprep(
     link: &Link,
-    user: &str,
-    drift: &Drift,
+    sysprep: SysprepFor<'_>,
 ) -> Result<GuestFacts, CommunicatorError> {
-    let script = sysprep_script(user, drift);
+    let script = sysprep_script(sysprep);
     let (exit, stdout, stderr) =
         crate::communicator::capture(link, &script, Duration::from_secs(600), true).await?;
     if exit.success() {
-        Ok(parse_facts(&stdout, drift))
+        Ok(parse_facts(&stdout, sysprep.drift))
     } else {
         Err(CommunicatorError::Command {
             guest: link.describe(),
@@ -188,4 +241,79 @@ pub async fn reboot(job: &StageJob<'_>, vm: &mut Vm, during: &str) -> Result<(),
         communicator_error(vm, &stage, "cloud-init failed after a reboot", source)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn drift() -> Drift {
+        Drift {
+            roots: crate::drift::Roots::default(),
+            ignore: crate::drift::IgnoreRules::new::<&str>(&[]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn sysprep_removes_package_caches_unless_the_stage_keeps_them() {
+        let drift = drift();
+        let default = SysprepFor { user: "debian", drift: &drift, keep_package_caches: false };
+        let script = sysprep_script(default);
+        assert!(script.contains(PACKAGE_CACHES), "{script}");
+        assert!(!script.contains("@PACKAGE_CACHES@"));
+        let kept = sysprep_script(SysprepFor { keep_package_caches: true, ..default });
+        assert!(!kept.contains("/var/lib/apt/lists"), "{kept}");
+        assert!(!kept.contains("/var/cache/dnf"), "{kept}");
+        assert!(!kept.contains("@PACKAGE_CACHES@"));
+        // The rest of sysprep is the same either way.
+        assert_eq!(kept, script.replace(PACKAGE_CACHES, ""));
+        for script in [&script, &kept] {
+            let parsed = std::process::Command::new("sh").args(["-n", "-c", script]).status();
+            assert!(parsed.unwrap().success(), "sh -n rejects:\n{script}");
+        }
+    }
+
+    /// The fragment on a fake root: lists, `.bin` caches, `.deb`s and dnf's cache go; apt's
+    /// locks and `partial` folders stay; an absent package manager is no error.
+    #[test]
+    fn the_package_cache_fragment_keeps_what_apt_expects() {
+        let root = tempfile::tempdir().unwrap();
+        let root_text = root.path().to_str().unwrap();
+        let files = [
+            "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+            "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages",
+            "var/lib/apt/lists/lock",
+            "var/lib/apt/lists/partial/half",
+            "var/cache/apt/pkgcache.bin",
+            "var/cache/apt/srcpkgcache.bin",
+            "var/cache/apt/archives/nginx_1.22.1-9_amd64.deb",
+            "var/cache/apt/archives/lock",
+            "var/cache/apt/archives/partial/x.deb",
+            "var/cache/dnf/fedora-1234/repodata/primary.xml.zst",
+        ];
+        for file in files {
+            let path = root.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        let fragment = PACKAGE_CACHES.replace("/var/", &format!("{root_text}/var/"));
+        let script = format!("set -eu\ngone=\"\"\n{fragment}rm -rf $gone\n");
+        let status = std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap();
+        assert!(status.success());
+        let left: Vec<&str> =
+            files.into_iter().filter(|file| root.path().join(file).exists()).collect();
+        assert_eq!(left, ["var/lib/apt/lists/lock", "var/cache/apt/archives/lock"]);
+        for folder in ["var/lib/apt/lists/partial", "var/cache/apt/archives/partial"] {
+            assert!(root.path().join(folder).is_dir(), "{folder} is gone");
+        }
+        assert!(root.path().join("var/cache/dnf").is_dir());
+
+        // No package manager at all: nothing to remove, and no error under `set -eu`.
+        let empty = tempfile::tempdir().unwrap();
+        let fragment = PACKAGE_CACHES.replace("/var/", &format!("{}/var/", empty.path().display()));
+        let script = format!("set -eu\ngone=\"\"\n{fragment}[ -z \"$gone\" ]\n");
+        let status = std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap();
+        assert!(status.success(), "an absent package manager added something to remove");
+    }
 }

@@ -170,7 +170,9 @@ impl Session {
                 now, meta.machine
             ));
         }
-        let (vm, standby) = continue_guest(machine, &meta, &job.definition.drift, port).await?;
+        let sysprep =
+            super::guest::SysprepFor { user: &meta.user, ..super::guest::SysprepFor::of(job) };
+        let (vm, standby) = continue_guest(machine, &meta, sysprep, port).await?;
         job.events.emit(Event::RestoreResumed {
             stage: stage.clone(),
             from: restore.display().to_string(),
@@ -199,7 +201,7 @@ fn read_meta(restore: &Path) -> Result<RestoreMeta, String> {
 async fn continue_guest(
     machine: Machine,
     meta: &RestoreMeta,
-    drift: &crate::definition::Drift,
+    sysprep: super::guest::SysprepFor<'_>,
     port: u16,
 ) -> Result<(Vm, Option<Held>), String> {
     let loaded = wait_incoming(&machine).await;
@@ -245,9 +247,7 @@ async fn continue_guest(
     // late, as it would be without the fix, and the seal starts its own command.
     let clock = set_clock_command();
     let standby = match link.ssh() {
-        Some(ssh) => {
-            super::session::stand_by(ssh, &meta.user, drift, &clock, CLOCK_WITHIN).await.ok()
-        }
+        Some(ssh) => super::session::stand_by(ssh, sysprep, &clock, CLOCK_WITHIN).await.ok(),
         None => {
             let _ = crate::communicator::capture(&link, &clock, CLOCK_WITHIN, true).await;
             None

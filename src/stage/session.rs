@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::guest::{self, GuestFacts};
+use super::guest::{self, GuestFacts, SysprepFor};
 use super::{
     Link, StageError, StageJob, StageOutput, Vm, boot, create_overlay, race_death, run_dir,
 };
 use crate::communicator::{
     Communicator, CommunicatorError, ExecSpec, Held, NotHeld, SshCommunicator, capture,
 };
-use crate::definition::Drift;
 use crate::events::Event;
 use crate::qemu::img;
 
@@ -103,24 +102,23 @@ struct Sealed {
 /// (see [`stand_by`]). `Err`: sysprep failed.
 async fn seal(
     link: &Link,
-    user: &str,
-    drift: &Drift,
+    sysprep: SysprepFor<'_>,
     standby: Option<Held>,
 ) -> Result<Sealed, CommunicatorError> {
     if let Some(ssh) = link.ssh() {
-        return seal_over_ssh(ssh, user, drift, standby).await;
+        return seal_over_ssh(ssh, sysprep, standby).await;
     }
-    let facts = guest::sysprep(link, user, drift).await?;
+    let facts = guest::sysprep(link, sysprep).await?;
     let frozen = Frozen::freeze_by_link(link).await.map_err(|error| error.to_string());
     Ok(Sealed { facts, frozen })
 }
 
 /// The whole seal as one root script: facts and sysprep, [`SYSPREPPED`], the freeze and its
 /// hold, the thaw, the keys put back.
-fn seal_script(user: &str, drift: &Drift) -> String {
+fn seal_script(sysprep: SysprepFor<'_>) -> String {
     format!(
         "{}echo {SYSPREPPED}\nset +e\n{FREEZE}{}",
-        guest::sysprep_script(user, drift),
+        guest::sysprep_script(sysprep),
         guest::unkeep_script()
     )
 }
@@ -132,14 +130,13 @@ fn seal_script(user: &str, drift: &Drift) -> String {
 /// (a `reboot` step ends it), the seal starts a fresh one.
 pub(super) async fn stand_by(
     ssh: &SshCommunicator,
-    user: &str,
-    drift: &Drift,
+    sysprep: SysprepFor<'_>,
     first: &str,
     within: Duration,
 ) -> Result<Held, Box<NotHeld>> {
     let script = format!(
         "{first}\necho {STANDING_BY}\nread -r _ || exit 0\necho {SEALING}\n{}",
-        seal_script(user, drift)
+        seal_script(sysprep)
     );
     hold_seal(ssh, &script, STANDING_BY, within).await
 }
@@ -165,12 +162,12 @@ async fn hold_seal(
 
 async fn seal_over_ssh(
     ssh: &SshCommunicator,
-    user: &str,
-    drift: &Drift,
+    sysprep: SysprepFor<'_>,
     standby: Option<Held>,
 ) -> Result<Sealed, CommunicatorError> {
     let within = SYSPREP_WITHIN + FREEZE_WITHIN;
-    let fresh = || async { hold_seal(ssh, &seal_script(user, drift), FROZEN, within).await };
+    let drift = sysprep.drift;
+    let fresh = || async { hold_seal(ssh, &seal_script(sysprep), FROZEN, within).await };
     let held = match standby {
         None => fresh().await,
         Some(standby) => match standby.proceed(FROZEN, within).await {
@@ -267,8 +264,7 @@ impl Session {
     async fn seal(&mut self, job: &StageJob<'_>) -> Result<Sealed, StageError> {
         let stage = job.stage.name.to_string();
         let link = guest::link(&self.vm, &stage)?;
-        let user = &job.definition.communicator.user;
-        let sealing = seal(link, user, &job.definition.drift, self.standby.take());
+        let sealing = seal(link, SysprepFor::of(job), self.standby.take());
         let sealed = race_death(&self.vm.machine, &stage, "during sysprep", sealing).await?;
         sealed.map_err(|source| self.communicator_error(&stage, "sysprep failed", source))
     }

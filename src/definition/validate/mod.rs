@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn shape_problems_from_serde_messages() {
         let problem = shape_problem(
-            "unknown field `nmae`, expected one of `name`, `parent`, `user_data`, `refresh`, `network`, `steps`",
+            "unknown field `nmae`, expected one of `name`, `parent`, `user_data`, `refresh`, `network`, `keep_package_caches`, `steps`",
         );
         assert_eq!(
             problem,

@@ -44,16 +44,15 @@ impl Checker {
         for (index, stage) in raw_stages.iter().enumerate() {
             let parent = parents[index].and_then(|parent| names[parent].clone());
             let checked = self.stage(stage.get_ref(), kind, vars);
-            if let (Some(name), Some((user_data, refresh, network, steps))) =
-                (&names[index], checked)
-            {
+            if let (Some(name), Some(body)) = (&names[index], checked) {
                 built.push(Stage {
                     name: name.clone(),
                     parent,
-                    user_data,
-                    refresh,
-                    network,
-                    steps,
+                    user_data: body.user_data,
+                    refresh: body.refresh,
+                    network: body.network,
+                    keep_package_caches: body.keep_package_caches,
+                    steps: body.steps,
                 });
             }
         }
@@ -204,13 +203,12 @@ impl Checker {
         self.report(Problem::ParentCycle { cycle: cycle_names }, span);
     }
 
-    #[allow(clippy::type_complexity)]
     fn stage(
         &mut self,
         stage: &RawStage,
         kind: Option<CommunicatorKind>,
         vars: &BTreeMap<String, String>,
-    ) -> Option<(Option<PathBuf>, Option<Duration>, bool, Vec<Step>)> {
+    ) -> Option<StageBody> {
         let before = self.problems.len();
         let user_data = stage.user_data.as_ref().and_then(|text| self.user_data(text, vars));
         let refresh = match &stage.refresh {
@@ -232,8 +230,24 @@ impl Checker {
                 }
             }
         }
-        (self.problems.len() == before).then_some((user_data, refresh, network, steps))
+        let keep_package_caches = stage.keep_package_caches.unwrap_or(false);
+        (self.problems.len() == before).then_some(StageBody {
+            user_data,
+            refresh,
+            network,
+            keep_package_caches,
+            steps,
+        })
     }
+}
+
+/// A stage's own keys, checked; its name and parent are checked across stages.
+struct StageBody {
+    user_data: Option<PathBuf>,
+    refresh: Option<Duration>,
+    network: bool,
+    keep_package_caches: bool,
+    steps: Vec<Step>,
 }
 
 /// Parents before children; among stages whose order is free, the file's order.
