@@ -7,7 +7,8 @@
 #
 # Usage: flock /tmp/strata-guest.lock bash scripts/chaos.sh [N]   (N default 3; not part of CI)
 # Environment: STRATA_BIN (default target/debug/strata), STRATA_BASE_IMAGE_DIR,
-#   CHAOS_KILL_MIN / CHAOS_KILL_MAX (seconds into a build to kill it; default 5 / 90).
+#   CHAOS_KILL_MIN / CHAOS_KILL_MAX (seconds into a build to kill it; default 20 / 200, which
+#   spans a cold build of the demo under TCG: before, between and after its commits).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,8 +16,8 @@ repo=$(cd "$here/.." && pwd)
 runs=${1:-3}
 strata=${STRATA_BIN:-$repo/target/debug/strata}
 base=${STRATA_BASE_IMAGE_DIR:-$repo/.cache/base-image}
-kill_min=${CHAOS_KILL_MIN:-5}
-kill_max=${CHAOS_KILL_MAX:-90}
+kill_min=${CHAOS_KILL_MIN:-20}
+kill_max=${CHAOS_KILL_MAX:-200}
 
 die() { echo "chaos: $*" >&2; exit 1; }
 [ -x "$strata" ] || die "no strata binary at $strata (cargo build first, or set STRATA_BIN)"
