@@ -7,8 +7,9 @@
 #
 # Usage: flock /tmp/strata-guest.lock bash scripts/chaos.sh [N]   (N default 3; not part of CI)
 # Environment: STRATA_BIN (default target/debug/strata), STRATA_BASE_IMAGE_DIR,
-#   CHAOS_KILL_MIN / CHAOS_KILL_MAX (seconds into a build to kill it; default 20 / 200, which
-#   spans a cold build of the demo under TCG: before, between and after its commits).
+#   CHAOS_KILL_MIN / CHAOS_KILL_MAX (seconds into a build to kill it; default 20 / 100, which
+#   spans a cold build of the demo under TCG on a quiet machine, about 95 s: before and
+#   between its commits).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,7 +18,7 @@ runs=${1:-3}
 strata=${STRATA_BIN:-$repo/target/debug/strata}
 base=${STRATA_BASE_IMAGE_DIR:-$repo/.cache/base-image}
 kill_min=${CHAOS_KILL_MIN:-20}
-kill_max=${CHAOS_KILL_MAX:-200}
+kill_max=${CHAOS_KILL_MAX:-100}
 
 die() { echo "chaos: $*" >&2; exit 1; }
 [ -x "$strata" ] || die "no strata binary at $strata (cargo build first, or set STRATA_BIN)"
