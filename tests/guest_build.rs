@@ -169,10 +169,12 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
         assert_eq!(link["backing-filename-format"], "qcow2");
     }
     assert!(chain[3]["filename"].as_str().unwrap().contains("/sources/sha256-"));
-    // Layers are sparse: what one takes on disk is reported, besides its file's length.
+    // Layers are sparse: what one takes on disk is reported, besides its file's length. Read in
+    // the store the build wrote: a copy's allocation is the copying tool's.
     for committed in named(&events, "layer_committed") {
         let key = committed["key"].as_str().unwrap();
-        let disk = std::fs::metadata(project.store.join("layers").join(key).join("disk.qcow2"));
+        let layer_dir = project.demo.fixture_store.join("layers").join(key);
+        let disk = std::fs::metadata(layer_dir.join("disk.qcow2"));
         let disk = disk.unwrap();
         assert_eq!(committed["bytes"], disk.len());
         assert_eq!(committed["allocated_bytes"], disk.blocks() * 512);

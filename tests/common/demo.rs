@@ -23,6 +23,8 @@ pub struct BuiltDemo {
     pub dir: tempfile::TempDir,
     /// The events of the one cold build every copy comes from.
     pub cold_events: Vec<Value>,
+    /// The store that cold build wrote, shared by every test: read it, never write to it.
+    pub fixture_store: PathBuf,
 }
 
 impl BuiltDemo {
@@ -70,7 +72,7 @@ pub fn built_demo() -> BuiltDemo {
     assert!(status.success(), "copying the built demo");
     let cold_events = parse_events(&std::fs::read(built.join("cold-events.jsonl")).unwrap());
     drop(lock);
-    BuiltDemo { dir, cold_events }
+    BuiltDemo { dir, cold_events, fixture_store: built.join("store") }
 }
 
 /// The repository's `images/` and `scripts/` copied into `dir`, every definition's `[source]`
