@@ -597,11 +597,25 @@ pub fn shell_quote(word: &str) -> String {
     if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
+/// The command line that runs `script` with `/bin/sh` as root over a remote login: as it is
+/// when the login is root, else through `sudo -n` (which fails rather than ask for a password).
+#[must_use]
+pub fn root_shell_command(login_is_root: bool, script: &str) -> String {
+    let sudo = if login_is_root { "" } else { "sudo -n -- " };
+    format!("{sudo}/bin/sh -c {}", shell_quote(script))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn root_shell_command_uses_sudo_only_for_other_logins() {
+        assert_eq!(root_shell_command(true, "id -u"), "/bin/sh -c 'id -u'");
+        assert_eq!(root_shell_command(false, "id -u"), "sudo -n -- /bin/sh -c 'id -u'");
+    }
 
     #[tokio::test]
     async fn output_captures_stdout_and_stderr_tail() {

@@ -201,11 +201,7 @@ impl SshCommunicator {
         let quoted = shell::quote(dir);
         let script =
             format!("mkdir -p -- {quoted} && exec tar -x --no-same-owner -f - -C {quoted}");
-        let command = if self.login_is_root() {
-            format!("/bin/sh -c {}", shell::quote(&script))
-        } else {
-            format!("sudo -n -- /bin/sh -c {}", shell::quote(&script))
-        };
+        let command = crate::process::root_shell_command(self.login_is_root(), &script);
         let mut channel = self
             .handle
             .channel_open_session()

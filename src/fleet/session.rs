@@ -218,12 +218,7 @@ impl Session {
     /// Runs `script` with `sh` as root (directly when logged in as root, else through
     /// `sudo -n`) and returns its stdout; a failure says why, with its stderr's end.
     pub async fn run_as_root(&self, script: &str) -> Result<Vec<u8>, FleetError> {
-        let quoted = crate::process::shell_quote(script);
-        let command = if self.user == "root" {
-            format!("sh -c {quoted}")
-        } else {
-            format!("sudo -n -- sh -c {quoted}")
-        };
+        let command = crate::process::root_shell_command(self.user == "root", script);
         let mut channel = self
             .handle
             .channel_open_session()
