@@ -32,8 +32,7 @@ struct Project {
 impl Project {
     fn demo() -> Project {
         let demo = built_demo();
-        let store = demo.store();
-        Project { demo, store }
+        Project { store: demo.store(), demo }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -41,9 +40,7 @@ impl Project {
     }
 
     fn strata(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
-        command.arg("--store").arg(&self.store).env_remove("STRATA_STORE");
-        command
+        self.demo.strata()
     }
 
     /// Runs strata with JSON events; returns the output and the parsed events.
@@ -250,16 +247,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let harden = project.path("scripts/harden.sh");
     let original_harden = std::fs::read_to_string(&harden).unwrap();
     std::fs::write(&harden, format!("{original_harden}\n# stricter\n")).unwrap();
-    let output =
-        project.strata().args(["--log-format", "json", "layers", definition]).output().unwrap();
-    assert_success(&output, "strata");
-    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let cached: Vec<bool> = table["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["cached"].as_bool().unwrap())
-        .collect();
+    let cached = project.demo.cached_stages(Path::new(definition));
     assert_eq!(cached, [false, false, false]);
     std::fs::write(&harden, original_harden).unwrap();
 

@@ -57,17 +57,8 @@ fn moved(events: &[Value], direction: &str) -> Vec<(String, String, u64)> {
 
 /// The sha256 of each stage's layer disk, bottom-up, as `strata layers` finds them.
 fn layer_digests(runner: &BuiltDemo) -> Vec<String> {
-    let output = runner
-        .strata()
-        .args(["--log-format", "json", "layers"])
-        .arg(runner.definition())
-        .output()
-        .unwrap();
-    assert_success(&output, "strata layers");
-    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    table["stages"]
-        .as_array()
-        .unwrap()
+    runner
+        .layers_table(&runner.definition())
         .iter()
         .map(|stage| {
             let key = stage["key"].as_str().unwrap();

@@ -58,15 +58,8 @@ fn checks_prove_fresh_instances_and_ansible_stages() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(xml.matches("<testcase").count(), 3, "{xml}");
     assert!(!xml.contains("<failure"), "{xml}");
-    let output = demo
-        .strata()
-        .args(["--log-format", "json", "layers"])
-        .arg(&demo_definition)
-        .output()
-        .unwrap();
-    assert_success(&output, "strata layers");
-    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let last = table["stages"].as_array().unwrap().last().unwrap().clone();
+    let rows = demo.layers_table(&demo_definition);
+    let last = rows.last().unwrap();
     assert_eq!(last["tested"], "passed", "{last}");
 
     // demo-ansible, with one check that must fail added: `base` is the demo's layer (cached,
@@ -110,15 +103,6 @@ fn checks_prove_fresh_instances_and_ansible_stages() {
     let mut body = std::fs::read_to_string(&template).unwrap();
     body.push_str("edited\n");
     std::fs::write(&template, body).unwrap();
-    let output =
-        demo.strata().args(["--log-format", "json", "layers", definition]).output().unwrap();
-    assert_success(&output, "strata layers after editing the template");
-    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let cached: Vec<bool> = table["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|stage| stage["cached"].as_bool().unwrap())
-        .collect();
+    let cached = demo.cached_stages(&path);
     assert_eq!(cached, [true, false], "base stays cached, motd must be built again");
 }

@@ -29,13 +29,11 @@ use common::{assert_success, parse_events, stages_of};
 /// A private copy of the demo built cold (the fixture all guest tests share).
 struct Project {
     demo: BuiltDemo,
-    store: PathBuf,
 }
 
 impl Project {
     fn demo() -> Project {
         let demo = built_demo();
-        let store = demo.store();
         let text = std::fs::read_to_string(demo.definition()).unwrap();
         // The same image with other [export] settings (layer keys do not depend on them).
         for compression in ["zlib", "none"] {
@@ -44,7 +42,7 @@ impl Project {
             assert_ne!(variant, text, "the demo's [export] sets compression = \"zstd\"");
             std::fs::write(demo.path(&format!("images/demo-{compression}.toml")), variant).unwrap();
         }
-        Project { demo, store }
+        Project { demo }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -52,14 +50,7 @@ impl Project {
     }
 
     fn strata(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("--store")
-            .arg(&self.store)
-            .env_remove("STRATA_STORE")
-            .args(["--log-format", "json"])
-            .args(args)
-            .output()
-            .unwrap()
+        self.demo.strata().args(["--log-format", "json"]).args(args).output().unwrap()
     }
 
     /// `strata export`, timed; returns the manifest it wrote.

@@ -16,7 +16,10 @@ use std::process::Command;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{assert_success, base_image_dir, parse_events, repo, strata_bin};
+use super::{
+    assert_success, base_image_dir, copy_images_and_scripts, parse_events, repo, source_from,
+    strata_bin,
+};
 
 /// A private copy of the built demo: `images/`, `scripts/` and `store/` in a temp folder.
 pub struct BuiltDemo {
@@ -45,6 +48,25 @@ impl BuiltDemo {
         let mut command = Command::new(strata_bin());
         command.arg("--store").arg(self.store()).env_remove("STRATA_STORE");
         command
+    }
+
+    /// `strata layers DEFINITION` in JSON on this copy's store: each stage's row, bottom-up.
+    pub fn layers_table(&self, definition: &Path) -> Vec<Value> {
+        let output = self
+            .strata()
+            .args(["--log-format", "json", "layers"])
+            .arg(definition)
+            .output()
+            .unwrap();
+        assert_success(&output, "strata layers");
+        let table: Value = serde_json::from_slice(&output.stdout).unwrap();
+        table["stages"].as_array().unwrap().clone()
+    }
+
+    /// Whether each stage of `definition` is cached, bottom-up (from `strata layers`).
+    pub fn cached_stages(&self, definition: &Path) -> Vec<bool> {
+        let rows = self.layers_table(definition);
+        rows.iter().map(|row| row["cached"].as_bool().unwrap()).collect()
     }
 }
 
@@ -78,32 +100,20 @@ pub fn built_demo() -> BuiltDemo {
 /// The repository's `images/` and `scripts/` copied into `dir`, every definition's `[source]`
 /// on the base image by absolute path. Returns the path of `images/demo.toml`.
 pub fn demo_project(dir: &Path) -> PathBuf {
-    for folder in ["images", "scripts"] {
-        let status =
-            Command::new("cp").arg("-a").arg(repo().join(folder)).arg(dir).status().unwrap();
-        assert!(status.success(), "cp -a {folder}");
-    }
+    copy_images_and_scripts(dir);
     let base = base_image_dir();
+    let location = base.to_string_lossy();
     for entry in std::fs::read_dir(dir.join("images")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|extension| extension != "toml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let text = text
-            .replace(
-                "\"../.cache/base-image/debian-12-strata-amd64.qcow2\"",
-                &format!("\"{}\"", base.join("debian-12-strata-amd64.qcow2").display()),
-            )
-            .replace(
-                "\"../.cache/base-image/SHA256SUMS\"",
-                &format!("\"{}\"", base.join("SHA256SUMS").display()),
-            );
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, source_from(&text, &location)).unwrap();
     }
     let definition = dir.join("images/demo.toml");
     let text = std::fs::read_to_string(&definition).unwrap();
-    assert!(text.contains(&*base.to_string_lossy()), "the demo's [source] is the base image");
+    assert!(text.contains(&*location), "the demo's [source] is the base image");
     definition
 }
 

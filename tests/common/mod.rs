@@ -87,20 +87,29 @@ impl Drop for HttpServer {
 /// `url` (an [`HttpServer`] of the base image) instead of `.cache/base-image`. Nothing is
 /// written back: callers change the text further, check it and write it.
 pub fn copy_demo(dir: &Path, url: &str) -> (PathBuf, String) {
+    copy_images_and_scripts(dir);
+    let definition = dir.join("images/demo.toml");
+    let text = source_from(&std::fs::read_to_string(&definition).unwrap(), url);
+    (definition, text)
+}
+
+/// Copies the repository's `images/` and `scripts/` into `dir`.
+pub fn copy_images_and_scripts(dir: &Path) {
     for folder in ["images", "scripts"] {
         let status =
             Command::new("cp").arg("-a").arg(repo().join(folder)).arg(dir).status().unwrap();
         assert!(status.success(), "cp -a {folder}");
     }
-    let definition = dir.join("images/demo.toml");
-    let text = std::fs::read_to_string(&definition)
-        .unwrap()
-        .replace(
-            "\"../.cache/base-image/debian-12-strata-amd64.qcow2\"",
-            &format!("\"{url}/debian-12-strata-amd64.qcow2\""),
-        )
-        .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{url}/SHA256SUMS\""));
-    (definition, text)
+}
+
+/// A definition's text with its `[source]` image and `SHA256SUMS` taken from `location` (a URL
+/// or a folder, without a trailing slash) instead of `../.cache/base-image`.
+pub fn source_from(text: &str, location: &str) -> String {
+    text.replace(
+        "\"../.cache/base-image/debian-12-strata-amd64.qcow2\"",
+        &format!("\"{location}/debian-12-strata-amd64.qcow2\""),
+    )
+    .replace("\"../.cache/base-image/SHA256SUMS\"", &format!("\"{location}/SHA256SUMS\""))
 }
 
 /// strata's `--log-format json` output: one event a line, each line JSON.
