@@ -280,7 +280,12 @@ impl<'a, 'b> Builder<'a, 'b> {
             let mut session = match self.resume(&first, &job).await {
                 Some(session) => session,
                 None => match crate::stage::Session::start(&job).await {
-                    Ok(session) => session,
+                    Ok(session) => {
+                        if first.planned.parent.is_none() {
+                            self.save_first_boot(&session, &first).await;
+                        }
+                        session
+                    }
                     Err(error) => return Err(self.failed(first, error)),
                 },
             };
@@ -336,26 +341,33 @@ impl<'a, 'b> Builder<'a, 'b> {
         Ok(())
     }
 
-    /// Resumes the restore point of the layer `flight` stands on, when there is one that fits;
-    /// says in one line why not when there is one that does not.
+    /// Resumes the saved guest `flight` can start from, when there is one that fits: the
+    /// restore point of the layer below, or for a first stage the source's saved first boot.
+    /// Says in one line why not when there is one that does not.
     async fn resume(
         &self,
         flight: &InFlight<'_>,
         job: &crate::stage::StageJob<'_>,
     ) -> Option<crate::stage::Session> {
-        let parent = flight.planned.parent.as_ref()?;
         if self.context.options.no_warm {
             return None;
         }
         let layers = self.context.layers;
-        let restore = layers.restore_point(parent)?;
+        let (lock_key, restore, what) = match &flight.planned.parent {
+            Some(parent) => (parent.clone(), layers.restore_point(parent)?, "the layer below"),
+            None => {
+                let key = self.boot_key(flight)?;
+                let restore = layers.source_restore_point(&key)?;
+                (key, restore, "the source's first boot")
+            }
+        };
+        let stage = &flight.planned.stage.name;
         // Held while QEMU loads it: a build saving a new one waits, rather than swap it away.
-        let _reading = match layers.lock_restore_point_shared(parent) {
+        let _reading = match layers.lock_restore_point_shared(&lock_key) {
             Ok(lock) => lock,
             Err(error) => {
                 self.context.events.warn(format!(
-                    "stage `{}`: not resuming the restore point of the layer below ({}); booting instead",
-                    flight.planned.stage.name,
+                    "stage `{stage}`: not resuming the restore point of {what} ({}); booting instead",
                     crate::events::error_chain(&error)
                 ));
                 return None;
@@ -365,13 +377,48 @@ impl<'a, 'b> Builder<'a, 'b> {
             Ok(session) => Some(session),
             Err(why) => {
                 self.context.events.warn(format!(
-                    "stage `{}`: not resuming the restore point of the layer below ({why}); booting instead",
-                    flight.planned.stage.name
+                    "stage `{stage}`: not resuming the restore point of {what} ({why}); booting instead"
                 ));
                 let _ = std::fs::remove_file(&job.disk);
                 None
             }
         }
+    }
+
+    /// The key of the source's saved first boot that a first stage `flight` could resume.
+    fn boot_key(&self, flight: &InFlight<'_>) -> Option<LayerKey> {
+        let definition = self.context.definition;
+        crate::layer::boot_key(definition, &flight.planned.stage, self.source.digest.hex())
+    }
+
+    /// Saves the guest just booted for the first stage `first`, before its first step, as the
+    /// source's first boot, so that a later build of a first stage on this source (this one
+    /// changed, or another definition's) resumes it instead of booting. A failure costs only
+    /// that warm start, so it is a warning.
+    async fn save_first_boot(&self, session: &crate::stage::Session, first: &InFlight<'_>) {
+        if self.context.options.no_warm {
+            return;
+        }
+        let Some(key) = self.boot_key(first) else { return };
+        let Ok(job) = self.job(first) else { return };
+        let layers = self.context.layers;
+        // Named after the first stage's key, whose lock this build holds: stale-tmp cleaning
+        // leaves it be.
+        let temp = layers.store().tmp_dir().join(format!("{}.first-boot", first.planned.key));
+        let record = crate::layer::BootRecord {
+            source: crate::layer::source_file_name(self.source),
+            image: self.context.definition.name.clone(),
+            stage: first.planned.stage.name.to_string(),
+        };
+        let saved = session.save_restore_point(&job, &temp).await;
+        let result = match saved {
+            Ok(meta) => layers
+                .install_source_restore_point(&key, &temp, &record)
+                .map(|_| meta)
+                .map_err(|error| crate::events::error_chain(&error)),
+            Err(error) => Err(crate::events::error_chain(&error)),
+        };
+        self.saved(first, result, &temp, true);
     }
 
     /// Saves the running guest as the restore point of the layer `below` (just committed), so
@@ -398,17 +445,30 @@ impl<'a, 'b> Builder<'a, 'b> {
                 .map_err(|error| crate::events::error_chain(&error)),
             Err(error) => Err(crate::events::error_chain(&error)),
         };
+        self.saved(next, result, &temp, false);
+    }
+
+    /// Reports a save of a restore point for `flight`: the event and the cap, or a warning and
+    /// the half-saved folder removed.
+    fn saved(
+        &self,
+        flight: &InFlight<'_>,
+        result: Result<crate::stage::RestoreMeta, String>,
+        temp: &Path,
+        first_boot: bool,
+    ) {
         match result {
             Ok(meta) => {
                 self.context.events.emit(Event::RestoreSaved {
-                    stage: next.planned.stage.name.to_string(),
+                    stage: flight.planned.stage.name.to_string(),
                     bytes: meta.state_bytes,
                     seconds: meta.save_seconds,
+                    first_boot,
                 });
                 cap_restore_points(self.context);
             }
             Err(error) => {
-                let _ = std::fs::remove_dir_all(&temp);
+                let _ = std::fs::remove_dir_all(temp);
                 self.context.events.warn(format!("failed to save a restore point: {error}"));
             }
         }

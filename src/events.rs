@@ -134,11 +134,14 @@ pub enum Event {
         bytes: u64,
         sha256: String,
     },
-    /// A running guest was saved as a restore point for the stage above `stage`.
+    /// A running guest was saved as a restore point for `stage`: the guest that built the
+    /// stage below (cut), or with `first_boot`, the source's first boot, ready for `stage`'s
+    /// steps.
     RestoreSaved {
         stage: String,
         bytes: u64,
         seconds: f64,
+        first_boot: bool,
     },
     /// `--max-restore-size`: the restore point of `stage`'s layer `key` was removed (the
     /// oldest first) so that restore points take at most `max_bytes`; the layer stays, and the

@@ -47,7 +47,13 @@ impl Store {
         let root = std::path::absolute(root)
             .map_err(|source| StoreError::Prepare { path: root.to_owned(), source })?;
         let store = Store { root };
-        for dir in [store.sources_dir(), store.layers_dir(), store.logs_dir(), store.tmp_dir()] {
+        for dir in [
+            store.sources_dir(),
+            store.layers_dir(),
+            store.boots_dir(),
+            store.logs_dir(),
+            store.tmp_dir(),
+        ] {
             fs::create_dir_all(&dir).map_err(|source| StoreError::Prepare { path: dir, source })?;
         }
         Ok(store)
@@ -66,6 +72,12 @@ impl Store {
     #[must_use]
     pub fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")
+    }
+
+    /// Sources' saved first boots (`layer/boot_restore.rs`).
+    #[must_use]
+    pub fn boots_dir(&self) -> PathBuf {
+        self.root.join("boots")
     }
 
     #[must_use]

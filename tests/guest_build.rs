@@ -154,6 +154,15 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     }
     let layers = layer_dirs(&project.store);
     assert_eq!(layers.len(), 3);
+    // The source's first boot was saved before base's first step, for later first stages.
+    let first_boot: Vec<&Value> =
+        named(&events, "restore_saved").into_iter().filter(|e| e["first_boot"] == true).collect();
+    assert_eq!(first_boot.len(), 1, "{first_boot:?}");
+    assert_eq!(first_boot[0]["stage"], "base");
+    assert_eq!(std::fs::read_dir(project.store.join("boots")).unwrap().count(), 1);
+    let boots = project.demo.layers_json(Path::new(definition))["first_boots"].clone();
+    assert_eq!(boots.as_array().map(Vec::len), Some(1), "strata layers shows it: {boots}");
+    assert!(boots[0]["restore_bytes"].as_u64().unwrap() > 0);
 
     // The final layer's chain: final -> app-base -> base -> source, every link relative.
     let final_key = named(&events, "layer_committed")[2]["key"].as_str().unwrap().to_owned();
@@ -215,7 +224,7 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     );
     assert!(named(&events, "restore_resumed").is_empty());
     assert_eq!(stages_of(&events, "cloud_init_done"), ["final"], "it booted instead");
-    std::fs::write(&toml, original_toml).unwrap();
+    std::fs::write(&toml, &original_toml).unwrap();
 
     // The app changed: only final is built again, resuming app-base's saved guest. The first
     // time, the step also ends the seal command the resume started ahead (as a reboot step
@@ -223,7 +232,6 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let script = project.path("scripts/install-app.sh");
     let text = std::fs::read_to_string(&script).unwrap();
     let ends_standby = "pkill -f 'echo standing-by' || true";
-    let mut final_key = String::new();
     for change in
         [format!("{text}\n{ends_standby}\n"), format!("{text}\n# a change to the app's install\n")]
     {
@@ -240,16 +248,37 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
         let console =
             std::fs::read_to_string(log_dir(&events).join("final/console.log")).unwrap_or_default();
         assert!(!console.contains("Linux version"), "the kernel did not start again:\n{console}");
-        final_key = named(&events, "layer_committed")[0]["key"].as_str().unwrap().to_owned();
     }
 
-    // The hardening changed: every stage's key changes (shown without building it all again).
+    // The hardening changed: every stage's key changes, and all three are built again with no
+    // boot, from the source's first boot the cold build saved (`boots/`).
     let harden = project.path("scripts/harden.sh");
     let original_harden = std::fs::read_to_string(&harden).unwrap();
     std::fs::write(&harden, format!("{original_harden}\n# stricter\n")).unwrap();
-    let cached = project.demo.cached_stages(Path::new(definition));
-    assert_eq!(cached, [false, false, false]);
-    std::fs::write(&harden, original_harden).unwrap();
+    assert_eq!(project.demo.cached_stages(Path::new(definition)), [false, false, false]);
+    let started = Instant::now();
+    let (output, events) = project.run_json(&["build", definition]);
+    assert_success(&output, "strata");
+    eprintln!(
+        "base-change rebuild of all three stages, from the first boot: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(stages_of(&events, "layer_committed"), ["base", "app-base", "final"]);
+    assert_resumed_first_boot(&events, "base", &output);
+    let final_key = named(&events, "layer_committed")[2]["key"].as_str().unwrap().to_owned();
+
+    // Another definition on the same source: its first layer is made with no boot either.
+    let (shared, _) = original_toml.split_once("[[stage]]").unwrap();
+    let other = shared.replace("name = \"demo\"", "name = \"other\"")
+        + "[[stage]]\nname = \"tools\"\nsteps = [ { shell = \"echo other > /etc/strata-other\" } ]\n";
+    let other_path = project.path("images/other.toml");
+    std::fs::write(&other_path, other).unwrap();
+    let started = Instant::now();
+    let (output, events) = project.run_json(&["build", other_path.to_str().unwrap()]);
+    assert_success(&output, "strata");
+    eprintln!("another definition's first layer: {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(stages_of(&events, "layer_committed"), ["tools"]);
+    assert_resumed_first_boot(&events, "tools", &output);
 
     // Move the whole store: relative backing files keep every layer usable.
     let moved = project.path("moved-store");
@@ -287,6 +316,19 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     let metadata: Value = serde_json::from_slice(&after).unwrap();
     let disk = moved.join("layers").join(&final_key).join("disk.qcow2");
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), metadata["disk_bytes"].as_u64().unwrap());
+}
+
+/// The build resumed the source's saved first boot for `stage` (its first stage): no QEMU boot,
+/// no cloud-init run, no kernel start on the console.
+fn assert_resumed_first_boot(events: &[Value], stage: &str, output: &Output) {
+    let resumed = named(events, "restore_resumed");
+    assert_eq!(resumed.len(), 1, "{}", stderr(output));
+    assert_eq!(resumed[0]["stage"], stage);
+    assert!(resumed[0]["from"].as_str().unwrap().contains("/boots/"), "{:?}", resumed[0]);
+    assert!(named(events, "cloud_init_done").is_empty(), "a resumed guest does not boot");
+    let console = std::fs::read_to_string(log_dir(events).join(stage).join("console.log"))
+        .unwrap_or_default();
+    assert!(!console.contains("Linux version"), "the kernel did not start again:\n{console}");
 }
 
 /// What every layer must be when booted on its own with a fresh seed: only the new key

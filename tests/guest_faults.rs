@@ -4,7 +4,9 @@
 //! booting, a guest that never answers SSH. And QEMU missing from PATH (no guest needed).
 //!
 //! Boots cost about a minute each under TCG, so the guest scenarios share one store and run in
-//! one test, in an order where every fault stands on the first stage's cached layer. They run
+//! one test, in an order where every fault stands on the first stage's cached layer; that store
+//! starts with the source and its saved first boot, so the first stage resumes rather than
+//! boots (the demo's cold build, shared by all guest tests, saved it). They run
 //! only with `STRATA_GUEST_TESTS=1` and need the local base image that
 //! `scripts/build-base-image.sh` makes (or `STRATA_BASE_IMAGE_DIR`).
 
@@ -22,6 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::demo::built_demo;
 use common::{HttpServer, base_image_dir, named, parse_events, stderr, strata_bin, write_mode};
 
 /// A definition in a temp folder whose first stage uses every step kind; the second stage
@@ -64,7 +67,21 @@ impl Project {
             "#!/bin/sh\nset -eu\necho \"FROM_VARS=$FROM_VARS\"\necho \"uid=$(id -u)\"\n",
             0o755,
         );
+        // A runner's store that already holds the source and its saved first boot (from the
+        // demo's cold build, which every guest test shares): the first stage resumes it, and a
+        // reboot step then reboots a resumed guest.
         let store = root.join("store");
+        let demo = built_demo();
+        std::fs::create_dir_all(&store).unwrap();
+        for dir in ["sources", "boots"] {
+            let status = Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(demo.fixture_store.join(dir))
+                .arg(&store)
+                .status()
+                .unwrap();
+            assert!(status.success(), "copying the fixture's {dir}/");
+        }
         let project = Project { dir, store, url, _server: server };
         project.define("10m", "{ shell = \"true\" }");
         project
@@ -269,10 +286,15 @@ fn faults_on_real_guests_are_reported_and_leave_the_store_clean() {
     let project = Project::new();
     let started = Instant::now();
 
-    // 1. Every step kind in one stage; the stage commits.
+    // 1. Every step kind in one stage, on the source's saved first boot; the stage commits.
     let (output, events, took) = project.build(true, &["--stage", "every-step"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    eprintln!("every-step stage (boot, 7 steps, reboot): {:.1}s", took.as_secs_f64());
+    eprintln!("every-step stage (resumed, 7 steps, reboot): {:.1}s", took.as_secs_f64());
+    let resumed = named(&events, "restore_resumed");
+    assert!(
+        resumed.len() == 1 && resumed[0]["from"].as_str().unwrap().contains("/boots/"),
+        "the first stage resumed the source's first boot: {resumed:?}"
+    );
     let lines = output_lines(&events, "every-step");
     for expected in [
         "FROM_VARS=from-vars-rendered",

@@ -33,6 +33,21 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
     let tested: Vec<String> =
         plan.stages.iter().map(|planned| tested(planned, digest.as_ref())).collect();
     let restore: Vec<Option<u64>> = plan.stages.iter().map(restore_size).collect();
+    let first_boots = first_boots(&definition, &layers, &plan);
+    for boot in &first_boots {
+        rows.push([
+            format!("{} (first boot)", boot.stage),
+            boot.key.short().to_owned(),
+            "saved".to_owned(),
+            "-".into(),
+            "-".into(),
+            ByteSize(boot.bytes).to_string(),
+            format_duration(std::time::Duration::from_secs(now.saturating_sub(boot.created))),
+            "-".into(),
+            "source".into(),
+            "-".into(),
+        ]);
+    }
     let plan = plan.stages;
     for (((planned, restore), tested), remote) in
         plan.iter().zip(&restore).zip(&tested).zip(&remote)
@@ -71,8 +86,50 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
             .to_owned(),
         ]);
     }
-    crate::report::table(global.log_format, &rows, &plan_json(&plan, &restore, &tested, &remote));
+    let mut json = plan_json(&plan, &restore, &tested, &remote);
+    json["first_boots"] = first_boots
+        .iter()
+        .map(|boot| {
+            serde_json::json!({
+                "stage": boot.stage,
+                "key": boot.key.as_str(),
+                "restore_bytes": boot.bytes,
+                "created": boot.created,
+            })
+        })
+        .collect();
+    crate::report::table(global.log_format, &rows, &json);
     Ok(())
+}
+
+/// The source's saved first boot that a first stage of the plan would resume, when there is one.
+struct FirstBoot {
+    stage: String,
+    key: crate::layer::LayerKey,
+    bytes: u64,
+    created: u64,
+}
+
+fn first_boots(
+    definition: &crate::definition::ImageDefinition,
+    layers: &LayerStore,
+    plan: &crate::layer::Plan,
+) -> Vec<FirstBoot> {
+    let Ok(points) = layers.restore_points() else { return Vec::new() };
+    plan.stages
+        .iter()
+        .filter(|planned| planned.parent.is_none())
+        .filter_map(|planned| {
+            let key = crate::layer::boot_key(definition, &planned.stage, plan.source.digest.hex())?;
+            let point = points.iter().find(|point| point.key == key)?;
+            Some(FirstBoot {
+                stage: planned.stage.name.to_string(),
+                key,
+                bytes: point.bytes,
+                created: point.created,
+            })
+        })
+        .collect()
 }
 
 /// For each stage, whether the shared cache has its layer: `None` without `--cache`, or when

@@ -1,6 +1,7 @@
 //! Garbage collection: what the store can let go. A layer is kept when a given definition's
 //! current plan uses it or a kept layer stands on it; a source is kept when a kept layer or a
-//! given definition needs it. Everything else in `layers/`, `sources/` and `tmp/` goes.
+//! given definition needs it, and a source's saved first boot while its source is kept.
+//! Everything else in `layers/`, `boots/`, `sources/` and `tmp/` goes.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -58,6 +59,13 @@ pub fn find(
             garbage.add(entry);
         }
     }
+    for boot in layers.saved_boots()? {
+        let source_kept =
+            boot.record.as_ref().is_some_and(|record| sources.contains(&record.source));
+        if !source_kept {
+            garbage.add(boot.dir);
+        }
+    }
     for entry in read_dir(&store.tmp_dir())? {
         garbage.add(entry);
     }
@@ -70,12 +78,16 @@ impl Garbage {
         self.paths.push(path);
     }
 
-    /// Deletes it all. Layers go by renaming into tmp/ first, so a crash never leaves half a
-    /// layer in `layers/`.
+    /// Deletes it all. Layers and saved boots go by renaming into tmp/ first, so a crash never
+    /// leaves half of one in `layers/` or `boots/`.
     pub fn delete(&self, layers: &LayerStore) -> Result<(), LayerError> {
-        let tmp = layers.store().tmp_dir();
+        let store = layers.store();
+        let tmp = store.tmp_dir();
+        let (layers_dir, boots_dir) = (store.layers_dir(), store.boots_dir());
         for path in &self.paths {
-            let is_layer = path.parent() == Some(layers.store().layers_dir().as_path());
+            let parent = path.parent();
+            let is_layer =
+                parent == Some(layers_dir.as_path()) || parent == Some(boots_dir.as_path());
             let doomed = if is_layer {
                 let name =
                     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -142,6 +154,21 @@ mod tests {
         fs::write(dir.join("layer.json"), serde_json::to_vec(&metadata).unwrap()).unwrap();
     }
 
+    /// A saved first boot of `source`, keyed by `name` repeated.
+    fn fake_boot(layers: &LayerStore, name: char, source: &str) -> crate::layer::LayerKey {
+        let key = crate::layer::LayerKey::parse(&name.to_string().repeat(64)).unwrap();
+        let saved = layers.store().tmp_dir().join(format!("boot-{name}"));
+        fs::create_dir_all(&saved).unwrap();
+        fs::write(saved.join(crate::layer::RESTORE_META_FILE), b"{}").unwrap();
+        let record = crate::layer::BootRecord {
+            source: source.into(),
+            image: "tiny".into(),
+            stage: "base".into(),
+        };
+        layers.install_source_restore_point(&key, &saved, &record).unwrap();
+        key
+    }
+
     #[test]
     fn keeps_what_kept_layers_stand_on_and_deletes_the_rest() {
         let root = tempfile::tempdir().unwrap();
@@ -155,6 +182,8 @@ mod tests {
         fake_layer(&store, &old, None, "sha256-2.qcow2");
         fs::create_dir(store.tmp_dir().join("leftover")).unwrap();
         let layers = LayerStore::new(store.clone());
+        let (kept_boot, old_boot) =
+            (fake_boot(&layers, 'e', "sha256-1.qcow2"), fake_boot(&layers, 'f', "sha256-2.qcow2"));
         let garbage = find(&layers, &BTreeSet::from([c.clone()]), &BTreeSet::new()).unwrap();
         let mut names: Vec<String> = garbage
             .paths
@@ -162,8 +191,13 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, [old.clone(), "leftover".into(), "sha256-2.qcow2".into()]);
+        assert_eq!(
+            names,
+            [old.clone(), old_boot.to_string(), "leftover".into(), "sha256-2.qcow2".into()]
+        );
         garbage.delete(&layers).unwrap();
+        assert!(layers.source_restore_point(&kept_boot).is_some(), "its source is kept");
+        assert!(!layers.boot_dir(&old_boot).exists(), "its source goes, and it with it");
         assert!(store.layers_dir().join(&a).exists() && store.layers_dir().join(&c).exists());
         assert!(!store.layers_dir().join(&old).exists());
         assert!(store.sources_dir().join("sha256-1.qcow2").exists());

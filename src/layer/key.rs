@@ -16,8 +16,9 @@ use crate::definition::{ImageDefinition, Stage, StepAction};
 
 /// Bumped whenever the encoding below changes, or what a stage's layer holds for the same
 /// inputs, so old layers are never mistaken for new ones. 2: sysprep removes package caches
-/// by default (`keep_package_caches`).
-const KEY_FORMAT: u32 = 2;
+/// by default (`keep_package_caches`). 3: every build guest is named `strata-build`, which its
+/// layer's /etc/hostname and /etc/hosts keep until an instance's first boot renames them.
+const KEY_FORMAT: u32 = 3;
 
 /// A layer's content address: 64 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -100,6 +101,52 @@ pub fn compute(
     let canonical = serde_json::to_vec(&document).map_err(LayerError::Encode)?;
     let key = LayerKey(sha256_hex(&canonical));
     Ok(KeyInputs { document, key })
+}
+
+/// Bumped when what a source's saved first boot holds changes for the same inputs.
+const BOOT_KEY_FORMAT: u32 = 1;
+
+/// The key of a source's saved first boot (`boots/KEY/`, see `boot_restore.rs`), resumed by a
+/// later build of a first stage `stage` instead of booting: the source, and everything that
+/// shaped that boot up to the first step. That is the seed as rendered for `stage` (with
+/// placeholder keys, as the real ones are made per build; any use of the image's or the
+/// stage's name in a template changes it), the user, firmware, disk size, network and
+/// communicator. Machine settings that only must match for the saved state to load (QEMU,
+/// accelerator, cpus, memory) are checked when it is resumed, as for a layer's restore point.
+/// `None` when the seed template cannot be read or rendered: the boot then says why.
+#[must_use]
+pub fn boot_key(
+    definition: &ImageDefinition,
+    stage: &Stage,
+    source_sha256: &str,
+) -> Option<LayerKey> {
+    let input = crate::seed::SeedInput::placeholder(
+        &definition.communicator.user,
+        &definition.name,
+        stage.name.as_str(),
+        definition.vars.clone(),
+    );
+    let user_data = match &stage.user_data {
+        Some(path) => {
+            let text = fs::read_to_string(path).ok()?;
+            crate::seed::render(&text, &path.display().to_string(), &input).ok()?
+        }
+        None => crate::seed::render_default(&input).ok()?,
+    };
+    let document = json!({
+        "format": BOOT_KEY_FORMAT,
+        "key_format": KEY_FORMAT,
+        "source_sha256": source_sha256,
+        "disk_size": definition.machine.disk_size.map(crate::units::ByteSize::bytes),
+        "firmware": definition.machine.firmware.name(),
+        "user": definition.communicator.user,
+        "communicator": format!("{:?}", definition.communicator.kind),
+        "network": stage.network,
+        "user_data_sha256": sha256_hex(user_data.as_bytes()),
+        "hostname": input.hostname,
+    });
+    let canonical = serde_json::to_vec(&document).ok()?;
+    Some(LayerKey(sha256_hex(&canonical)))
 }
 
 /// The index of the refresh period `now` falls in; it changes when the period has passed.
@@ -452,6 +499,60 @@ mod tests {
         assert_ne!(other_tags["tags"], first["tags"]);
     }
 
+    fn boot(definition: &ImageDefinition) -> LayerKey {
+        boot_key(definition, &definition.stages[0], "s").unwrap()
+    }
+
+    #[test]
+    fn another_definition_or_a_changed_first_stage_resumes_the_same_first_boot() {
+        let fx = fixture();
+        let before = boot(&fx.definition);
+        let mut other = fx.definition.clone();
+        other.name = "another-image".into();
+        other.stages[0].name = StageName::new("hardened").unwrap();
+        other.stages[0].steps = vec![step(StepAction::Shell { command: "true".into() })];
+        other.machine.cpus = 4;
+        other.machine.memory = ByteSize(ByteSize::GIB);
+        assert_eq!(boot(&other), before, "steps, names, cpus and memory do not shape the boot");
+    }
+
+    #[test]
+    fn what_shapes_the_first_boot_changes_its_key() {
+        let fx = fixture();
+        let before = boot(&fx.definition);
+        let mut changes: Vec<ImageDefinition> = Vec::new();
+        let mut user = fx.definition.clone();
+        user.communicator.user = "someone".into();
+        changes.push(user);
+        let mut disk = fx.definition.clone();
+        disk.machine.disk_size = Some(ByteSize(8 * ByteSize::GIB));
+        changes.push(disk);
+        let mut firmware = fx.definition.clone();
+        firmware.machine.firmware = Firmware::Uefi;
+        changes.push(firmware);
+        let mut agent = fx.definition.clone();
+        agent.communicator.kind = CommunicatorKind::GuestAgent;
+        changes.push(agent);
+        let mut network = fx.definition.clone();
+        network.stages[0].network = false;
+        changes.push(network);
+        // A template that names the image renders differently for each image.
+        let mut named = fx.definition.clone();
+        let template = write_under(fx.dir.path(), "seed.j2", "#cloud-config\n# {{ image }}\n");
+        named.stages[0].user_data = Some(template);
+        let named_key = boot(&named);
+        named.name = "another-image".into();
+        assert_ne!(boot(&named), named_key);
+        changes.push(named);
+        for changed in &changes {
+            assert_ne!(boot(changed), before);
+        }
+        assert_ne!(boot_key(&fx.definition, &fx.definition.stages[0], "t").unwrap(), before);
+        let mut unreadable = fx.definition.clone();
+        unreadable.stages[0].user_data = Some(fx.dir.path().join("missing.j2"));
+        assert!(boot_key(&unreadable, &unreadable.stages[0], "s").is_none());
+    }
+
     #[test]
     fn keys_are_stable_hex() {
         let fx = fixture();
@@ -466,9 +567,9 @@ mod tests {
         assert_eq!(
             pinned,
             [
-                "df3e255dc19df79823de3a002dad40019c0a968cfc0a0b3d2f75668354a7c45b",
-                "a054753df5c1680090058398ce703805755ac6aa0c49a4a53b11877c493d5ea7",
-                "ba120807a15c69cb34100ac3e1b97bb1524fda0e51ed25d86f06da8d00b97dcf",
+                "d0059f7cde3fe7a4a48aabd3886040ae838b6b799eff0fbfede2e7eed845d679",
+                "6c49ec12be6b419759de8e495bd53e806e0c66688562cb269fc5fdf60b7c82ca",
+                "2b4084ac5f1f473d001b044dc8d5b2ed1e9b088f9331f3354ef8f5d09e8ad4f9",
             ]
         );
     }

@@ -2,14 +2,16 @@
 //! per-key lock, commit by rename from `tmp/`, cheap verification, backing chains, and gc.
 //! Must not boot anything; it only reads and moves files.
 
+mod boot_restore;
 pub mod gc;
 mod key;
 pub mod plan;
 mod restore_cap;
 mod store;
 
+pub use boot_restore::{BOOT_RECORD_FILE, BootRecord, SavedBoot};
 pub use key::{
-    Foundation, KeyInputs, LayerKey, ansible_document, compute as compute_key, sha256_hex,
+    Foundation, KeyInputs, LayerKey, ansible_document, boot_key, compute as compute_key, sha256_hex,
 };
 pub use plan::{
     BuiltStage, Plan, PlanError, PlanOptions, PlannedStage, Status, built_stage, plan,

@@ -27,8 +27,21 @@ pub struct RestorePoint {
 }
 
 impl LayerStore {
-    /// Every restore point beside a committed layer, oldest first.
+    /// Every restore point beside a committed layer, and every source's saved first boot,
+    /// oldest first.
     pub fn restore_points(&self) -> Result<Vec<RestorePoint>, LayerError> {
+        let boots = self.saved_boots()?.into_iter().filter_map(|boot| {
+            let record = boot.record?;
+            self.source_restore_point(&boot.key)?;
+            Some(RestorePoint {
+                stage: format!("{} (the source's first boot)", record.stage),
+                image: record.image,
+                bytes: super::store::tree_allocated_bytes(&boot.dir),
+                created: created(&boot.dir),
+                key: boot.key,
+                dir: boot.dir,
+            })
+        });
         let mut points: Vec<RestorePoint> = self
             .all()?
             .into_iter()
@@ -44,6 +57,7 @@ impl LayerStore {
                     dir,
                 })
             })
+            .chain(boots)
             .collect();
         points.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
         Ok(points)
@@ -74,8 +88,8 @@ impl LayerStore {
         Ok(removed)
     }
 
-    /// Moves `point` out of its layer's folder into `tmp/` (one rename: a crash leaves it whole
-    /// in one place or the other), then deletes it. The caller holds its lock.
+    /// Moves `point` out of its layer's folder (or `boots/`) into `tmp/` (one rename: a crash
+    /// leaves it whole in one place or the other), then deletes it. The caller holds its lock.
     fn remove_restore_point(&self, point: &RestorePoint) -> Result<(), LayerError> {
         let write_err = |path: &Path| {
             let path = path.to_owned();
@@ -87,8 +101,8 @@ impl LayerStore {
             std::process::id()
         ));
         fs::rename(&point.dir, &doomed).map_err(write_err(&point.dir))?;
-        let layer_dir = self.dir(&point.key);
-        sync_dir(&layer_dir).map_err(write_err(&layer_dir))?;
+        let parent = point.dir.parent().unwrap_or(&point.dir);
+        sync_dir(parent).map_err(write_err(parent))?;
         fs::remove_dir_all(&doomed).map_err(write_err(&doomed))
     }
 }
@@ -187,6 +201,34 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].key, newer);
         assert!(layers.restore_point(&oldest).is_some(), "the one in use stays");
+    }
+
+    #[test]
+    fn a_sources_saved_first_boot_counts_and_goes_by_age_like_the_others() {
+        let (_root, layers) = store();
+        let newer = layer_with_restore_point(&layers, 'a', 300, 2);
+        let boot = LayerKey::parse(&"e".repeat(64)).unwrap();
+        let saved = layers.store().tmp_dir().join("boot");
+        fs::create_dir_all(&saved).unwrap();
+        let record = serde_json::json!({ "format": 1, "created": 100 });
+        fs::write(saved.join(RESTORE_META_FILE), record.to_string()).unwrap();
+        fs::write(saved.join("state.zst"), vec![7u8; 2 * MIB]).unwrap();
+        let boot_record = crate::layer::BootRecord {
+            source: "sha256-1.qcow2".into(),
+            image: "tiny".into(),
+            stage: "base".into(),
+        };
+        layers.install_source_restore_point(&boot, &saved, &boot_record).unwrap();
+        let points = layers.restore_points().unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].key, boot, "the oldest first");
+        assert!(points[0].stage.contains("first boot"), "{:?}", points[0]);
+        let removed = layers.cap_restore_points(ByteSize(3 * MIB as u64)).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(layers.source_restore_point(&boot).is_none());
+        assert!(!layers.boot_dir(&boot).exists());
+        assert!(layers.restore_point(&newer).is_some());
+        assert_eq!(fs::read_dir(layers.store().tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]

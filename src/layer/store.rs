@@ -108,14 +108,7 @@ impl Layer {
     /// overlay, seed, record); 0 without one.
     #[must_use]
     pub fn restore_bytes(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let Some(dir) = self.restore_point() else { return 0 };
-        fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| entry.metadata().ok())
-                .fold(0u64, |sum, meta| sum.saturating_add(meta.blocks().saturating_mul(512)))
-        })
+        self.restore_point().map_or(0, |dir| tree_allocated_bytes(&dir))
     }
 
     #[must_use]
@@ -381,6 +374,19 @@ impl LayerStore {
         key: &LayerKey,
         saved: &Path,
     ) -> Result<PathBuf, LayerError> {
+        let target = self.dir(key).join(RESTORE_DIR);
+        self.install_saved(key, saved, &target)?;
+        Ok(target)
+    }
+
+    /// Moves the folder `saved` to `target` (whose parent exists), replacing any there: its
+    /// files and folder fsynced first, the swap made under the restore point lock of `key`.
+    pub(super) fn install_saved(
+        &self,
+        key: &LayerKey,
+        saved: &Path,
+        target: &Path,
+    ) -> Result<(), LayerError> {
         let write_err = |path: &Path| {
             let path = path.to_owned();
             move |source| LayerError::Write { path, source }
@@ -390,18 +396,16 @@ impl LayerStore {
             fs::File::open(&path).and_then(|file| file.sync_all()).map_err(write_err(&path))?;
         }
         sync_dir(saved).map_err(write_err(saved))?;
-        let layer_dir = self.dir(key);
-        let target = layer_dir.join(RESTORE_DIR);
         let _exclusive = self.store.lock(&format!("restore-{key}"))?;
-        match fs::remove_dir_all(&target) {
+        match fs::remove_dir_all(target) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(LayerError::Write { path: target, source: error });
+                return Err(LayerError::Write { path: target.to_owned(), source: error });
             }
             _ => {}
         }
-        fs::rename(saved, &target).map_err(write_err(&target))?;
-        sync_dir(&layer_dir).map_err(write_err(&layer_dir))?;
-        Ok(target)
+        fs::rename(saved, target).map_err(write_err(target))?;
+        let parent = target.parent().unwrap_or(target);
+        sync_dir(parent).map_err(write_err(parent))
     }
 
     /// Blocks until this process alone may build `key`.
@@ -412,6 +416,18 @@ impl LayerStore {
     fn try_lock(&self, key: &LayerKey) -> Result<Option<fs::File>, LayerError> {
         Ok(self.store.try_lock(&format!("layer-{key}"))?)
     }
+}
+
+/// The allocated blocks of the files in `dir` (a restore point's: state, overlay, seed,
+/// records); 0 when it cannot be read.
+#[must_use]
+pub fn tree_allocated_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter_map(|entry| entry.metadata().ok())
+            .fold(0u64, |sum, meta| sum.saturating_add(meta.blocks().saturating_mul(512)))
+    })
 }
 
 fn restore_point_in(layer_dir: &Path) -> Option<PathBuf> {

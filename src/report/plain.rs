@@ -67,8 +67,9 @@ impl Plain {
             Event::DriftChecked { .. } | Event::DriftFinished { .. } => {
                 super::drift_line(event).unwrap_or_default()
             }
-            Event::RestoreSaved { stage, bytes, seconds } => format!(
-                "{stage}: saved the running guest as a restore point ({}, {seconds:.1}s)",
+            Event::RestoreSaved { stage, bytes, seconds, first_boot } => format!(
+                "{stage}: saved the running guest as a restore point{} ({}, {seconds:.1}s)",
+                if *first_boot { " of the source's first boot" } else { "" },
                 crate::units::ByteSize(*bytes)
             ),
             Event::RestoreResumed { stage, seconds, .. } => {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 pub use cidata::{SeedFiles, write_cidata};
 pub use render::{
-    DEFAULT_TEMPLATE, DEFAULT_TEMPLATE_NAME, InstanceId, SeedInput, hostname_for, meta_data,
+    BUILD_HOSTNAME, DEFAULT_TEMPLATE, DEFAULT_TEMPLATE_NAME, InstanceId, SeedInput, meta_data,
     render, render_default,
 };
 

@@ -56,7 +56,7 @@ impl SeedInput {
             ssh_authorized_key: "ssh-ed25519 AAAAplaceholder strata".to_owned(),
             host_key_private: "-----BEGIN OPENSSH PRIVATE KEY-----\nplaceholder\n-----END OPENSSH PRIVATE KEY-----\n".to_owned(),
             host_key_public: "ssh-ed25519 AAAAplaceholder strata-host".to_owned(),
-            hostname: hostname_for(image, stage),
+            hostname: BUILD_HOSTNAME.to_owned(),
             image: image.to_owned(),
             stage: stage.to_owned(),
             vars,
@@ -150,22 +150,11 @@ pub fn meta_data(instance_id: &InstanceId, hostname: &str) -> String {
     format!("instance-id: {}\nlocal-hostname: {}\n", quote(instance_id.as_str()), quote(hostname))
 }
 
-/// A valid host name (one DNS label, at most 63 characters) for a build of `stage` of `image`:
-/// lowercase, anything but letters and digits turned into `-`.
-#[must_use]
-pub fn hostname_for(image: &str, stage: &str) -> String {
-    let mut name = String::new();
-    for c in format!("{image}-{stage}").chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
-        if !(c == '-' && (name.is_empty() || name.ends_with('-'))) {
-            name.push(c);
-        }
-    }
-    name.truncate(63);
-    let name = name.trim_end_matches('-').to_owned();
-    if name.is_empty() { "strata".to_owned() } else { name }
-}
+/// The host name every build guest gets from strata's seed, whatever the image and stage.
+/// One name for all builds on a source lets a later build resume the source's saved first boot
+/// (`stage/restore.rs`) rather than boot under another name; and the name never reaches an
+/// instance: cloud-init names each one from its own meta-data at its first boot.
+pub const BUILD_HOSTNAME: &str = "strata-build";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -180,7 +169,7 @@ mod tests {
             ssh_authorized_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClient strata-build".into(),
             host_key_private: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nQUFB\n-----END OPENSSH PRIVATE KEY-----\n".into(),
             host_key_public: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost strata-host".into(),
-            hostname: "web-base".into(),
+            hostname: BUILD_HOSTNAME.into(),
             image: "web".into(),
             stage: "base".into(),
             vars,
@@ -205,7 +194,7 @@ mod tests {
             "  ed25519_public: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost strata-host\"\n"
         ));
         assert!(text.contains("ssh_deletekeys: true"));
-        assert!(text.contains("hostname: \"web-base\""));
+        assert!(text.contains("hostname: \"strata-build\""));
         assert!(text.contains("manage_etc_hosts: true"));
         for dropped in ["locale", "grub-dpkg", "apt-configure", "ntp", "keys-to-console"] {
             assert!(!text.contains(&format!("  - {dropped}\n")), "{dropped} is still listed");
@@ -291,13 +280,6 @@ print("ok")
         assert!(first.as_str().starts_with("strata-") && first.as_str().len() == 23);
         let text = meta_data(&first, "web-base");
         assert_eq!(text, format!("instance-id: \"{first}\"\nlocal-hostname: \"web-base\"\n"));
-    }
-
-    #[test]
-    fn hostnames_are_valid_labels() {
-        assert_eq!(hostname_for("Web", "app_base"), "web-app-base");
-        assert_eq!(hostname_for("--", "__"), "strata");
-        assert_eq!(hostname_for(&"x".repeat(80), "s").len(), 63);
     }
 
     #[test]

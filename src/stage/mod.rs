@@ -34,6 +34,7 @@ use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 
 pub use guest::GuestFacts;
 pub use link::Link;
+pub use restore::RestoreMeta;
 pub use session::{Cut, Session, finish_disk};
 pub use workdir::{RUN_DIR_PREFIX, RunDir, sweep_stale_run_dirs};
 
@@ -331,7 +332,7 @@ fn write_seed(job: &StageJob<'_>, keys: &BootKeys, path: &Path) -> Result<(), St
     let stage = job.stage.name.to_string();
     let wrap = |source| StageError::Seed { stage: stage.clone(), source };
     let comm = |source: CommunicatorError| StageError::Keys { stage: stage.clone(), source };
-    let hostname = seed::hostname_for(&job.definition.name, &stage);
+    let hostname = seed::BUILD_HOSTNAME.to_owned();
     let input = SeedInput {
         user: job.definition.communicator.user.clone(),
         ssh_authorized_key: keys.client.public_openssh().map_err(comm)?,

@@ -52,6 +52,11 @@ impl BuiltDemo {
 
     /// `strata layers DEFINITION` in JSON on this copy's store: each stage's row, bottom-up.
     pub fn layers_table(&self, definition: &Path) -> Vec<Value> {
+        self.layers_json(definition)["stages"].as_array().unwrap().clone()
+    }
+
+    /// `strata layers DEFINITION` as JSON: `stages` and the source's saved `first_boots`.
+    pub fn layers_json(&self, definition: &Path) -> Value {
         let output = self
             .strata()
             .args(["--log-format", "json", "layers"])
@@ -59,8 +64,7 @@ impl BuiltDemo {
             .output()
             .unwrap();
         assert_success(&output, "strata layers");
-        let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-        table["stages"].as_array().unwrap().clone()
+        serde_json::from_slice(&output.stdout).unwrap()
     }
 
     /// Whether each stage of `definition` is cached, bottom-up (from `strata layers`).
