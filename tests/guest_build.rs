@@ -267,18 +267,34 @@ fn demo_builds_in_layers_caches_and_rebuilds_only_what_changed() {
     assert_resumed_first_boot(&events, "base", &output);
     let final_key = named(&events, "layer_committed")[2]["key"].as_str().unwrap().to_owned();
 
-    // Another definition on the same source: its first layer is made with no boot either.
+    // Another definition on the same source: its first layer is made with no boot either. Its
+    // step draws random bytes; a second build of it (another key) resumes the same saved boot,
+    // and must draw others (vmgenid makes the guest reseed at a resume).
     let (shared, _) = original_toml.split_once("[[stage]]").unwrap();
-    let other = shared.replace("name = \"demo\"", "name = \"other\"")
-        + "[[stage]]\nname = \"tools\"\nsteps = [ { shell = \"echo other > /etc/strata-other\" } ]\n";
     let other_path = project.path("images/other.toml");
-    std::fs::write(&other_path, other).unwrap();
-    let started = Instant::now();
-    let (output, events) = project.run_json(&["build", other_path.to_str().unwrap()]);
-    assert_success(&output, "strata");
-    eprintln!("another definition's first layer: {:.1}s", started.elapsed().as_secs_f64());
-    assert_eq!(stages_of(&events, "layer_committed"), ["tools"]);
-    assert_resumed_first_boot(&events, "tools", &output);
+    let mut draws = Vec::new();
+    for build in ["first", "second"] {
+        let other = shared.replace("name = \"demo\"", "name = \"other\"")
+            + "[[stage]]\nname = \"tools\"\nsteps = [ { shell = 'echo other > /etc/strata-other; \
+               echo rng-$(od -An -N16 -tx1 /dev/urandom | tr -d \" \\n\")' } ]\n"
+            + &format!("# {build} build\n");
+        let other = other.replace("/etc/strata-other;", &format!("/etc/strata-other; : {build};"));
+        std::fs::write(&other_path, other).unwrap();
+        let started = Instant::now();
+        let (output, events) = project.run_json(&["build", other_path.to_str().unwrap()]);
+        assert_success(&output, "strata");
+        eprintln!("another definition's first layer: {:.1}s", started.elapsed().as_secs_f64());
+        assert_eq!(stages_of(&events, "layer_committed"), ["tools"]);
+        assert_resumed_first_boot(&events, "tools", &output);
+        let draw = named(&events, "step_output")
+            .iter()
+            .filter_map(|e| e["line"].as_str()?.strip_prefix("rng-").map(str::to_owned))
+            .next()
+            .unwrap();
+        assert_eq!(draw.len(), 32, "16 bytes in hex: {draw}");
+        draws.push(draw);
+    }
+    assert_ne!(draws[0], draws[1], "two resumes of one saved guest drew the same random bytes");
 
     // Move the whole store: relative backing files keep every layer usable.
     let moved = project.path("moved-store");

@@ -208,6 +208,10 @@ impl MachineSpec {
             }
         }
         argv.push("-device").push("virtio-rng-pci,id=rng0");
+        // A new generation id at every start, a resume too: Linux (5.18+) then reseeds its
+        // random number generator at once, so guests resumed from one saved state do not draw
+        // the same "random" bytes (keys made by a stage's steps) until their next reseed.
+        argv.push("-device").push("vmgenid,guid=auto,id=vmgenid0");
 
         argv.push("-chardev")
             .push(os_concat("file,id=serial0,append=on,path=", &escape_path(&self.serial_log)));
@@ -334,6 +338,8 @@ mod tests {
             "virtio-net-pci,netdev=net0,id=nic0",
             "-device",
             "virtio-rng-pci,id=rng0",
+            "-device",
+            "vmgenid,guid=auto,id=vmgenid0",
             "-chardev",
             "file,id=serial0,append=on,path=/s/run/console.log",
             "-serial",
@@ -390,6 +396,8 @@ mod tests {
             "none",
             "-device",
             "virtio-rng-pci,id=rng0",
+            "-device",
+            "vmgenid,guid=auto,id=vmgenid0",
             "-chardev",
             "file,id=serial0,append=on,path=/s/run/console.log",
             "-serial",

@@ -25,8 +25,8 @@ const STATE_FILE: &str = "state.zst";
 const OVERLAY_FILE: &str = "overlay.qcow2";
 const SEED_FILE: &str = "seed.img";
 use crate::layer::RESTORE_META_FILE as META_FILE;
-/// Bumped when what a restore point holds changes.
-const FORMAT: u32 = 1;
+/// Bumped when what a restore point holds changes. 2: machines have a vmgenid device.
+const FORMAT: u32 = 2;
 /// Bytes per second: far above what zstd can take, so never the limit.
 const UNLIMITED_BANDWIDTH: u64 = 1 << 40;
 const MIGRATE_WITHIN: Duration = Duration::from_secs(300);
