@@ -87,7 +87,7 @@ pub fn debian_package(program: &str) -> Option<&'static str> {
     let name = Path::new(program).file_name()?.to_str()?;
     let package = match name {
         "qemu-system-x86_64" => "qemu-system-x86",
-        "qemu-img" | "qemu-nbd" => "qemu-utils",
+        "qemu-img" | "qemu-nbd" | "qemu-io" => "qemu-utils",
         "ssh" | "ssh-keygen" | "scp" => "openssh-client",
         "sshd" => "openssh-server",
         "mkfs.vfat" | "fsck.vfat" | "mkfs.fat" => "dosfstools",

@@ -13,6 +13,8 @@ use crate::process::{self, Command, ProcessError};
 
 /// The program.
 pub const QEMU_IMG: &str = "qemu-img";
+/// Its sibling for I/O on an image (`discard`).
+pub const QEMU_IO: &str = "qemu-io";
 /// The deadline of the quick operations (create, info, resize).
 pub const QUICK: Duration = Duration::from_secs(60);
 
@@ -220,6 +222,39 @@ pub async fn compact_overlay(
     replaced
 }
 
+/// A span of a guest disk, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Drops `ranges` from the qcow2 overlay at `path` (`qemu-io`'s `discard`, the file's blocks
+/// punched out): the clusters there become zero clusters, which hold no data. For blocks whose
+/// content is never read again (an emptied journal's). Only whole clusters inside a range go.
+/// The image is opened without its backing chain, which it does not need for this, so a QEMU
+/// that holds the chain is no obstacle; `path` itself must be held by none.
+pub async fn discard(path: &Path, ranges: &[ByteRange], within: Duration) -> Result<(), QemuError> {
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let absolute = std::path::absolute(path)
+        .map_err(|source| QemuError::Replace { path: path.to_owned(), source })?;
+    let options = serde_json::json!({
+        "driver": "qcow2",
+        "discard": "unmap",
+        "file": { "driver": "file", "filename": absolute.to_string_lossy(), "discard": "unmap" },
+        "backing": null,
+    });
+    let mut command = Command::new(QEMU_IO);
+    for range in ranges {
+        command = command.arg("-c").arg(format!("discard -q {} {}", range.offset, range.len));
+    }
+    let command = command.arg(format!("json:{options}"));
+    process::output(command, within).await.map_err(img_error(path))?;
+    Ok(())
+}
+
 /// `qemu-img create -f FORMAT PATH SIZE`: a new empty image.
 pub async fn create(path: &Path, format: ImageFormat, size: u64) -> Result<(), QemuError> {
     let command = Command::new(QEMU_IMG)
@@ -386,6 +421,52 @@ fn parse_progress(text: &[u8]) -> Option<f64> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn run(program: &str, args: &[&str]) -> std::process::Output {
+        let output = std::process::Command::new(program).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// An overlay's data in a discarded range goes (its file's blocks too) and reads as zeros; a
+    /// partial cluster at the range's start stays whole.
+    #[tokio::test]
+    async fn discard_drops_whole_clusters_of_an_overlay_and_keeps_the_rest() {
+        if std::process::Command::new(QEMU_IO).arg("--version").output().is_err() {
+            eprintln!("skipped: qemu-io is not installed here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let top = dir.path().join("top.qcow2");
+        let (base_s, top_s) = (base.to_str().unwrap(), top.to_str().unwrap());
+        run(QEMU_IMG, &["create", "-q", "-f", "qcow2", base_s, "64M"]);
+        run(QEMU_IO, &["-c", "write -q -P 0x11 0 8M", base_s]);
+        run(QEMU_IMG, &["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2", top_s]);
+        run(QEMU_IO, &["-c", "write -q -P 0x22 1M 4M", top_s]);
+        let before = allocated(&top);
+        let range = ByteRange { offset: (1 << 20) + 4096, len: (4 << 20) - 4096 };
+        discard(&top, &[range], Duration::from_secs(30)).await.unwrap();
+        assert!(allocated(&top) + (3 << 20) < before, "{} then {}", before, allocated(&top));
+        // The first cluster of the range (64 KiB) is the overlay's still; the rest reads as
+        // zeros; what lies outside the range is untouched.
+        run(QEMU_IO, &["-c", "read -q -P 0x22 1M 64k", top_s]);
+        run(QEMU_IO, &["-c", "read -q -P 0 2M 3M", top_s]);
+        run(QEMU_IO, &["-c", "read -q -P 0x11 0 1M", top_s]);
+        run(QEMU_IO, &["-c", "read -q -P 0x11 5M 3M", top_s]);
+        run(QEMU_IMG, &["check", "-q", top_s]);
+        // Nothing to drop: nothing is run.
+        discard(&dir.path().join("missing.qcow2"), &[], Duration::from_secs(1)).await.unwrap();
+    }
 
     #[test]
     fn progress_lines_parse() {

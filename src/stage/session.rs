@@ -399,7 +399,8 @@ impl Session {
     }
 }
 
-/// Compacts a finished stage's disk (see [`img::compact_overlay`]), checks it and reads its
+/// Compacts a finished stage's disk (see [`img::compact_overlay`]), drops its emptied journals'
+/// blocks ([`img::discard`], ranges from the seal's facts), checks it and reads its
 /// virtual size. `in_use`: a running QEMU still
 /// holds it read-only (a layer cut from a live guest).
 pub async fn finish_disk(
@@ -416,6 +417,13 @@ pub async fn finish_disk(
     img::compact_overlay(&job.disk, &job.backing, "qcow2", in_use, CHECK_WITHIN)
         .await
         .map_err(qemu_err("failed to compact the layer's disk"))?;
+    // The compacted file is new: no QEMU holds it, even when the guest still runs.
+    if let Err(error) = img::discard(&job.disk, &facts.journals, CHECK_WITHIN).await {
+        job.events.warn(format!(
+            "stage `{stage}`: the emptied filesystem journal stays in the layer ({})",
+            crate::events::error_chain(&error)
+        ));
+    }
     let checked = if in_use {
         img::check_in_use(&job.disk, CHECK_WITHIN).await
     } else {
