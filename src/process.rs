@@ -605,6 +605,19 @@ pub fn root_shell_command(login_is_root: bool, script: &str) -> String {
     format!("{sudo}/bin/sh -c {}", shell_quote(script))
 }
 
+/// For tests: runs `program` with `args` and fails the test, with its stderr, unless it exits 0.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn run_for_test(program: &str, args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

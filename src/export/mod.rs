@@ -519,15 +519,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn run(program: &str, args: &[&str]) -> std::process::Output {
-        let output = std::process::Command::new(program).args(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
+    use crate::process::run_for_test as run;
 
     /// A project with a small real source image and a two-stage definition, and its store.
     struct Fixture {

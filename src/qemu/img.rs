@@ -422,15 +422,7 @@ fn parse_progress(text: &[u8]) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn run(program: &str, args: &[&str]) -> std::process::Output {
-        let output = std::process::Command::new(program).args(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
+    use crate::process::run_for_test as run;
 
     fn allocated(path: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt;
