@@ -216,6 +216,13 @@ fn assert_valid_order(events: &[Value]) {
             .collect();
         let mut expected =
             vec!["stage_started", "qemu_started", "communicator_ready", "cloud_init_done"];
+        // A first stage that booted saves the source's first boot before its steps.
+        let first_stage = events.iter().any(|e| {
+            e["event"] == "restore_saved" && e["stage"] == stage && e["first_boot"] == true
+        });
+        if first_stage {
+            expected.push("restore_saved");
+        }
         let steps =
             events.iter().filter(|e| e["stage"] == stage && e["event"] == "step_started").count();
         for _ in 0..steps {
@@ -266,6 +273,10 @@ fn the_screen_shows_cached_built_and_failed_stages() {
     let events = parse_events(stdout.as_bytes());
     assert!(events.iter().all(|e| e["version"].is_u64() && e["event"].is_string()));
     assert_valid_order(&events);
+    assert!(
+        events.iter().any(|e| e["event"] == "restore_saved" && e["first_boot"] == true),
+        "the first stage's boot was saved for later first stages"
+    );
     assert!(!has_escape(&stdout) && !has_escape(&stderr(&output)));
     let key = events.iter().find(|e| e["event"] == "layer_committed").unwrap()["key"]
         .as_str()
