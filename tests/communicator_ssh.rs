@@ -8,7 +8,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata::communicator::{
@@ -360,122 +360,6 @@ async fn a_refused_client_key_is_retried_then_reported() {
     assert!(matches!(**last, AttemptError::AuthRejected { .. }), "{last}");
 }
 
-/// A QEMU process killed when the test ends.
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Boots a real cloud image with strata's built-in seed: the pinned host key, the seeded user,
-/// cloud-init finishing cleanly with the trimmed module lists, exactly one host key in the
-/// guest, and a reboot. Needs `STRATA_GUEST_TESTS=1` and a cloud image (`STRATA_TEST_IMAGE`,
-/// default `.cache/base-image/debian-12-strata-amd64.qcow2`).
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
-async fn guest_boots_with_the_default_seed_and_reboots() {
-    use strata::seed::{InstanceId, SeedFiles, SeedInput, meta_data, render_default, write_cidata};
-    let image = std::env::var("STRATA_TEST_IMAGE").map_or_else(
-        |_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(".cache/base-image/debian-12-strata-amd64.qcow2")
-        },
-        PathBuf::from,
-    );
-    assert!(image.exists(), "no cloud image at {}", image.display());
-    let dir = tempfile::tempdir().unwrap();
-    let client = ClientKey::generate().unwrap();
-    let host = HostKey::generate().unwrap();
-    let input = SeedInput {
-        user: "debian".to_owned(),
-        ssh_authorized_key: client.public_openssh().unwrap(),
-        host_key_private: host.private_openssh().unwrap(),
-        host_key_public: host.public_openssh().unwrap(),
-        hostname: "strata-test-base".to_owned(),
-        image: "strata-test".to_owned(),
-        stage: "base".to_owned(),
-        vars: BTreeMap::new(),
-    };
-    let files = SeedFiles {
-        user_data: render_default(&input).unwrap(),
-        meta_data: meta_data(&InstanceId::random().unwrap(), &input.hostname),
-        network_config: None,
-    };
-    let seed = dir.path().join("seed.img");
-    write_cidata(&seed, &files).unwrap();
-    let overlay = dir.path().join("disk.qcow2");
-    let status = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(&image)
-        .arg(&overlay)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let port = free_port();
-    let console = dir.path().join("console.log");
-    let started = Instant::now();
-    let _qemu = Qemu(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg,thread=multi", "-m", "1024", "-smp", "2", "-display", "none"])
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw,readonly=on", seed.display()))
-            .arg("-netdev")
-            .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"))
-            .args(["-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"])
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let target = SshTarget {
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        user: "debian".to_owned(),
-        client_key: client,
-        host_key: host.public_key().clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut attempts = 0;
-    let mut ssh = SshCommunicator::connect(target, deadline, &mut |_| attempts += 1)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("{error}\nconsole:\n{}", fs::read_to_string(&console).unwrap_or_default())
-        });
-    eprintln!("SSH ready after {:?} ({attempts} failed attempts)", started.elapsed());
-    let outcome = ssh.wait_cloud_init(deadline).await.unwrap();
-    eprintln!("cloud-init done after {:?}: {outcome:?}", started.elapsed());
-    assert_eq!(outcome, strata::communicator::CloudInitOutcome::Done);
-
-    let mut out = Vec::new();
-    let command = "ls /etc/ssh/ | grep ssh_host_; hostname; id -un";
-    let exit = ssh
-        .exec_as_root(command, &no_env(), Duration::from_secs(60), |_, line| {
-            out.push(line.to_owned());
-        })
-        .await
-        .unwrap();
-    assert!(exit.success(), "{out:?}");
-    assert_eq!(
-        out,
-        ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "strata-test-base", "root"],
-        "{out:?}"
-    );
-    let before = ssh.boot_id().await.unwrap();
-    let rebooting = Instant::now();
-    ssh.reboot(deadline, &mut |_| {}).await.unwrap();
-    eprintln!("rebooted and reconnected in {:?}", rebooting.elapsed());
-    let log = fs::read_to_string(&console).unwrap_or_default();
-    for line in log.lines().filter(|line| line.contains("stop job") || line.contains("reboot")) {
-        eprintln!("console: {line}");
-    }
-    assert_ne!(ssh.boot_id().await.unwrap(), before);
-    ssh.close().await;
-}
 
 /// A held command over a real channel: it says its marker and waits; `proceed` lets it go on to
 /// the next marker, `release` lets it end. One that ended before being let go says so, with
