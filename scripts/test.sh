@@ -4,7 +4,7 @@
 # Run from anywhere; needs root (or sudo) for apt.
 # Guest tests are `#[ignore]`d by default and run here explicitly; STRATA_GUEST_TESTS=0 leaves
 # them out (and skips the base image), and the summary counts them as ignored. The image's own
-# boot is proved by qemu_process's guest test; `scripts/boot-smoke.sh` does it by hand.
+# boot is proved by the guest tests' shared cold build; `scripts/boot-smoke.sh` does it by hand.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
