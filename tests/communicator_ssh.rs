@@ -360,7 +360,6 @@ async fn a_refused_client_key_is_retried_then_reported() {
     assert!(matches!(**last, AttemptError::AuthRejected { .. }), "{last}");
 }
 
-
 /// A held command over a real channel: it says its marker and waits; `proceed` lets it go on to
 /// the next marker, `release` lets it end. One that ended before being let go says so, with
 /// nothing said (how a seal started ahead learns that a reboot step ended it).
