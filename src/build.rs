@@ -387,8 +387,9 @@ impl<'a, 'b> Builder<'a, 'b> {
 
     /// The key of the source's saved first boot that a first stage `flight` could resume.
     fn boot_key(&self, flight: &InFlight<'_>) -> Option<LayerKey> {
-        let definition = self.context.definition;
-        crate::layer::boot_key(definition, &flight.planned.stage, self.source.digest.hex())
+        let stage = &flight.planned.stage;
+        let template = crate::layer::seed_template(stage).ok()?;
+        crate::layer::boot_key(self.context.definition, stage, self.source.digest.hex(), &template)
     }
 
     /// Saves the guest just booted for the first stage `first`, before its first step, as the

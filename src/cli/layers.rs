@@ -115,13 +115,14 @@ fn first_boots(
     layers: &LayerStore,
     plan: &crate::layer::Plan,
 ) -> Vec<FirstBoot> {
-    let Ok(points) = layers.restore_points() else { return Vec::new() };
     plan.stages
         .iter()
         .filter(|planned| planned.parent.is_none())
         .filter_map(|planned| {
-            let key = crate::layer::boot_key(definition, &planned.stage, plan.source.digest.hex())?;
-            let point = points.iter().find(|point| point.key == key)?;
+            let template = crate::layer::seed_template(&planned.stage).ok()?;
+            let source = plan.source.digest.hex();
+            let key = crate::layer::boot_key(definition, &planned.stage, source, &template)?;
+            let point = layers.first_boot_point(&key)?;
             Some(FirstBoot {
                 stage: planned.stage.name.to_string(),
                 key,

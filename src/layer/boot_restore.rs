@@ -61,9 +61,8 @@ impl LayerStore {
         let text = serde_json::to_vec_pretty(record).map_err(LayerError::Encode)?;
         crate::store::write_atomic(&record_path, &text)
             .map_err(|source| LayerError::Write { path: record_path.clone(), source })?;
+        // `boots/` itself is made by `Store::open`.
         let target = self.boot_dir(key);
-        let boots = self.store().boots_dir();
-        fs::create_dir_all(&boots).map_err(|source| LayerError::Write { path: boots, source })?;
         self.install_saved(key, saved, &target)?;
         Ok(target)
     }

@@ -86,9 +86,9 @@ impl Garbage {
         let (layers_dir, boots_dir) = (store.layers_dir(), store.boots_dir());
         for path in &self.paths {
             let parent = path.parent();
-            let is_layer =
+            let renamed_first =
                 parent == Some(layers_dir.as_path()) || parent == Some(boots_dir.as_path());
-            let doomed = if is_layer {
+            let doomed = if renamed_first {
                 let name =
                     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let target = tmp.join(format!("{name}.gc-{}", std::process::id()));

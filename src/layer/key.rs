@@ -113,12 +113,14 @@ const BOOT_KEY_FORMAT: u32 = 1;
 /// stage's name in a template changes it), the user, firmware, disk size, network and
 /// communicator. Machine settings that only must match for the saved state to load (QEMU,
 /// accelerator, cpus, memory) are checked when it is resumed, as for a layer's restore point.
-/// `None` when the seed template cannot be read or rendered: the boot then says why.
+/// `seed_template` is the stage's template text ([`super::seed_template`]). `None` when it cannot
+/// be rendered: the boot then says why.
 #[must_use]
 pub fn boot_key(
     definition: &ImageDefinition,
     stage: &Stage,
     source_sha256: &str,
+    seed_template: &str,
 ) -> Option<LayerKey> {
     let input = crate::seed::SeedInput::placeholder(
         &definition.communicator.user,
@@ -126,13 +128,8 @@ pub fn boot_key(
         stage.name.as_str(),
         definition.vars.clone(),
     );
-    let user_data = match &stage.user_data {
-        Some(path) => {
-            let text = fs::read_to_string(path).ok()?;
-            crate::seed::render(&text, &path.display().to_string(), &input).ok()?
-        }
-        None => crate::seed::render_default(&input).ok()?,
-    };
+    // The template's name only appears in render errors, which give no key here.
+    let user_data = crate::seed::render(seed_template, "the seed template", &input).ok()?;
     let document = json!({
         "format": BOOT_KEY_FORMAT,
         "key_format": KEY_FORMAT,
@@ -500,7 +497,15 @@ mod tests {
     }
 
     fn boot(definition: &ImageDefinition) -> LayerKey {
-        boot_key(definition, &definition.stages[0], "s").unwrap()
+        boot_with(definition, "s").unwrap()
+    }
+
+    /// The boot key of `definition`'s first stage on source `sha256`, its template read as a
+    /// build reads it.
+    fn boot_with(definition: &ImageDefinition, sha256: &str) -> Option<LayerKey> {
+        let stage = &definition.stages[0];
+        let template = crate::layer::seed_template(stage).ok()?;
+        boot_key(definition, stage, sha256, &template)
     }
 
     #[test]
@@ -547,10 +552,12 @@ mod tests {
         for changed in &changes {
             assert_ne!(boot(changed), before);
         }
-        assert_ne!(boot_key(&fx.definition, &fx.definition.stages[0], "t").unwrap(), before);
+        assert_ne!(boot_with(&fx.definition, "t").unwrap(), before);
         let mut unreadable = fx.definition.clone();
         unreadable.stages[0].user_data = Some(fx.dir.path().join("missing.j2"));
-        assert!(boot_key(&unreadable, &unreadable.stages[0], "s").is_none());
+        assert!(boot_with(&unreadable, "s").is_none());
+        let broken = "#cloud-config\n{{ no_such_variable }}\n";
+        assert!(boot_key(&fx.definition, &fx.definition.stages[0], "s", broken).is_none());
     }
 
     #[test]

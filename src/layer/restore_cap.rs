@@ -30,18 +30,8 @@ impl LayerStore {
     /// Every restore point beside a committed layer, and every source's saved first boot,
     /// oldest first.
     pub fn restore_points(&self) -> Result<Vec<RestorePoint>, LayerError> {
-        let boots = self.saved_boots()?.into_iter().filter_map(|boot| {
-            let record = boot.record?;
-            self.source_restore_point(&boot.key)?;
-            Some(RestorePoint {
-                stage: format!("{} (the source's first boot)", record.stage),
-                image: record.image,
-                bytes: super::store::tree_allocated_bytes(&boot.dir),
-                created: created(&boot.dir),
-                key: boot.key,
-                dir: boot.dir,
-            })
-        });
+        let boots =
+            self.saved_boots()?.into_iter().filter_map(|boot| self.first_boot_point(&boot.key));
         let mut points: Vec<RestorePoint> = self
             .all()?
             .into_iter()
@@ -61,6 +51,22 @@ impl LayerStore {
             .collect();
         points.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
         Ok(points)
+    }
+
+    /// The source's saved first boot `key` as a restore point, when there is a whole one.
+    #[must_use]
+    pub fn first_boot_point(&self, key: &LayerKey) -> Option<RestorePoint> {
+        let dir = self.source_restore_point(key)?;
+        let text = fs::read(dir.join(super::BOOT_RECORD_FILE)).ok()?;
+        let record: super::BootRecord = serde_json::from_slice(&text).ok()?;
+        Some(RestorePoint {
+            key: key.clone(),
+            stage: format!("{} (the source's first boot)", record.stage),
+            image: record.image,
+            bytes: super::store::tree_allocated_bytes(&dir),
+            created: created(&dir),
+            dir,
+        })
     }
 
     /// Removes the oldest restore points until the rest take at most `max` on disk, and returns
