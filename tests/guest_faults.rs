@@ -24,7 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::demo::built_demo;
+use common::demo::fixture_store;
 use common::{HttpServer, base_image_dir, named, parse_events, stderr, strata_bin, write_mode};
 
 /// A definition in a temp folder whose first stage uses every step kind; the second stage
@@ -71,12 +71,12 @@ impl Project {
         // demo's cold build, which every guest test shares): the first stage resumes it, and a
         // reboot step then reboots a resumed guest.
         let store = root.join("store");
-        let demo = built_demo();
+        let fixture = fixture_store();
         std::fs::create_dir_all(&store).unwrap();
         for dir in ["sources", "boots"] {
             let status = Command::new("cp")
                 .args(["-a", "--reflink=auto"])
-                .arg(demo.fixture_store.join(dir))
+                .arg(fixture.join(dir))
                 .arg(&store)
                 .status()
                 .unwrap();

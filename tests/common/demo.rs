@@ -74,8 +74,9 @@ impl BuiltDemo {
     }
 }
 
-/// A fresh copy of the demo, built cold (by this call, or by an earlier one of this test run).
-pub fn built_demo() -> BuiltDemo {
+/// The folder of the demo built cold once per test run (by this call, or by an earlier one), with
+/// its lock held: `built/` holds the project, its `store/` and `cold-events.jsonl`.
+fn built_fixture() -> (PathBuf, File) {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-demo");
     std::fs::create_dir_all(&root).unwrap();
     let lock = File::create(root.join("lock")).unwrap();
@@ -88,6 +89,19 @@ pub fn built_demo() -> BuiltDemo {
         build_fixture(&built);
         std::fs::write(root.join("key"), &key).unwrap();
     }
+    (built, lock)
+}
+
+/// The store of the demo built cold (see [`built_fixture`]), shared by every test: read it,
+/// never write to it.
+pub fn fixture_store() -> PathBuf {
+    let (built, _lock) = built_fixture();
+    built.join("store")
+}
+
+/// A fresh copy of the demo, built cold (by this call, or by an earlier one of this test run).
+pub fn built_demo() -> BuiltDemo {
+    let (built, lock) = built_fixture();
     let dir = tempfile::Builder::new().prefix("strata-demo-").tempdir().unwrap();
     let status = Command::new("cp")
         .args(["-a", "--reflink=auto"])
