@@ -94,6 +94,7 @@ fn another_system() -> Inventory {
         name: name.into(),
         arch: "amd64".into(),
         version: "0.0-not-this-host".into(),
+        ..Package::default()
     };
     Inventory {
         os: None,

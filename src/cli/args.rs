@@ -40,6 +40,11 @@ Synopsis:
   strata drift DEF (--host [USER@]HOST[:PORT] | --hosts FILE) [--stage NAME] [--identity FILE]
                    [--known-hosts FILE]      a live server (or a fleet) against the layer it was built from
       e.g. strata drift images/demo.toml --hosts fleet.txt
+  strata sbom DEF [--stage NAME] [--format spdx-json|cyclonedx-json] [-o FILE]
+                                        what a built stage contains (SPDX or CycloneDX)
+      e.g. strata sbom images/demo.toml --format cyclonedx-json -o demo.cdx.json
+  strata sbom --package NAME DEF...     which built stages hold a package, at which version
+      e.g. strata sbom --package openssl images/*.toml
 
 Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 3 `drift` found drift,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP).";
@@ -216,6 +221,35 @@ pub enum Command {
     ///
     /// Example (cron): strata -q drift images/web.toml --hosts /etc/strata/web-fleet.txt
     Drift(DriftArgs),
+    /// What a built stage contains: an SBOM (SPDX 2.3 or CycloneDX 1.6 JSON) of every package
+    /// its system held when its layer was sealed, on the source image (URL, sha256). No boot:
+    /// it reads the layer's record. Hand it to a scanner: `trivy sbom FILE`, `grype sbom:FILE`.
+    ///
+    /// With --package NAME and any number of definitions: which built stages hold the package
+    /// NAME (or packages built from the source package NAME), at which version.
+    ///
+    /// Example: strata sbom images/demo.toml --stage base -o demo-base.spdx.json
+    Sbom(SbomArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// The definition (with --package: one or more)
+    #[arg(value_name = "DEF", required = true)]
+    pub definitions: Vec<PathBuf>,
+    /// The stage [default: the last]
+    #[arg(long, value_name = "NAME", conflicts_with = "package")]
+    pub stage: Option<String>,
+    /// The document's format
+    #[arg(long, value_enum, value_name = "F", default_value_t = crate::sbom::Format::SpdxJson, conflicts_with = "package")]
+    pub format: crate::sbom::Format,
+    /// Write it to FILE (atomically) instead of stdout
+    #[arg(short, long, value_name = "FILE", conflicts_with = "package")]
+    pub output: Option<PathBuf>,
+    /// Instead of an SBOM: every stage of every DEF that holds this package (by its name or its
+    /// source package's), with the version
+    #[arg(long, value_name = "NAME")]
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Args)]

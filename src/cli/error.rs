@@ -5,8 +5,8 @@
 use crate::{
     build::BuildError, cache::CacheError, communicator::CommunicatorError,
     definition::DefinitionError, export::ExportError, fleet::FleetError, layer::LayerError,
-    layer::PlanError, process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
-    stage::StageError, store::StoreError,
+    layer::PlanError, process::ProcessError, qemu::QemuError, sbom::SbomError, seed::SeedError,
+    source::SourceError, stage::StageError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub enum Error {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Fleet(#[from] Box<FleetError>),
+    #[error(transparent)]
+    Sbom(#[from] SbomError),
     /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
     /// Not an error to print: the findings and the summary were shown already.
     #[error("{0}")]
@@ -114,6 +116,8 @@ impl Error {
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
             | Error::Cache(CacheError::BadUrl { .. }) => 2,
             Error::Fleet(error) if error.is_invalid_input() => 2,
+            Error::Sbom(error) if error.is_invalid_input() => 2,
+            Error::Export(ExportError::Sbom(error)) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,

@@ -15,7 +15,8 @@ pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
     // gc takes this lock exclusively: it never removes the layers an export reads.
     let gc_guard = super::lock_gc_shared(&store).await?;
     let plan = crate::export::resolve(&definition, &args.definition, &layers, &selection)?;
-    let options = ExportOptions { output_dir: args.output.clone(), force: args.force };
+    let options =
+        ExportOptions { output_dir: args.output.clone(), force: args.force, signer: None };
     let events = global.events();
     let outcome =
         super::interruptible(async { Ok(crate::export::export(&plan, &options, &events).await?) })

@@ -12,6 +12,7 @@ mod fetch;
 mod gc;
 mod layers;
 mod run;
+mod sbom;
 mod test;
 mod validate;
 
@@ -103,6 +104,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
             diff::run(&definition, from.as_deref(), to.as_deref(), global)
         }
         Command::Drift(args) => interruptible(drift::run(&args, global)).await,
+        Command::Sbom(args) => sbom::run(&args, global),
     }
 }
 

@@ -84,6 +84,7 @@ fn packages_old_or_new<'de, D: serde::Deserializer<'de>>(
                     name: name.to_owned(),
                     arch: String::new(),
                     version: version.to_owned(),
+                    ..crate::drift::Package::default()
                 }
             }
         })
@@ -508,6 +509,14 @@ mod tests {
         assert_eq!(new["packages"][0]["name"], "htop");
         let again: LayerMetadata = serde_json::from_value(new).unwrap();
         assert_eq!(again, old);
+        // Packages recorded before source packages and licenses were: neither.
+        let mut record = serde_json::to_value(LayerMetadata::default()).unwrap();
+        record["packages"] =
+            serde_json::json!([{ "name": "bash", "arch": "amd64", "version": "5.2.15-2+b2" }]);
+        let old: LayerMetadata = serde_json::from_value(record).unwrap();
+        assert_eq!((old.packages[0].source.as_ref(), old.packages[0].licenses.len()), (None, 0));
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("licenses") && !text.contains("source"), "{text}");
     }
 
     #[test]

@@ -238,6 +238,28 @@ pub fn findings<const N: usize>(
     table(format, rows, &serde_json::Value::Null);
 }
 
+/// A document (an SBOM) on stdout, as it is.
+pub fn document(bytes: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(bytes);
+}
+
+/// Which stages hold a package (`strata sbom --package`): a table for people, or one JSON
+/// object per line per stage.
+pub fn holdings<const N: usize>(
+    format: LogFormat,
+    rows: &[[String; N]],
+    objects: &[serde_json::Value],
+) {
+    if format == LogFormat::Json {
+        let mut out = std::io::stdout().lock();
+        for object in objects {
+            let _ = writeln!(out, "{object}");
+        }
+        return;
+    }
+    table(format, rows, &serde_json::Value::Null);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

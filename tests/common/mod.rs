@@ -10,6 +10,7 @@
 
 pub mod demo;
 pub mod instance;
+pub mod judges;
 pub mod project;
 pub mod registry;
 pub mod sshd;
