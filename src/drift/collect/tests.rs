@@ -112,6 +112,16 @@ fn the_snippet_lists_an_odd_tree_and_the_comparison_finds_each_change() {
     assert_eq!(before.files.roots, [root_text.clone(), missing]);
     if Path::new("/usr/bin/dpkg-query").exists() {
         assert!(before.packages.iter().any(|p| p.name == "dpkg" && !p.arch.is_empty()));
+        // Source packages for all; the licenses of machine-readable copyright files.
+        assert!(before.packages.iter().all(|p| p.source.is_some()), "dpkg names every source");
+        let libc = before.packages.iter().find(|p| p.name == "libc6");
+        let libc_source = libc.and_then(|p| p.source.as_ref()).map(|s| s.name.as_str());
+        assert_eq!(libc_source, Some("glibc"));
+        if Path::new("/usr/share/doc/dpkg/copyright").exists() {
+            let dpkg = before.packages.iter().find(|p| p.name == "dpkg");
+            let licenses = dpkg.map(|p| p.licenses.clone()).unwrap_or_default();
+            assert!(licenses.contains(&"GPL-2+".to_owned()), "{licenses:?}");
+        }
     }
     assert!(before.os.is_some(), "this host has /etc/os-release");
 
