@@ -48,6 +48,8 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
+    Key(#[from] crate::trust::KeyError),
+    #[error(transparent)]
     Fleet(#[from] Box<FleetError>),
     /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
     /// Not an error to print: the findings and the summary were shown already.
@@ -112,8 +114,11 @@ impl Error {
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
-            | Error::Cache(CacheError::BadUrl { .. }) => 2,
+            | Error::Cache(
+                CacheError::BadUrl { .. } | CacheError::Plan(PlanError::UnknownStage { .. }),
+            ) => 2,
             Error::Fleet(error) if error.is_invalid_input() => 2,
+            Error::Key(error) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,
