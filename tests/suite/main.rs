@@ -9,12 +9,16 @@
 mod common;
 mod fetch_support;
 
+mod cache_fuzz;
+mod cache_redirect;
 mod cache_registry;
+mod cache_trust;
 mod cli_cache;
 mod cli_drift;
 mod cli_export;
 mod cli_help;
 mod cli_store;
+mod cli_trust;
 mod cli_validate;
 mod communicator_qga;
 mod communicator_ssh;
@@ -29,4 +33,5 @@ mod guest_drift;
 mod guest_export;
 mod guest_faults;
 mod guest_screen;
+mod guest_trust;
 mod qemu_process;
