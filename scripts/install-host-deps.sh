@@ -14,4 +14,4 @@ $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades \
   mmdebstrap fdisk gdisk dosfstools mtools bc e2fsprogs zstd \
   grub-pc-bin grub-efi-amd64-bin grub2-common \
   openssh-client openssh-server python3 python3-venv tmux ca-certificates curl \
-  docker-registry apache2-utils ansible-core
+  docker-registry apache2-utils ansible-core openssl

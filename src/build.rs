@@ -7,9 +7,7 @@
 
 mod shared_cache;
 
-pub use shared_cache::{
-    CacheOptions, SharedCache, connect as connect_cache, pull_chains, pull_source, push_all,
-};
+pub use shared_cache::{CacheOptions, SharedCache, connect as connect_cache};
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};

@@ -25,6 +25,7 @@ pub mod seed;
 pub mod source;
 pub mod stage;
 pub mod store;
+pub mod trust;
 pub mod units;
 
 pub use cli::Error;

@@ -37,6 +37,8 @@ Synopsis:
       e.g. strata gc --dry-run images/*.toml
   strata diff DEF [--from STAGE|KEY] [--to STAGE|KEY]   packages and files changed between layers
       e.g. strata diff images/demo.toml --from base --to final
+  strata key generate PATH [--algorithm ecdsa-p256|ed25519]   a signing key pair: PATH, PATH.pub
+      e.g. strata key generate ~/.config/strata/cache.key
   strata drift DEF (--host [USER@]HOST[:PORT] | --hosts FILE) [--stage NAME] [--identity FILE]
                    [--known-hosts FILE]      a live server (or a fleet) against the layer it was built from
       e.g. strata drift images/demo.toml --hosts fleet.txt
@@ -85,6 +87,25 @@ pub struct GlobalArgs {
     /// Credentials: STRATA_CACHE_USER and STRATA_CACHE_PASSWORD, else docker/podman logins
     #[arg(long, global = true, env = "STRATA_CACHE", value_name = "URL", value_parser = parse_cache_url)]
     pub cache: Option<CacheUrl>,
+    /// Sign everything pushed to the shared cache with this private key (PKCS#8 PEM, mode 0600;
+    /// `strata key generate PATH` makes one); its public half is trusted too
+    #[arg(long, global = true, env = "STRATA_SIGN_KEY", value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Accept what the shared cache serves when signed by this public key (repeatable;
+    /// STRATA_CACHE_TRUST=FILE[:FILE…])
+    #[arg(
+        long = "trust",
+        global = true,
+        env = "STRATA_CACHE_TRUST",
+        value_name = "FILE",
+        value_delimiter = ':'
+    )]
+    pub trust: Vec<PathBuf>,
+    /// Use what the shared cache serves without checking signatures: only for a registry whose
+    /// push rights are the trust (warned once per run)
+    #[arg(long, global = true, env = "STRATA_CACHE_UNSIGNED",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub cache_unsigned: bool,
 }
 
 /// `--max-restore-size`: a size ("512M", "20G"), more than 0 (to keep none, `--no-warm` saves
@@ -148,6 +169,11 @@ pub enum Command {
     ///
     /// Example: strata --cache oci://registry.example/strata pull images/demo.toml
     Pull(CacheSyncArgs),
+    /// Signing keys for the shared cache.
+    ///
+    /// Example: strata key generate ~/.config/strata/cache.key
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Flatten a stage's layers into a standalone image for a platform.
     ///
     /// Example: strata export images/demo.toml --format qcow2 --target openstack -o out/
@@ -323,6 +349,21 @@ pub struct BuildArgs {
     /// registries only)
     #[arg(long)]
     pub cache_restore: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// A new key pair: PATH (the private key, mode 0600) and PATH.pub (the public key to
+    /// --trust). Neither may exist.
+    ///
+    /// Example: strata key generate ~/.config/strata/cache.key
+    Generate {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The kind of key (ecdsa-p256 is cosign's default)
+        #[arg(long, value_enum, default_value_t = crate::trust::Algorithm::EcdsaP256)]
+        algorithm: crate::trust::Algorithm,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -113,10 +113,12 @@ async fn build_cache(
     if args.offline {
         return Ok(None);
     }
+    let policy = super::cache::policy(global, true, args.push)?;
     let options = CacheOptions {
         required: args.cache_required,
         push: args.push,
         restore: args.cache_restore,
+        policy,
     };
     Ok(crate::build::connect_cache(url, options, events).await?)
 }

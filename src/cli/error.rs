@@ -48,6 +48,8 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
+    Key(#[from] crate::trust::KeyError),
+    #[error(transparent)]
     Fleet(#[from] Box<FleetError>),
     #[error(transparent)]
     Sbom(#[from] SbomError),
@@ -114,10 +116,13 @@ impl Error {
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
-            | Error::Cache(CacheError::BadUrl { .. }) => 2,
+            | Error::Cache(
+                CacheError::BadUrl { .. } | CacheError::Plan(PlanError::UnknownStage { .. }),
+            ) => 2,
             Error::Fleet(error) if error.is_invalid_input() => 2,
             Error::Sbom(error) if error.is_invalid_input() => 2,
             Error::Export(ExportError::Sbom(error)) if error.is_invalid_input() => 2,
+            Error::Key(error) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,

@@ -10,6 +10,7 @@ mod error;
 mod export;
 mod fetch;
 mod gc;
+mod key;
 mod layers;
 mod run;
 mod sbom;
@@ -94,6 +95,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         Command::Layers { definition } => layers::run(&definition, global).await,
         Command::Push(args) => cache::push(&args, global).await,
         Command::Pull(args) => cache::pull(&args, global).await,
+        Command::Key(command) => key::run(&command, global),
         Command::Export(args) => export::run(&args, global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
         Command::Gc { definitions, all, dry_run } => gc::run(&definitions, all, dry_run, global),

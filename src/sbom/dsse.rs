@@ -37,6 +37,16 @@ pub struct Signature {
     pub sig: String,
 }
 
+impl Signer for crate::trust::SigningKey {
+    fn key_id(&self) -> String {
+        self.public_key().id().as_str().to_owned()
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        crate::trust::SigningKey::sign(self, message)
+    }
+}
+
 /// `DSSEv1 LEN(type) type LEN(body) body`, lengths in ASCII decimal, single spaces.
 #[must_use]
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {

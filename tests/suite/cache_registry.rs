@@ -15,6 +15,7 @@ use strata::events::{CacheDirection, Event, Events, Observer, Recorder};
 use strata::layer::{Layer, LayerKey, LayerMetadata, LayerStore, Lookup, sha256_hex};
 use strata::source::{FetchedSource, SourceDigest};
 use strata::store::Store;
+use strata::trust::{Accept, Algorithm, Policy, SigningKey, TrustedKeys};
 
 use crate::common;
 
@@ -132,10 +133,19 @@ fn empty_store(dir: &Path) -> (Store, LayerStore) {
     (store.clone(), LayerStore::new(store))
 }
 
+/// A client that signs with a fresh key and trusts it.
 async fn connect(registry: &Registry, events: &Events) -> Cache {
     Cache::connect(&registry.url(), &Credentials::Anonymous, &CredentialsFrom::Nowhere, events)
         .await
         .unwrap()
+        .with_policy(signing_policy())
+}
+
+fn signing_policy() -> Policy {
+    let key = Arc::new(SigningKey::random(Algorithm::EcdsaP256).unwrap());
+    let mut trusted = TrustedKeys::new();
+    trusted.add(key.public_key().clone());
+    Policy { sign_with: Some(key), accept: Accept::Signed(trusted) }
 }
 
 fn assert_untouched(store: &Store, key: &LayerKey) {
@@ -180,9 +190,9 @@ async fn layers_and_sources_round_trip_byte_identical_and_are_uploaded_once() {
 
     let (store_b, layers_b) = empty_store(&dir.path().join("b"));
     // A layer whose foundation is missing is refused, and nothing enters the store.
-    let early = cache.pull_layer(&layers_b, &base_key, None).await.unwrap_err();
+    let early = cache.pull_layer(&layers_b, &base_key, None, "test").await.unwrap_err();
     assert!(matches!(early, CacheError::ParentMissing { .. }), "{early}");
-    let early = cache.pull_layer(&layers_b, &app_key, Some(&base_key)).await.unwrap_err();
+    let early = cache.pull_layer(&layers_b, &app_key, Some(&base_key), "test").await.unwrap_err();
     assert!(matches!(early, CacheError::ParentMissing { .. }), "{early}");
     assert_untouched(&store_b, &base_key);
 
@@ -190,13 +200,13 @@ async fn layers_and_sources_round_trip_byte_identical_and_are_uploaded_once() {
     assert_eq!(source_b.path.file_name(), a.source.path.file_name());
     assert_same_file(&a.source.path, &source_b.path);
 
-    let base_b = cache.pull_layer(&layers_b, &base_key, None).await.unwrap();
+    let base_b = cache.pull_layer(&layers_b, &base_key, None, "test").await.unwrap();
     // The record must carry the parent the chain expects.
-    let wrong = cache.pull_layer(&layers_b, &app_key, None).await.unwrap_err();
+    let wrong = cache.pull_layer(&layers_b, &app_key, None, "test").await.unwrap_err();
     eprintln!("{wrong}");
     assert!(matches!(wrong, CacheError::Invalid { .. }), "{wrong}");
     assert_untouched(&store_b, &app_key);
-    let app_b = cache.pull_layer(&layers_b, &app_key, Some(&base_key)).await.unwrap();
+    let app_b = cache.pull_layer(&layers_b, &app_key, Some(&base_key), "test").await.unwrap();
     for (ours, theirs) in [(&a.base, &base_b), (&a.app, &app_b)] {
         assert_same_file(&ours.disk(), &theirs.disk());
         assert_eq!(theirs.metadata.disk_sha256, ours.metadata.disk_sha256);
@@ -212,7 +222,7 @@ async fn layers_and_sources_round_trip_byte_identical_and_are_uploaded_once() {
     run(Command::new("qemu-img").args(["check", "-q"]).arg(app_b.disk()));
     run(Command::new("qemu-img").arg("compare").arg(a.app.disk()).arg(app_b.disk()));
     // Pulling what is there is a lookup.
-    let again = cache.pull_layer(&layers_b, &app_key, Some(&base_key)).await.unwrap();
+    let again = cache.pull_layer(&layers_b, &app_key, Some(&base_key), "test").await.unwrap();
     assert_eq!(again.metadata.disk_mtime_ns, app_b.metadata.disk_mtime_ns);
     assert_untouched(&store_b, &key_of("nothing"));
 
@@ -250,7 +260,7 @@ async fn a_tampered_blob_is_refused_and_nothing_enters_the_store() {
     let (store_b, layers_b) = empty_store(&dir.path().join("b"));
     std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap()))
         .unwrap();
-    let error = cache.pull_layer(&layers_b, &key_of("base"), None).await.unwrap_err();
+    let error = cache.pull_layer(&layers_b, &key_of("base"), None, "test").await.unwrap_err();
     eprintln!("{error}");
     assert!(matches!(error, CacheError::DigestMismatch { .. }), "{error}");
     assert!(!error.is_unavailable());
@@ -360,7 +370,11 @@ async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_n
     });
     let events = Events::none().with(killer.clone());
     let anonymous = (Credentials::Anonymous, CredentialsFrom::Nowhere);
-    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &events).await.unwrap();
+    let policy = signing_policy();
+    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &events)
+        .await
+        .unwrap()
+        .with_policy(policy.clone());
     let error = cache.push_layer(&big).await.unwrap_err();
     eprintln!("{error}");
     assert!(error.is_unavailable(), "{error}");
@@ -376,7 +390,10 @@ async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_n
     assert!(down.is_unavailable(), "{down}");
 
     killer.restart();
-    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &Events::none()).await.unwrap();
+    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &Events::none())
+        .await
+        .unwrap()
+        .with_policy(policy.clone());
     assert!(!cache.has_layer(&key).await.unwrap(), "a half push became visible");
     assert!(matches!(cache.push_layer(&big).await.unwrap(), Pushed::Uploaded { .. }));
 
@@ -388,15 +405,21 @@ async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_n
         registry: Mutex::new(registry),
     });
     let events = Events::none().with(killer.clone());
-    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &events).await.unwrap();
-    let error = cache.pull_layer(&layers_b, &key, None).await.unwrap_err();
+    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &events)
+        .await
+        .unwrap()
+        .with_policy(policy.clone());
+    let error = cache.pull_layer(&layers_b, &key, None, "test").await.unwrap_err();
     eprintln!("{error}");
     assert!(error.is_unavailable(), "{error}");
     assert_untouched(&store_b, &key);
 
     killer.restart();
-    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &Events::none()).await.unwrap();
-    let pulled = cache.pull_layer(&layers_b, &key, None).await.unwrap();
+    let cache = Cache::connect(&url, &anonymous.0, &anonymous.1, &Events::none())
+        .await
+        .unwrap()
+        .with_policy(policy.clone());
+    let pulled = cache.pull_layer(&layers_b, &key, None, "test").await.unwrap();
     assert_same_file(&big.disk(), &pulled.disk());
 }
 
@@ -416,7 +439,7 @@ async fn a_restore_point_round_trips_only_when_asked() {
     let (store_b, layers_b) = empty_store(&dir.path().join("b"));
     std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap()))
         .unwrap();
-    cache.pull_layer(&layers_b, &key_of("base"), None).await.unwrap();
+    cache.pull_layer(&layers_b, &key_of("base"), None, "test").await.unwrap();
     // Not pushed yet: nothing to pull, and a layer pull never brings one.
     assert_eq!(cache.pull_restore(&layers_b, &key_of("base")).await.unwrap(), None);
 
@@ -460,7 +483,7 @@ async fn measure_push_and_pull() {
     std::fs::copy(&a.source.path, store_b.sources_dir().join(a.source.path.file_name().unwrap()))
         .unwrap();
     let timed = Instant::now();
-    cache.pull_layer(&layers_b, &key_of("base"), None).await.unwrap();
+    cache.pull_layer(&layers_b, &key_of("base"), None, "test").await.unwrap();
     let pull_layer = timed.elapsed();
     assert_eq!(pulled_source.size, source.size);
     println!(

@@ -33,12 +33,17 @@ fn project(dir: &Path, store: &Path) -> std::path::PathBuf {
 fn strata(store: &Path, cache: Option<(&Registry, &str)>, args: &[&str]) -> Output {
     let mut command = Command::new(common::strata_bin());
     command.arg("--store").arg(store).env_remove("STRATA_CACHE").env_remove("STRATA_CACHE_PUSH");
+    for variable in ["STRATA_SIGN_KEY", "STRATA_CACHE_TRUST", "STRATA_CACHE_UNSIGNED"] {
+        command.env_remove(variable);
+    }
     if let Some((registry, password)) = cache {
         command
             .arg("--cache")
             .arg(format!("oci+http://127.0.0.1:{}/{REPOSITORY}", registry.port))
             .env("STRATA_CACHE_USER", "alice")
-            .env("STRATA_CACHE_PASSWORD", password);
+            .env("STRATA_CACHE_PASSWORD", password)
+            // Signatures are cache_trust's and cli_trust's; these tests are about the registry.
+            .env("STRATA_CACHE_UNSIGNED", "1");
     }
     command.args(args).output().unwrap()
 }

@@ -223,3 +223,93 @@ fn export_writes_the_sbom_and_provenance_naming_the_image_s_digest() {
     let definition = &statement["predicate"]["buildDefinition"]["externalParameters"]["definition"];
     assert_eq!(definition["digest"]["sha256"], sha256_of(&project.definition()).as_str());
 }
+
+/// `openssl genpkey` for a key (0600), its public half with `openssl pkey -pubout`.
+fn openssl_key(dir: &Path, algorithm: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let private = dir.join(format!("{algorithm}.pem"));
+    let public = dir.join(format!("{algorithm}.pub"));
+    let args: &[&str] = match algorithm {
+        "ed25519" => &["genpkey", "-algorithm", "ed25519", "-out"],
+        _ => &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"],
+    };
+    common::project::run("openssl", &[args, &[private.to_str().unwrap()]].concat());
+    common::project::run(
+        "openssl",
+        &["pkey", "-pubout", "-in", private.to_str().unwrap(), "-out", public.to_str().unwrap()],
+    );
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    (private, public)
+}
+
+#[test]
+fn a_signed_provenance_is_a_dsse_envelope_openssl_verifies_over_the_pae() {
+    use base64::Engine as _;
+    let project = project();
+    for algorithm in ["ed25519", "ecdsa-p256"] {
+        let (private, public) = openssl_key(project.dir.path(), algorithm);
+        let out = project.dir.path().join(format!("out-{algorithm}"));
+        strata(&project.store())
+            .arg("--sign-key")
+            .arg(&private)
+            .arg("export")
+            .arg(project.definition())
+            .args(["--format", "raw", "--target", "generic", "-o"])
+            .arg(&out)
+            .assert()
+            .success();
+        let line = std::fs::read_to_string(out.join("tiny-final.intoto.jsonl")).unwrap();
+        assert_eq!(line.lines().count(), 1);
+        let envelope: Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(envelope["payloadType"], "application/vnd.in-toto+json");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let payload = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+        let statement: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            sha256_of(&out.join("tiny-final.raw")).as_str()
+        );
+        // PAE as the DSSE spec writes it, built here, and the signature over it.
+        let mut pae =
+            format!("DSSEv1 28 application/vnd.in-toto+json {} ", payload.len()).into_bytes();
+        pae.extend_from_slice(&payload);
+        std::fs::write(out.join("pae.bin"), &pae).unwrap();
+        let signature = b64.decode(envelope["signatures"][0]["sig"].as_str().unwrap()).unwrap();
+        std::fs::write(out.join("sig.bin"), &signature).unwrap();
+        let verify = |pae_file: &str| {
+            let mut command = std::process::Command::new("openssl");
+            match algorithm {
+                "ed25519" => command
+                    .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+                    .arg(&public)
+                    .arg("-in"),
+                _ => command
+                    .args(["dgst", "-sha256", "-verify"])
+                    .arg(&public)
+                    .arg("-signature")
+                    .arg(out.join("sig.bin")),
+            };
+            command.arg(out.join(pae_file));
+            if algorithm == "ed25519" {
+                command.arg("-sigfile").arg(out.join("sig.bin"));
+            }
+            command.output().unwrap()
+        };
+        let good = verify("pae.bin");
+        assert!(
+            good.status.success(),
+            "{algorithm}: {}{}",
+            String::from_utf8_lossy(&good.stdout),
+            String::from_utf8_lossy(&good.stderr)
+        );
+        // A changed payload does not verify.
+        let mut tampered = pae.clone();
+        let last = tampered.len() - 2;
+        tampered[last] ^= 1;
+        std::fs::write(out.join("tampered.bin"), &tampered).unwrap();
+        assert!(
+            !verify("tampered.bin").status.success(),
+            "{algorithm}: a tampered payload verified"
+        );
+    }
+}

@@ -25,12 +25,21 @@ use common::{assert_success, base_image_dir, named, parse_events, stages_of, std
 
 /// `strata --cache URL --log-format json ARGS` on `runner`'s store; the output, its events and
 /// the seconds it took.
-fn cached_run(runner: &BuiltDemo, cache: &str, args: &[&str]) -> (Output, Vec<Value>, f64) {
+/// Every runner signs with `key` and trusts it (as a fleet sharing one CI key does).
+fn cached_run(
+    runner: &BuiltDemo,
+    cache: &str,
+    key: &std::path::Path,
+    args: &[&str],
+) -> (Output, Vec<Value>, f64) {
     let started = Instant::now();
     let output = runner
         .strata()
         .env_remove("STRATA_CACHE_USER")
         .env_remove("STRATA_CACHE_PASSWORD")
+        .env_remove("STRATA_CACHE_TRUST")
+        .env_remove("STRATA_CACHE_UNSIGNED")
+        .env("STRATA_SIGN_KEY", key)
         .args(["--cache", cache, "--log-format", "json"])
         .args(args)
         .output()
@@ -100,7 +109,11 @@ fn runners_share_layers_through_a_registry() {
     let registry_dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(registry_dir.path(), None);
     let cache = registry.url().to_string();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("fleet.key");
     let a = built_demo();
+    let generated = a.strata().arg("key").arg("generate").arg(&key).output().unwrap();
+    assert_success(&generated, "strata key generate");
     let b = built_demo();
     std::fs::remove_dir_all(b.store()).unwrap();
     cut_off_source(&b);
@@ -111,6 +124,7 @@ fn runners_share_layers_through_a_registry() {
     let (output, events, took) = cached_run(
         &a,
         &cache,
+        &key,
         &["build", definition_a.to_str().unwrap(), "--push", "--cache-restore"],
     );
     assert_success(&output, "runner A: build --push --cache-restore");
@@ -123,7 +137,8 @@ fn runners_share_layers_through_a_registry() {
     eprintln!("MEASURE runner A pushes source, 3 layers, restore points: {took:.1}s {pushed:?}");
 
     // Runner B: an empty store and no way to the source but the registry. Nothing boots.
-    let (output, events, took) = cached_run(&b, &cache, &["build", definition_b.to_str().unwrap()]);
+    let (output, events, took) =
+        cached_run(&b, &cache, &key, &["build", definition_b.to_str().unwrap()]);
     assert_success(&output, "runner B: build from the shared cache");
     assert!(named(&events, "qemu_started").is_empty(), "runner B started a guest");
     assert!(named(&events, "layer_committed").is_empty(), "{}", stderr(&output));
@@ -139,6 +154,7 @@ fn runners_share_layers_through_a_registry() {
     let (output, events, took) = cached_run(
         &b,
         &cache,
+        &key,
         &["build", definition_b.to_str().unwrap(), "--push", "--cache-restore"],
     );
     assert_success(&output, "runner B: build --push --cache-restore after an app change");
@@ -165,7 +181,8 @@ fn runners_share_layers_through_a_registry() {
     eprintln!("MEASURE app change pushes {bytes} bytes for a {final_bytes}-byte final layer");
 
     // A gets B's new final layer without a guest.
-    let (output, events, took) = cached_run(&a, &cache, &["build", definition_a.to_str().unwrap()]);
+    let (output, events, took) =
+        cached_run(&a, &cache, &key, &["build", definition_a.to_str().unwrap()]);
     assert_success(&output, "runner A: build after B pushed the app change");
     assert!(named(&events, "qemu_started").is_empty(), "runner A started a guest");
     let pulled = moved(&events, "pull");

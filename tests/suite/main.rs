@@ -9,13 +9,17 @@
 mod common;
 mod fetch_support;
 
+mod cache_fuzz;
+mod cache_redirect;
 mod cache_registry;
+mod cache_trust;
 mod cli_cache;
 mod cli_drift;
 mod cli_export;
 mod cli_help;
 mod cli_sbom;
 mod cli_store;
+mod cli_trust;
 mod cli_validate;
 mod communicator_qga;
 mod communicator_ssh;
@@ -31,4 +35,5 @@ mod guest_export;
 mod guest_faults;
 mod guest_sbom;
 mod guest_screen;
+mod guest_trust;
 mod qemu_process;
