@@ -24,7 +24,10 @@ pub use artifact::{
 };
 pub use auth::{Credentials, CredentialsFrom, PASSWORD_ENV, USER_ENV, discover_with};
 pub use client::{Cache, Pushed, parse_config, parse_manifest};
-pub use sync::{pull_chains, pull_definition, pull_source, push_all, push_definition};
+pub use sync::{
+    SBOM_SUFFIX, pull_chains, pull_definition, pull_layer_sbom, pull_source, push_all,
+    push_definition,
+};
 pub use url::CacheUrl;
 
 use crate::layer::LayerError;

@@ -12,6 +12,29 @@ use crate::layer::{LayerKey, LayerStore, Lookup, PlanOptions, PlannedStage, Stat
 use crate::source::FetchedSource;
 use crate::store::Store;
 
+/// The cosign attachment suffix of a layer's SBOM (SPDX JSON).
+pub const SBOM_SUFFIX: &str = "sbom";
+
+/// The SBOM attached to the layer `key` in the registry, verified before it is returned: signed
+/// by a trusted key over its exact manifest, attached to this layer's manifest (both checked by
+/// [`Cache::pull_attachment`]), and an SPDX document of this very layer. `Ok(None)` when the
+/// registry has none.
+pub async fn pull_layer_sbom(cache: &Cache, key: &LayerKey) -> Result<Option<Vec<u8>>, CacheError> {
+    const LIMIT: u64 = 64 << 20;
+    let tag = super::artifact::layer_tag(key);
+    let Some(bytes) = cache.pull_attachment(&tag, SBOM_SUFFIX, LIMIT).await? else {
+        return Ok(None);
+    };
+    if !crate::sbom::describes_layer(&bytes, key.as_str()) {
+        return Err(CacheError::Invalid {
+            registry: cache.url().to_string(),
+            what: format!("the SBOM of layer {}", key.short()),
+            reason: "it is not an SPDX document of this layer".to_owned(),
+        });
+    }
+    Ok(Some(bytes))
+}
+
 /// `strata push`: the source and the layers of `stage` (default the last) and below that the
 /// registry lacks, bottom-up, with their restore points when `restore`; the bytes uploaded.
 pub async fn push_definition(
@@ -173,7 +196,19 @@ pub async fn push_all(
     let mut bytes = uploaded(cache.push_source(source).await?);
     for key in keys {
         let Lookup::Hit(layer) = layers.lookup(key, false)? else { continue };
-        bytes = bytes.saturating_add(uploaded(cache.push_layer(&layer).await?));
+        let pushed = cache.push_layer(&layer).await?;
+        if matches!(pushed, Pushed::Uploaded { .. })
+            && let Some(sbom) = crate::sbom::layer_document(&layer.metadata, source)
+        {
+            // What is inside, attached to the layer (`sha256-<hex>.sbom`) and signed like it.
+            let tag = super::artifact::layer_tag(key);
+            bytes = bytes.saturating_add(uploaded(
+                cache
+                    .push_attachment(&tag, SBOM_SUFFIX, crate::sbom::SPDX_MEDIA_TYPE, sbom)
+                    .await?,
+            ));
+        }
+        bytes = bytes.saturating_add(uploaded(pushed));
         if restore && layer.restore_point().is_some() {
             bytes = bytes.saturating_add(uploaded(cache.push_restore(&layer).await?));
         }

@@ -241,6 +241,46 @@ pub fn sbom(
     Ok((contents, bytes))
 }
 
+/// The media type of an SPDX JSON document (the SBOM attached to a layer in the cache).
+pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
+
+/// One layer's SPDX document from its record alone, for the shared cache (where the definition,
+/// and so the source's URL, is not known): the source named by its store file and sha256.
+/// `None` if it cannot be encoded.
+#[must_use]
+pub fn layer_document(
+    record: &crate::layer::LayerMetadata,
+    source: &crate::source::FetchedSource,
+) -> Option<Vec<u8>> {
+    let file_name = crate::layer::source_file_name(source);
+    let contents = Contents {
+        image: record.image.clone(),
+        stage: record.stage.clone(),
+        layer_key: record.key.clone(),
+        layers: vec![(record.stage.clone(), record.key.clone())],
+        sealed: record.created,
+        source: SourceImage {
+            url: file_name.clone(),
+            file_name,
+            sha256: source.digest.hex().to_owned(),
+        },
+        os_id: record.os_id.clone(),
+        os_version: record.os_version.clone(),
+        packages: record.packages.clone(),
+    };
+    render(&contents, Format::SpdxJson).ok()
+}
+
+/// Whether `bytes` is an SPDX 2.3 JSON document of the layer `key` (its namespace ends in it).
+#[must_use]
+pub fn describes_layer(bytes: &[u8], key: &str) -> bool {
+    let Ok(document) = serde_json::from_slice::<serde_json::Value>(bytes) else { return false };
+    document["spdxVersion"] == "SPDX-2.3"
+        && document["documentNamespace"]
+            .as_str()
+            .is_some_and(|namespace| namespace.ends_with(&format!("/{key}")))
+}
+
 /// A name made of what an SPDX identifier or a CycloneDX `bom-ref` allows: letters, digits,
 /// `.` and `-`; anything else becomes `-`.
 fn id_safe(text: &str) -> String {

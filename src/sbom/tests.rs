@@ -40,7 +40,7 @@ pub(crate) fn contents(packages: Vec<Package>) -> Contents {
 
 fn sample() -> Contents {
     contents(vec![
-        package("bash", "5.2.15-2+b2", Some("bash"), &["GPL-3+", "BSD-4-clause-UC"]),
+        package("bash", "5.2.15-2+b2", Some("bash"), &["GPL-3+", "BSD-4-clause-UC", "permissive"]),
         package("libssl3", "3.0.15-1~deb12u1", Some("openssl"), &["Apache-2.0"]),
         package("libstdc++6", "12.2.0-14", None, &[]),
     ])
@@ -75,8 +75,11 @@ fn spdx_names_every_package_its_purl_source_and_license() {
     let cxx = packages.iter().find(|p| p["name"] == "libstdc++6").cloned().unwrap_or_default();
     assert_eq!(cxx["licenseDeclared"], "NOASSERTION");
     let bash = packages.iter().find(|p| p["name"] == "bash").cloned().unwrap_or_default();
-    assert_eq!(bash["licenseDeclared"], "GPL-3.0-or-later AND LicenseRef-BSD-4-clause-UC");
-    assert_eq!(doc["hasExtractedLicensingInfos"][0]["licenseId"], "LicenseRef-BSD-4-clause-UC");
+    assert_eq!(
+        bash["licenseDeclared"],
+        "GPL-3.0-or-later AND BSD-4-Clause-UC AND LicenseRef-permissive"
+    );
+    assert_eq!(doc["hasExtractedLicensingInfos"][0]["licenseId"], "LicenseRef-permissive");
     let relationships = doc["relationships"].as_array().cloned().unwrap_or_default();
     assert_eq!(relationships.len(), 5, "describes, contains the OS, contains each package");
     assert_eq!(relationships[0]["relationshipType"], "DESCRIBES");

@@ -105,7 +105,7 @@ fn an_export_reports_json_events_and_refuses_to_overwrite_without_force() {
         .filter(|event| event["event"] == "export_artifact")
         .map(|event| event["format"].as_str().unwrap())
         .collect();
-    assert_eq!(exported, ["qcow2", "openstack", "manifest"]);
+    assert_eq!(exported, ["qcow2", "openstack", "spdx-json", "provenance", "manifest"]);
     let image = out.join("tiny-final.qcow2");
     assert_eq!(
         events.iter().find(|e| e["event"] == "export_artifact").unwrap()["sha256"],

@@ -313,3 +313,64 @@ fn a_signed_provenance_is_a_dsse_envelope_openssl_verifies_over_the_pae() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_attaches_each_layer_s_signed_sbom_and_a_pull_verifies_it() {
+    use strata::cache::{Cache, Credentials, CredentialsFrom};
+    use strata::events::Events;
+    use strata::trust::{Accept, Policy, PublicKey, SigningKey, TrustedKeys};
+    let project = project();
+    let registry = common::registry::Registry::start(project.dir.path(), None);
+    let (private, public) = openssl_key(project.dir.path(), "ed25519");
+    strata(&project.store())
+        .arg("--cache")
+        .arg(registry.url().to_string())
+        .arg("--sign-key")
+        .arg(&private)
+        .arg("push")
+        .arg(project.definition())
+        .assert()
+        .success();
+    let definition = strata::definition::load(&project.definition()).unwrap();
+    let layers =
+        strata::layer::LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
+    let built = strata::layer::built_stage(&definition, &layers, None).unwrap();
+    let connect = |trusted: PublicKey| async {
+        let mut keys = TrustedKeys::new();
+        keys.add(trusted);
+        let policy = Policy { sign_with: None, accept: Accept::Signed(keys) };
+        Cache::connect(
+            &registry.url(),
+            &Credentials::Anonymous,
+            &CredentialsFrom::Nowhere,
+            &Events::none(),
+        )
+        .await
+        .unwrap()
+        .with_policy(policy)
+    };
+    let cache = connect(PublicKey::load(&public).unwrap()).await;
+    for (stage, layer) in &built.chain {
+        let key = strata::layer::LayerKey::parse(&layer.metadata.key).unwrap();
+        let sbom =
+            strata::cache::pull_layer_sbom(&cache, &key).await.unwrap().expect("an attached SBOM");
+        let file = project.dir.path().join(format!("pulled-{stage}.spdx.json"));
+        std::fs::write(&file, &sbom).unwrap();
+        assert_valid_spdx(&file);
+        let document: Value = serde_json::from_slice(&sbom).unwrap();
+        let names: Vec<&str> = document["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(names.contains(&"libstdc++6"), stage == "base", "{stage}: {names:?}");
+        assert!(names.contains(&"libssl3"));
+    }
+    // Signed by a key this runner does not trust: refused, not used.
+    let other = SigningKey::random(strata::trust::Algorithm::Ed25519).unwrap();
+    let untrusting = connect(other.public_key().clone()).await;
+    let key = strata::layer::LayerKey::parse(&built.layer.metadata.key).unwrap();
+    let refused = strata::cache::pull_layer_sbom(&untrusting, &key).await;
+    assert!(matches!(refused, Err(strata::cache::CacheError::Refused { .. })), "{refused:?}");
+}
