@@ -97,6 +97,6 @@ fn find(
         }
         objects.push(object);
     }
-    crate::report::holdings(global.log_format, &rows, &objects);
+    crate::report::findings(global.log_format, &rows, &objects);
     Ok(())
 }

@@ -217,18 +217,16 @@ pub fn table<const N: usize>(format: LogFormat, rows: &[[String; N]], json: &ser
     }
 }
 
-/// Findings (`strata diff`): a table on a terminal, or one JSON object per line per finding;
-/// a line saying there are none when `objects` is empty.
+/// Findings (`strata diff`; `strata sbom --package`, one row per stage): a table on a
+/// terminal, or one JSON object per line per finding; a line saying there are none when
+/// `objects` is empty.
 pub fn findings<const N: usize>(
     format: LogFormat,
     rows: &[[String; N]],
     objects: &[serde_json::Value],
 ) {
     if format == LogFormat::Json {
-        let mut out = std::io::stdout().lock();
-        for object in objects {
-            let _ = writeln!(out, "{object}");
-        }
+        json_lines(objects);
         return;
     }
     if objects.is_empty() {
@@ -243,21 +241,12 @@ pub fn document(bytes: &[u8]) {
     let _ = std::io::stdout().lock().write_all(bytes);
 }
 
-/// Which stages hold a package (`strata sbom --package`): a table for people, or one JSON
-/// object per line per stage.
-pub fn holdings<const N: usize>(
-    format: LogFormat,
-    rows: &[[String; N]],
-    objects: &[serde_json::Value],
-) {
-    if format == LogFormat::Json {
-        let mut out = std::io::stdout().lock();
-        for object in objects {
-            let _ = writeln!(out, "{object}");
-        }
-        return;
+/// One JSON object per line on stdout.
+fn json_lines(objects: &[serde_json::Value]) {
+    let mut out = std::io::stdout().lock();
+    for object in objects {
+        let _ = writeln!(out, "{object}");
     }
-    table(format, rows, &serde_json::Value::Null);
 }
 
 #[cfg(test)]

@@ -182,8 +182,7 @@ fn guest_sbom_of_the_demo_lists_the_base_image_s_packages_and_validates() {
     }
     assert!(licenses_checked >= 10, "machine-readable copyright files checked: {licenses_checked}");
     eprintln!(
-        "{} packages: versions and sources match the .debs, {licenses_checked} packages' licenses",
-        sources_checked
+        "{sources_checked} packages: versions and sources match the .debs, {licenses_checked} packages' licenses"
     );
 
     // The root is the source image.
