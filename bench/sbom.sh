@@ -31,7 +31,7 @@ for stage in base app-base final; do
     done
     sorted=$(printf '%s\n' "${times[@]}" | sort -n)
     median=$(echo "$sorted" | sed -n "$(((runs + 1) / 2))p")
-    packages=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d.get("packages", d.get("components", []))))' "$work/sbom.json")
+    packages=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(1 for p in d.get("packages", []) if p["SPDXID"].startswith("SPDXRef-Package-")) + sum(1 for c in d.get("components", []) if c["type"] == "library"))' "$work/sbom.json")
     printf '%-10s %-15s %8.3f %8.3f %8.3f %9d %9d\n' "$stage" "$format" "$median" \
       "$(echo "$sorted" | head -1)" "$(echo "$sorted" | tail -1)" "$(stat -c %s "$work/sbom.json")" "$packages"
   done
