@@ -83,11 +83,9 @@ fn fresh_store(dir: &Path, source_from: &Path) -> LayerStore {
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(9);
-    let payload = Payload::new(
-        "127.0.0.1:5000/strata/cache",
-        &format!("sha256:{}", sha256_hex(b"manifest")),
-    )
-    .to_bytes();
+    let payload =
+        Payload::new("127.0.0.1:5000/strata/cache", &format!("sha256:{}", sha256_hex(b"manifest")))
+            .to_bytes();
     println!("cryptography, one payload of {} bytes (median of 200):", payload.len());
     for algorithm in [Algorithm::EcdsaP256, Algorithm::Ed25519] {
         let key = SigningKey::random(algorithm).unwrap();
@@ -101,11 +99,7 @@ async fn main() {
             key.public_key().verify(&payload, &signature).unwrap();
             verify.push(started.elapsed());
         }
-        println!(
-            "  {algorithm:<11} sign {:.3} ms  verify {:.3} ms",
-            median(sign),
-            median(verify)
-        );
+        println!("  {algorithm:<11} sign {:.3} ms  verify {:.3} ms", median(sign), median(verify));
     }
 
     let Some(url) = std::env::args().nth(1) else {
@@ -133,9 +127,7 @@ async fn main() {
             let started = Instant::now();
             cache.push_layer(&layer).await.unwrap();
             samples.push(started.elapsed());
-            for (verified, samples) in
-                [(true, &mut pull_verified), (false, &mut pull_unverified)]
-            {
+            for (verified, samples) in [(true, &mut pull_verified), (false, &mut pull_unverified)] {
                 if verified && !signed {
                     continue;
                 }
@@ -145,8 +137,7 @@ async fn main() {
                 let into = dir.path().join(format!("{name}-{verified}"));
                 let layers = fresh_store(&into, &source);
                 let cache =
-                    client(&url, if verified { verifying.clone() } else { unsigned.clone() })
-                        .await;
+                    client(&url, if verified { verifying.clone() } else { unsigned.clone() }).await;
                 let key = LayerKey::parse(&layer.metadata.key).unwrap();
                 let started = Instant::now();
                 cache.pull_layer(&layers, &key, None, &name).await.unwrap();

@@ -226,7 +226,8 @@ impl Cache {
             return Err(CacheError::ParentMissing { what, parent: parent.to_string() });
         }
         let tag = artifact::layer_tag(key);
-        let claimed = Item { kind: "layer", stage: Some(stage), key: key.as_str(), what: what.clone() };
+        let claimed =
+            Item { kind: "layer", stage: Some(stage), key: key.as_str(), what: what.clone() };
         let (record, disk): (LayerMetadata, _) =
             self.pull_head(&tag, &artifact::LAYER, &claimed).await?;
         self.check_record(&record, key, expected_parent, &what)?;
@@ -646,9 +647,11 @@ impl Cache {
         let reference = self.docker_reference();
         let signed = Signed::sign(key, &reference, digest);
         let existing = self.signatures(digest, what).await?;
-        if existing.signed.iter().any(|other| {
-            other.payload == signed.payload && other.signature == signed.signature
-        }) {
+        if existing
+            .signed
+            .iter()
+            .any(|other| other.payload == signed.payload && other.signature == signed.signature)
+        {
             return Ok(());
         }
         let tag = trust::signature_tag(digest);

@@ -113,7 +113,12 @@ pub async fn pull_chains(
         }
         for below in chain {
             let below = &plan[below];
-            let pull = cache.pull_layer(layers, &below.key, below.parent.as_ref(), below.stage.name.as_str());
+            let pull = cache.pull_layer(
+                layers,
+                &below.key,
+                below.parent.as_ref(),
+                below.stage.name.as_str(),
+            );
             match pull.await {
                 Ok(_) => {
                     pulled.insert(below.key.clone());

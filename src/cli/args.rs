@@ -88,8 +88,13 @@ pub struct GlobalArgs {
     pub sign_key: Option<PathBuf>,
     /// Accept what the shared cache serves when signed by this public key (repeatable;
     /// STRATA_CACHE_TRUST=FILE[:FILE…])
-    #[arg(long = "trust", global = true, env = "STRATA_CACHE_TRUST", value_name = "FILE",
-          value_delimiter = ':')]
+    #[arg(
+        long = "trust",
+        global = true,
+        env = "STRATA_CACHE_TRUST",
+        value_name = "FILE",
+        value_delimiter = ':'
+    )]
     pub trust: Vec<PathBuf>,
     /// Use what the shared cache serves without checking signatures: only for a registry whose
     /// push rights are the trust (warned once per run)

@@ -4,9 +4,9 @@
 
 use super::{CacheSyncArgs, Error, GlobalArgs};
 use crate::cache::{Cache, CacheUrl, Credentials};
-use crate::trust::Policy;
 use crate::events::Events;
 use crate::layer::LayerStore;
+use crate::trust::Policy;
 use crate::units::ByteSize;
 
 /// The client for `--cache`, which these commands require, signing and verifying as `policy`
@@ -49,7 +49,8 @@ pub async fn push(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error
     let events = global.events();
     let cache = connect(global, policy, &events).await?;
     let stage = args.stage.as_deref();
-    let work = crate::cache::push_definition(&cache, &definition, &layers, stage, args.cache_restore);
+    let work =
+        crate::cache::push_definition(&cache, &definition, &layers, stage, args.cache_restore);
     let bytes = super::interruptible(async { Ok(work.await?) }).await?;
     crate::report::note(
         global.log_format,

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -204,13 +204,13 @@ impl SigningKey {
             getrandom::fill(bytes.as_mut())
                 .map_err(|error| KeyError::Random { reason: error.to_string() })?;
             let secret = match algorithm {
-                Algorithm::EcdsaP256 => {
-                    match p256::ecdsa::SigningKey::from_slice(bytes.as_ref()) {
-                        Ok(key) => Secret::P256(key),
-                        Err(_) => continue,
-                    }
+                Algorithm::EcdsaP256 => match p256::ecdsa::SigningKey::from_slice(bytes.as_ref()) {
+                    Ok(key) => Secret::P256(key),
+                    Err(_) => continue,
+                },
+                Algorithm::Ed25519 => {
+                    Secret::Ed25519(ed25519_dalek::SigningKey::from_bytes(&bytes))
                 }
-                Algorithm::Ed25519 => Secret::Ed25519(ed25519_dalek::SigningKey::from_bytes(&bytes)),
             };
             return Ok(Self::from_secret(secret));
         }
@@ -317,7 +317,8 @@ impl PublicKey {
     /// The key as SPKI PEM, as `openssl pkey -pubout` writes it.
     pub fn to_pem(&self) -> String {
         // Re-encoding the DER we hold as a PEM document.
-        let body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &self.spki_der);
+        let body =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &self.spki_der);
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         for line in body.as_bytes().chunks(64) {
             pem.push_str(&String::from_utf8_lossy(line));

@@ -265,7 +265,10 @@ mod tests {
             let key = SigningKey::random(algorithm).unwrap();
             let signed = Signed::sign(&key, "r/x", DIGEST);
             let keys = trusted(&[&key]);
-            assert_eq!(verify(&[signed.clone()], DIGEST, &keys).unwrap().id(), key.public_key().id());
+            assert_eq!(
+                verify(&[signed.clone()], DIGEST, &keys).unwrap().id(),
+                key.public_key().id()
+            );
             // without the hint too (cosign's own signatures carry none)
             let bare = Signed { signer: None, ..signed };
             assert!(verify(&[bare], DIGEST, &keys).is_ok());

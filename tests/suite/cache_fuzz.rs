@@ -100,12 +100,14 @@ fn apply(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 
 #[test]
 fn registry_json_never_panics_the_parsers() {
-    let cases = std::env::var("STRATA_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let cases =
+        std::env::var("STRATA_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let key = SigningKey::random(Algorithm::EcdsaP256).unwrap();
     let mut trusted = TrustedKeys::new();
     trusted.add(key.public_key().clone());
     let seeds = seeds();
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let mut runner =
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
     let strategy = (0..seeds.len(), proptest::collection::vec(mutation(), 1..6));
     runner
         .run(&strategy, |(seed, mutations)| {
@@ -124,7 +126,8 @@ fn registry_json_never_panics_the_parsers() {
                 let parsed: strata::trust::Payload = serde_json::from_slice(&bytes).unwrap();
                 prop_assert_eq!(parsed.critical.image.docker_manifest_digest, DIGEST);
             }
-            let unsigned = Signed { payload: bytes, signature: "AAAA".to_owned(), signer: Some("x".into()) };
+            let unsigned =
+                Signed { payload: bytes, signature: "AAAA".to_owned(), signer: Some("x".into()) };
             prop_assert!(strata::trust::verify(&[unsigned], DIGEST, &trusted).is_err());
             Ok(())
         })

@@ -64,7 +64,8 @@ async fn credentials_stay_with_the_registry_on_a_cross_host_redirect() {
             body.len()
         )
     });
-    let url = CacheUrl::parse(&format!("oci+http://127.0.0.1:{registry_port}/strata/cache")).unwrap();
+    let url =
+        CacheUrl::parse(&format!("oci+http://127.0.0.1:{registry_port}/strata/cache")).unwrap();
     let credentials =
         Credentials::Basic { user: "runner".to_owned(), password: "s3cret-pass".to_owned() };
     let connected =

@@ -128,8 +128,13 @@ fn openssl_key(dir: &Path, algorithm: Algorithm) -> (PathBuf, PathBuf) {
         Algorithm::Ed25519 => generate.args(["-algorithm", "ed25519"]),
     };
     run(generate.arg("-out").arg(&private));
-    run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public));
-    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public));
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
     (private, public)
 }
 
@@ -160,8 +165,7 @@ async fn a_signed_push_is_cosigns_format_and_openssl_verifies_every_signature() 
             let ours = layers_json
                 .iter()
                 .find(|layer| {
-                    layer["annotations"]["dev.strata.signer"]
-                        == key.public_key().id().as_str()
+                    layer["annotations"]["dev.strata.signer"] == key.public_key().id().as_str()
                 })
                 .expect("our signature among the .sig image's layers");
             assert_eq!(ours["mediaType"], "application/vnd.dev.cosign.simplesigning.v1+json");
@@ -174,9 +178,7 @@ async fn a_signed_push_is_cosigns_format_and_openssl_verifies_every_signature() 
                 format!("127.0.0.1:{}/{REPOSITORY}", registry.port)
             );
             let signature = base64::engine::general_purpose::STANDARD
-                .decode(
-                    ours["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap(),
-                )
+                .decode(ours["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap())
                 .unwrap();
             let payload_file = dir.path().join("payload");
             let signature_file = dir.path().join("signature");
@@ -265,12 +267,9 @@ async fn every_attackers_move_is_refused_and_nothing_enters_the_store() {
         strata::layer::Lookup::Hit(layer) => *layer,
         _ => panic!("no {stage}"),
     };
-    let unsigned_pusher = client(
-        &registry,
-        Policy { sign_with: None, accept: Accept::Unsigned },
-        &Events::none(),
-    )
-    .await;
+    let unsigned_pusher =
+        client(&registry, Policy { sign_with: None, accept: Accept::Unsigned }, &Events::none())
+            .await;
     unsigned_pusher.push_layer(&push(&evil, "unsigned")).await.unwrap();
     let their_pusher = client(&registry, policy(Some(&theirs), &[]), &Events::none()).await;
     their_pusher.push_layer(&push(&evil, "untrusted")).await.unwrap();

@@ -54,7 +54,8 @@ fn key_generate_writes_a_pair_openssl_reads_and_never_overwrites() {
         let text = String::from_utf8_lossy(&private.stdout);
         let expected = if algorithm == "ed25519" { "ED25519" } else { "NIST CURVE: P-256" };
         assert!(text.to_uppercase().contains(expected), "{text}");
-        let derived = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().unwrap();
+        let derived =
+            Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().unwrap();
         assert_eq!(
             String::from_utf8_lossy(&derived.stdout),
             std::fs::read_to_string(&public).unwrap(),
@@ -94,7 +95,14 @@ fn pushing_without_a_signing_key_and_unusable_keys_are_invalid_input() {
     let dir = tempfile::tempdir().unwrap();
     let cache = os("oci+http://127.0.0.1:1/strata");
     let store = dir.path().join("store");
-    let push = strata(&[os("--store"), store.as_os_str(), os("--cache"), cache, os("push"), os("images/demo.toml")]);
+    let push = strata(&[
+        os("--store"),
+        store.as_os_str(),
+        os("--cache"),
+        cache,
+        os("push"),
+        os("images/demo.toml"),
+    ]);
     assert_eq!(push.status.code(), Some(2), "{}", common::stderr(&push));
     assert!(common::stderr(&push).contains("--sign-key"), "{}", common::stderr(&push));
 
@@ -102,8 +110,14 @@ fn pushing_without_a_signing_key_and_unusable_keys_are_invalid_input() {
     common::assert_success(&generate(&key, "ecdsa-p256"), "strata key generate");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let readable = strata(&[
-        os("--store"), store.as_os_str(), os("--cache"), cache, os("--sign-key"), key.as_os_str(),
-        os("push"), os("images/demo.toml"),
+        os("--store"),
+        store.as_os_str(),
+        os("--cache"),
+        cache,
+        os("--sign-key"),
+        key.as_os_str(),
+        os("push"),
+        os("images/demo.toml"),
     ]);
     assert_eq!(readable.status.code(), Some(2), "{}", common::stderr(&readable));
     let text = common::stderr(&readable);
@@ -112,8 +126,14 @@ fn pushing_without_a_signing_key_and_unusable_keys_are_invalid_input() {
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let swapped = strata(&[
-        os("--store"), store.as_os_str(), os("--cache"), cache, os("--trust"), key.as_os_str(),
-        os("pull"), os("images/demo.toml"),
+        os("--store"),
+        store.as_os_str(),
+        os("--cache"),
+        cache,
+        os("--trust"),
+        key.as_os_str(),
+        os("pull"),
+        os("images/demo.toml"),
     ]);
     assert_eq!(swapped.status.code(), Some(2), "{}", common::stderr(&swapped));
     let text = common::stderr(&swapped);

@@ -121,7 +121,10 @@ fn runners_share_layers_through_a_registry() {
     let definition_b = b.definition();
 
     // Runner A pushes what it built: the source, the three layers and their restore points.
-    let (output, events, took) = cached_run(&a, &cache, &key,
+    let (output, events, took) = cached_run(
+        &a,
+        &cache,
+        &key,
         &["build", definition_a.to_str().unwrap(), "--push", "--cache-restore"],
     );
     assert_success(&output, "runner A: build --push --cache-restore");
@@ -134,7 +137,8 @@ fn runners_share_layers_through_a_registry() {
     eprintln!("MEASURE runner A pushes source, 3 layers, restore points: {took:.1}s {pushed:?}");
 
     // Runner B: an empty store and no way to the source but the registry. Nothing boots.
-    let (output, events, took) = cached_run(&b, &cache, &key, &["build", definition_b.to_str().unwrap()]);
+    let (output, events, took) =
+        cached_run(&b, &cache, &key, &["build", definition_b.to_str().unwrap()]);
     assert_success(&output, "runner B: build from the shared cache");
     assert!(named(&events, "qemu_started").is_empty(), "runner B started a guest");
     assert!(named(&events, "layer_committed").is_empty(), "{}", stderr(&output));
@@ -147,7 +151,10 @@ fn runners_share_layers_through_a_registry() {
     // restore point, resumes it instead of booting, and pushes only the final layer.
     change_the_app(&a);
     change_the_app(&b);
-    let (output, events, took) = cached_run(&b, &cache, &key,
+    let (output, events, took) = cached_run(
+        &b,
+        &cache,
+        &key,
         &["build", definition_b.to_str().unwrap(), "--push", "--cache-restore"],
     );
     assert_success(&output, "runner B: build --push --cache-restore after an app change");
@@ -174,7 +181,8 @@ fn runners_share_layers_through_a_registry() {
     eprintln!("MEASURE app change pushes {bytes} bytes for a {final_bytes}-byte final layer");
 
     // A gets B's new final layer without a guest.
-    let (output, events, took) = cached_run(&a, &cache, &key, &["build", definition_a.to_str().unwrap()]);
+    let (output, events, took) =
+        cached_run(&a, &cache, &key, &["build", definition_a.to_str().unwrap()]);
     assert_success(&output, "runner A: build after B pushed the app change");
     assert!(named(&events, "qemu_started").is_empty(), "runner A started a guest");
     let pulled = moved(&events, "pull");

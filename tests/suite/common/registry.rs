@@ -102,7 +102,11 @@ impl Registry {
             .args(args)
             .output()
             .expect("curl runs (Debian package curl)");
-        assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let mut body = output.stdout;
         let split = body.iter().rposition(|byte| *byte == b'\n').unwrap();
         let status = String::from_utf8_lossy(&body[split + 1..]).trim().parse().unwrap();
@@ -133,7 +137,13 @@ impl Registry {
         let url = self.api(REPOSITORY, &format!("manifests/{tag}"));
         let data = format!("@{}", file.path().display());
         let (body, status) = Self::curl(&[
-            "-X", "PUT", "-H", &format!("Content-Type: {OCI_MANIFEST}"), "--data-binary", &data, &url,
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {OCI_MANIFEST}"),
+            "--data-binary",
+            &data,
+            &url,
         ]);
         assert_eq!(status, 201, "PUT {url}: {}", String::from_utf8_lossy(&body));
     }
@@ -154,7 +164,8 @@ impl Registry {
     /// Copies `tag` of `from` (another repository of this registry) over the same tag of the
     /// cache's repository: its blobs mounted across, then its manifest as it is.
     pub fn copy_tag(&self, from: &str, tag: &str) {
-        let (bytes, _) = self.manifest_in(from, tag).unwrap_or_else(|| panic!("{from} has no {tag}"));
+        let (bytes, _) =
+            self.manifest_in(from, tag).unwrap_or_else(|| panic!("{from} has no {tag}"));
         let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let mut digests = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
         for layer in manifest["layers"].as_array().unwrap() {
