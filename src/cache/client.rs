@@ -609,10 +609,12 @@ impl Cache {
     async fn signatures(&self, digest: &str, what: &str) -> Result<Signatures, CacheError> {
         let tag = trust::signature_tag(digest);
         let what = format!("the signatures of {what}");
-        if !self.has_tag(tag.clone(), &format!("looking up {what}")).await? {
-            return Ok(Signatures::default());
-        }
-        let (manifest, _) = self.manifest(&tag, &what).await?;
+        // One GET (a missing tag is a 404), not a HEAD first: this is on every pull's path.
+        let manifest = match self.manifest(&tag, &what).await {
+            Ok((manifest, _)) => manifest,
+            Err(CacheError::NotFound { .. }) => return Ok(Signatures::default()),
+            Err(error) => return Err(error),
+        };
         let mut found = Signatures::default();
         for layer in manifest.layers.iter().take(MAX_SIGNATURES) {
             if layer.media_type != trust::PAYLOAD_MEDIA_TYPE {
@@ -658,12 +660,11 @@ impl Cache {
         let doing = format!("signing {what}");
         let oci = self.reference(tag.clone());
         let payload_digest = format!("sha256:{}", hex::encode(Sha256::digest(&signed.payload)));
-        if !self.blob_exists(&oci, &payload_digest, &doing).await? {
-            self.client
-                .push_blob(&oci, signed.payload.clone(), &payload_digest)
-                .await
-                .map_err(|error| self.classify(&doing, error))?;
-        }
+        // Small blobs go up without asking first: one upload costs what the question would.
+        self.client
+            .push_blob(&oci, signed.payload.clone(), &payload_digest)
+            .await
+            .map_err(|error| self.classify(&doing, error))?;
         let mut layers = existing.layers;
         layers.push(OciDescriptor {
             media_type: trust::PAYLOAD_MEDIA_TYPE.to_owned(),
@@ -675,12 +676,10 @@ impl Cache {
         });
         let config = signature_config(&layers);
         let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
-        if !self.blob_exists(&oci, &config_digest, &doing).await? {
-            self.client
-                .push_blob(&oci, config.clone(), &config_digest)
-                .await
-                .map_err(|error| self.classify(&doing, error))?;
-        }
+        self.client
+            .push_blob(&oci, config.clone(), &config_digest)
+            .await
+            .map_err(|error| self.classify(&doing, error))?;
         let manifest = OciImageManifest {
             schema_version: 2,
             media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),

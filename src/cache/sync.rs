@@ -79,7 +79,7 @@ pub async fn pull_definition(
         return Err(CacheError::NotInCache {
             registry: cache.url().to_string(),
             stages: missing,
-            definition: definition.name.to_string(),
+            definition: definition.name.clone(),
         });
     }
     if restore {

@@ -244,7 +244,12 @@ impl SigningKey {
     fn to_pkcs8_pem(&self) -> Result<zeroize::Zeroizing<String>, KeyError> {
         let encoded = match &self.secret {
             Secret::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
-            Secret::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
+            // PKCS#8 v1 (no public key inside), the form `openssl genpkey` writes and OpenSSL
+            // 3.0 reads; v2 it refuses.
+            Secret::Ed25519(key) => {
+                ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None }
+                    .to_pkcs8_pem(LineEnding::LF)
+            }
         };
         encoded.map_err(|error| KeyError::Encode { reason: error.to_string() })
     }

@@ -266,7 +266,7 @@ mod tests {
             let signed = Signed::sign(&key, "r/x", DIGEST);
             let keys = trusted(&[&key]);
             assert_eq!(
-                verify(&[signed.clone()], DIGEST, &keys).unwrap().id(),
+                verify(std::slice::from_ref(&signed), DIGEST, &keys).unwrap().id(),
                 key.public_key().id()
             );
             // without the hint too (cosign's own signatures carry none)
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(verify(&[], DIGEST, &keys).unwrap_err(), Refusal::Unsigned);
 
         let untrusted = Signed::sign(&theirs, "r/x", DIGEST);
-        let refusal = verify(&[untrusted.clone()], DIGEST, &keys).unwrap_err();
+        let refusal = verify(std::slice::from_ref(&untrusted), DIGEST, &keys).unwrap_err();
         assert_eq!(refusal, Refusal::UntrustedKey { key: theirs.public_key().id().to_string() });
         assert_eq!(refusal.reason(), "untrusted_key");
         let unhinted = Signed { signer: None, ..untrusted.clone() };
@@ -305,7 +305,7 @@ mod tests {
         // a valid signature of another manifest
         let other = Signed::sign(&ours, "r/x", OTHER);
         assert_eq!(
-            verify(&[other.clone()], DIGEST, &keys).unwrap_err(),
+            verify(std::slice::from_ref(&other), DIGEST, &keys).unwrap_err(),
             Refusal::OtherManifest { signed: OTHER.to_owned() }
         );
 

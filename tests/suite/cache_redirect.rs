@@ -47,7 +47,11 @@ async fn credentials_stay_with_the_registry_on_a_cross_host_redirect() {
     let at_elsewhere = Arc::new(Mutex::new(Vec::new()));
     serve(registry, at_registry.clone(), move |head| {
         let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
-        if path == "/v2/" {
+        if !head.to_lowercase().contains("authorization:") {
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_owned()
+        } else if path == "/v2/" {
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_owned()
         } else {
             format!(

@@ -39,7 +39,7 @@ fn make_layer(layers: &LayerStore, stage: &str, parent: Option<&LayerKey>, fill:
         run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&source).arg("64M"));
     }
     let backing = match parent {
-        Some(parent) => format!("../{parent}/disk.qcow2"),
+        Some(parent) => format!("../../layers/{parent}/disk.qcow2"),
         None => "../../sources/sha256-0000.qcow2".to_owned(),
     };
     let key = key_of(stage);
@@ -330,6 +330,7 @@ async fn a_replaced_restore_point_is_refused_and_never_installed() {
     };
     let restore = layer.dir.join("restore");
     std::fs::create_dir(&restore).unwrap();
+    std::fs::write(restore.join("restore.json"), br#"{"format":1}"#).unwrap();
     std::fs::write(restore.join("state"), b"honest guest memory").unwrap();
     let pusher = client(&registry, policy(Some(&ours), &[]), &Events::none()).await;
     pusher.push_layer(&layer).await.unwrap();
@@ -344,6 +345,7 @@ async fn a_replaced_restore_point_is_refused_and_never_installed() {
     };
     let evil_restore = evil_layer.dir.join("restore");
     std::fs::create_dir(&evil_restore).unwrap();
+    std::fs::write(evil_restore.join("restore.json"), br#"{"format":1}"#).unwrap();
     std::fs::write(evil_restore.join("state"), b"a guest that runs the attacker's code").unwrap();
     let restore_tag = format!("{}.restore", key_of("base"));
     let (_, honest_digest) = registry.manifest(&restore_tag).unwrap();
