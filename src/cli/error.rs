@@ -3,10 +3,9 @@
 //! found, 130 interrupted). Only `cli/` knows it; every other module returns its own error.
 
 use crate::{
-    build::BuildError, cache::CacheError, communicator::CommunicatorError,
-    definition::DefinitionError, export::ExportError, fleet::FleetError, layer::LayerError,
-    layer::PlanError, process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
-    stage::StageError, store::StoreError,
+    build::BuildError, cache::CacheError, definition::DefinitionError, export::ExportError,
+    fleet::FleetError, gc::GcError, instance::InstanceError, layer::LayerError, layer::PlanError,
+    layer::diff::DiffError, process::ProcessError, source::SourceError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +27,11 @@ pub enum Error {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Seed(#[from] SeedError),
+    Instance(#[from] Box<InstanceError>),
     #[error(transparent)]
-    Qemu(#[from] QemuError),
+    Gc(#[from] GcError),
     #[error(transparent)]
-    Communicator(#[from] CommunicatorError),
-    #[error(transparent)]
-    Stage(#[from] Box<StageError>),
+    Diff(#[from] DiffError),
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
@@ -96,9 +93,9 @@ impl From<FleetError> for Error {
     }
 }
 
-impl From<StageError> for Error {
-    fn from(error: StageError) -> Self {
-        Error::Stage(Box::new(error))
+impl From<InstanceError> for Error {
+    fn from(error: InstanceError) -> Self {
+        Error::Instance(Box::new(error))
     }
 }
 
@@ -112,7 +109,9 @@ impl Error {
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
+            | Error::Diff(DiffError::UnknownName { .. })
             | Error::Cache(CacheError::BadUrl { .. }) => 2,
+            Error::Instance(error) if matches!(**error, InstanceError::NoChecks { .. }) => 2,
             Error::Fleet(error) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),

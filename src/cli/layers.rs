@@ -27,7 +27,7 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
         ]
         .map(String::from),
     ];
-    let digest = super::test::checks_of(&definition)
+    let digest = crate::instance::checks_of(&definition)
         .ok()
         .and_then(|checks| crate::check::ChecksDigest::of(&checks).ok());
     let tested: Vec<String> =
@@ -119,9 +119,7 @@ fn first_boots(
         .iter()
         .filter(|planned| planned.parent.is_none())
         .filter_map(|planned| {
-            let template = crate::layer::seed_template(&planned.stage).ok()?;
-            let source = plan.source.digest.hex();
-            let key = crate::layer::boot_key(definition, &planned.stage, source, &template)?;
+            let key = crate::layer::first_boot_key(definition, &planned.stage, &plan.source)?;
             let point = layers.first_boot_point(&key)?;
             Some(FirstBoot {
                 stage: planned.stage.name.to_string(),

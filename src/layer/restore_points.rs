@@ -1,15 +1,179 @@
-//! The cap on restore points' disk use (`strata build --max-restore-size`): the oldest restore
-//! points go until their total is at most the cap, so a long-lived runner's store does not grow
-//! without end. Only restore points go, never a layer (a stage whose restore point is gone
-//! boots instead of resuming); never one a build is loading or replacing (it holds the restore
-//! point's lock). Must not decide when to cap: `build` does.
+//! Saved guests in the store, the one home of what is kept on disk for warm starts (what they
+//! hold and how they are saved and resumed is `stage/restore.rs`'s; when, `build/warm.rs`'s;
+//! their identity, [`super::boot_key`] and [`super::machine_shape`]):
+//! - a layer's restore point, `layers/KEY/restore/`: the guest saved right after the layer was
+//!   cut from it, resumed by the next build of the stage above;
+//! - a source's saved first boot, `boots/KEY/`: a guest booted on a source and ready for its
+//!   first stage's steps (communicator up, cloud-init done), plus `boot.json` naming the
+//!   source, image and stage it was saved for; a later build whose first stage must be built
+//!   (the base stage changed, or another definition on the same source) resumes it instead of
+//!   booting. gc keeps one while its source is kept;
+//! - their lock (many load one at a time, one replaces it) and atomic install;
+//! - the cap on their disk use (`strata build --max-restore-size`): the oldest go until their
+//!   total is at most the cap, so a long-lived runner's store does not grow without end. Only
+//!   saved guests go, never a layer (a stage whose restore point is gone boots instead); never
+//!   one a build is loading or replacing (it holds the lock).
+//!
+//! Must not boot or resume anything, nor decide when to save or cap: `build` and `stage` do.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{LayerError, LayerKey, LayerStore, RESTORE_META_FILE};
+use serde::{Deserialize, Serialize};
+
+use super::{LayerError, LayerKey, LayerStore, RESTORE_DIR, RESTORE_META_FILE};
 use crate::store::sync_dir;
 use crate::units::ByteSize;
+
+impl LayerStore {
+    /// `key`'s restore point folder, if it has one.
+    #[must_use]
+    pub fn restore_point(&self, key: &LayerKey) -> Option<PathBuf> {
+        restore_point_in(&self.dir(key))
+    }
+
+    /// Blocks until nobody replaces `key`'s restore point; many may read it at once. Hold it
+    /// while a guest loads the restore point.
+    pub fn lock_restore_point_shared(&self, key: &LayerKey) -> Result<fs::File, LayerError> {
+        Ok(self.store().lock_shared(&format!("restore-{key}"))?)
+    }
+
+    /// Moves the restore point saved in `saved` (a folder in `tmp/`) into `key`'s folder,
+    /// replacing any there: its files and folder are fsynced first, and the swap is made under
+    /// the restore point's exclusive lock, so no build is loading the old one meanwhile.
+    pub fn install_restore_point(
+        &self,
+        key: &LayerKey,
+        saved: &Path,
+    ) -> Result<PathBuf, LayerError> {
+        let target = self.dir(key).join(RESTORE_DIR);
+        self.install_saved(key, saved, &target)?;
+        Ok(target)
+    }
+
+    /// Moves the folder `saved` to `target` (whose parent exists), replacing any there: its
+    /// files and folder fsynced first, the swap made under the restore point lock of `key`.
+    pub(super) fn install_saved(
+        &self,
+        key: &LayerKey,
+        saved: &Path,
+        target: &Path,
+    ) -> Result<(), LayerError> {
+        let write_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LayerError::Write { path, source }
+        };
+        for entry in fs::read_dir(saved).map_err(write_err(saved))? {
+            let path = entry.map_err(write_err(saved))?.path();
+            fs::File::open(&path).and_then(|file| file.sync_all()).map_err(write_err(&path))?;
+        }
+        sync_dir(saved).map_err(write_err(saved))?;
+        let _exclusive = self.store().lock(&format!("restore-{key}"))?;
+        match fs::remove_dir_all(target) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LayerError::Write { path: target.to_owned(), source: error });
+            }
+            _ => {}
+        }
+        fs::rename(saved, target).map_err(write_err(target))?;
+        let parent = target.parent().unwrap_or(target);
+        sync_dir(parent).map_err(write_err(parent))
+    }
+}
+
+/// The allocated blocks of the files in `dir` (a restore point's: state, overlay, seed,
+/// records); 0 when it cannot be read.
+#[must_use]
+pub fn tree_allocated_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter_map(|entry| entry.metadata().ok())
+            .fold(0u64, |sum, meta| sum.saturating_add(meta.blocks().saturating_mul(512)))
+    })
+}
+
+pub(super) fn restore_point_in(layer_dir: &Path) -> Option<PathBuf> {
+    let dir = layer_dir.join(RESTORE_DIR);
+    dir.join(RESTORE_META_FILE).is_file().then_some(dir)
+}
+
+/// What a saved first boot was saved for, beside its restore.json.
+pub const BOOT_RECORD_FILE: &str = "boot.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecord {
+    /// The source's file name in `sources/`: gc keeps the boot while it keeps the source.
+    pub source: String,
+    /// The definition and first stage whose build saved it (others may resume it).
+    pub image: String,
+    pub stage: String,
+}
+
+/// A saved first boot in the store.
+#[derive(Debug, Clone)]
+pub struct SavedBoot {
+    pub key: LayerKey,
+    pub dir: PathBuf,
+    /// `None` when its boot.json is missing or unreadable (gc removes it).
+    pub record: Option<BootRecord>,
+}
+
+impl LayerStore {
+    /// The folder of the saved first boot `key`, whether or not there is one.
+    #[must_use]
+    pub fn boot_dir(&self, key: &LayerKey) -> PathBuf {
+        self.store().boots_dir().join(key.as_str())
+    }
+
+    /// The saved first boot `key`, when there is a whole one.
+    #[must_use]
+    pub fn source_restore_point(&self, key: &LayerKey) -> Option<PathBuf> {
+        let dir = self.boot_dir(key);
+        let whole = dir.join(RESTORE_META_FILE).is_file() && dir.join(BOOT_RECORD_FILE).is_file();
+        whole.then_some(dir)
+    }
+
+    /// Moves the first boot saved in `saved` (a folder in `tmp/`) to `boots/KEY/`, with its
+    /// record, replacing any there (under its lock, as for a layer's restore point).
+    pub fn install_source_restore_point(
+        &self,
+        key: &LayerKey,
+        saved: &Path,
+        record: &BootRecord,
+    ) -> Result<PathBuf, LayerError> {
+        let record_path = saved.join(BOOT_RECORD_FILE);
+        let text = serde_json::to_vec_pretty(record).map_err(LayerError::Encode)?;
+        crate::store::write_atomic(&record_path, &text)
+            .map_err(|source| LayerError::Write { path: record_path.clone(), source })?;
+        // `boots/` itself is made by `Store::open`.
+        let target = self.boot_dir(key);
+        self.install_saved(key, saved, &target)?;
+        Ok(target)
+    }
+
+    /// Every folder in `boots/` named like a key, with its record when readable.
+    pub fn saved_boots(&self) -> Result<Vec<SavedBoot>, LayerError> {
+        let boots = self.store().boots_dir();
+        let entries = match fs::read_dir(&boots) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(LayerError::Write { path: boots, source }),
+        };
+        let mut saved = Vec::new();
+        for entry in entries.flatten() {
+            let Some(key) = LayerKey::parse(&entry.file_name().to_string_lossy()) else { continue };
+            let dir = entry.path();
+            let record = fs::read(dir.join(BOOT_RECORD_FILE))
+                .ok()
+                .and_then(|text| serde_json::from_slice(&text).ok());
+            saved.push(SavedBoot { key, dir, record });
+        }
+        saved.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(saved)
+    }
+}
 
 /// A restore point in the store, with what the cap weighs it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,13 +221,13 @@ impl LayerStore {
     #[must_use]
     pub fn first_boot_point(&self, key: &LayerKey) -> Option<RestorePoint> {
         let dir = self.source_restore_point(key)?;
-        let text = fs::read(dir.join(super::BOOT_RECORD_FILE)).ok()?;
+        let text = fs::read(dir.join(BOOT_RECORD_FILE)).ok()?;
         let record: super::BootRecord = serde_json::from_slice(&text).ok()?;
         Some(RestorePoint {
             key: key.clone(),
             stage: format!("{} (the source's first boot)", record.stage),
             image: record.image,
-            bytes: super::store::tree_allocated_bytes(&dir),
+            bytes: tree_allocated_bytes(&dir),
             created: created(&dir),
             dir,
         })
@@ -132,7 +296,63 @@ fn created(dir: &Path) -> u64 {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+mod first_boot_tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn key(c: char) -> LayerKey {
+        LayerKey::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    fn saved_folder(layers: &LayerStore, name: &str) -> PathBuf {
+        let saved = layers.store().tmp_dir().join(name);
+        fs::create_dir_all(&saved).unwrap();
+        fs::write(saved.join(RESTORE_META_FILE), b"{}").unwrap();
+        fs::write(saved.join("state.zst"), b"state").unwrap();
+        saved
+    }
+
+    #[test]
+    fn a_saved_boot_is_installed_with_its_record_and_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = LayerStore::new(Store::open(dir.path()).unwrap());
+        let record = BootRecord {
+            source: "sha256-ab.qcow2".into(),
+            image: "web".into(),
+            stage: "base".into(),
+        };
+        assert!(layers.source_restore_point(&key('a')).is_none());
+        let first = saved_folder(&layers, "first");
+        let installed = layers.install_source_restore_point(&key('a'), &first, &record).unwrap();
+        assert_eq!(layers.source_restore_point(&key('a')), Some(installed.clone()));
+        assert!(!first.exists());
+        let second = saved_folder(&layers, "second");
+        fs::write(second.join("state.zst"), b"newer").unwrap();
+        layers.install_source_restore_point(&key('a'), &second, &record).unwrap();
+        assert_eq!(fs::read(installed.join("state.zst")).unwrap(), b"newer");
+        let boots = layers.saved_boots().unwrap();
+        assert_eq!(boots.len(), 1);
+        assert_eq!(boots[0].record.as_ref(), Some(&record));
+    }
+
+    #[test]
+    fn a_folder_without_its_record_is_not_resumed_and_is_listed_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = LayerStore::new(Store::open(dir.path()).unwrap());
+        let half = layers.boot_dir(&key('b'));
+        fs::create_dir_all(&half).unwrap();
+        fs::write(half.join(RESTORE_META_FILE), b"{}").unwrap();
+        fs::create_dir_all(layers.store().boots_dir().join("not-a-key")).unwrap();
+        assert!(layers.source_restore_point(&key('b')).is_none());
+        let boots = layers.saved_boots().unwrap();
+        assert_eq!(boots.len(), 1);
+        assert!(boots[0].record.is_none());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod cap_tests {
     use super::*;
     use crate::layer::{LayerMetadata, METADATA_FILE, RESTORE_DIR};
     use crate::store::Store;
