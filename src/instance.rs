@@ -294,3 +294,42 @@ fn failure_message(image: &str, stage: &str, failed: &[CheckResult], console: &[
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, passed: bool, output: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: "shell".into(),
+            passed,
+            seconds: 0.1,
+            output: output.into(),
+            when: 0,
+        }
+    }
+
+    #[test]
+    fn failed_checks_say_which_with_their_output_and_the_console() {
+        let long: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        let error = InstanceError::ChecksFailed {
+            image: "web".into(),
+            stage: "app".into(),
+            failed: vec![result("sshd", false, &long), result("nginx", false, "\u{1b}[31mno\n")],
+            console: vec!["login:".into()],
+        };
+        let text = error.to_string();
+        assert!(text.starts_with("2 check(s) failed on a fresh boot of web.app: `sshd`, `nginx`"));
+        assert!(text.contains("check `sshd` (shell) output:\n  line 11\n"), "{text}");
+        assert!(!text.contains("line 10\n"), "only the last {TAIL_LINES} lines: {text}");
+        assert!(text.contains("check `nginx` (shell) output:\n  no"), "escapes dropped: {text}");
+        assert!(text.ends_with("the console's last lines:\n  login:"), "{text}");
+    }
+
+    #[test]
+    fn a_definition_without_checks_is_invalid_input_naming_the_file() {
+        let error = InstanceError::NoChecks { definition: "images/web.toml".into() };
+        assert!(error.to_string().starts_with("images/web.toml has no [[test]] checks"));
+    }
+}

@@ -179,6 +179,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -199,5 +200,29 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[tokio::test]
+    async fn an_async_lock_waits_off_the_runtime_for_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let shared = store.lock_async("gc", LockMode::Shared).await.unwrap();
+        let second = store.lock_async("gc", LockMode::Shared).await.unwrap();
+        assert!(store.try_lock("gc").unwrap().is_none(), "shared holders keep an exclusive out");
+        drop((shared, second));
+        let exclusive = store.lock_async("gc", LockMode::Exclusive).await.unwrap();
+        // Another holder waits on a blocking thread while this runtime (one thread) goes on.
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move { store.lock_async("gc", LockMode::Exclusive).await.map(drop) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "the second exclusive lock waits for the first");
+        drop(exclusive);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

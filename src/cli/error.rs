@@ -109,9 +109,19 @@ impl Error {
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
-            | Error::Diff(DiffError::UnknownName { .. })
+            | Error::Diff(
+                DiffError::UnknownName { .. } | DiffError::Plan(PlanError::UnknownStage { .. }),
+            )
             | Error::Cache(CacheError::BadUrl { .. }) => 2,
-            Error::Instance(error) if matches!(**error, InstanceError::NoChecks { .. }) => 2,
+            Error::Instance(error)
+                if matches!(
+                    **error,
+                    InstanceError::NoChecks { .. }
+                        | InstanceError::Plan(PlanError::UnknownStage { .. })
+                ) =>
+            {
+                2
+            }
             Error::Fleet(error) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
@@ -134,6 +144,16 @@ mod tests {
         assert_eq!(Error::Usage("bad".into()).exit_code(), 2);
         assert_eq!(Error::Plan(unknown()).exit_code(), 2);
         assert_eq!(Error::Build(BuildError::Plan(unknown())).exit_code(), 2);
+        assert_eq!(Error::from(InstanceError::Plan(unknown())).exit_code(), 2);
+        assert_eq!(Error::Diff(DiffError::Plan(unknown())).exit_code(), 2);
+        let no_checks = InstanceError::NoChecks { definition: "d.toml".into() };
+        assert_eq!(Error::from(no_checks).exit_code(), 2);
+        let not_built = || InstanceError::NotBuilt {
+            definition: "d.toml".into(),
+            stage: "base".into(),
+            reason: "missing".into(),
+        };
+        assert_eq!(Error::from(not_built()).exit_code(), 1);
         assert_eq!(Error::Runtime("no runtime".into()).exit_code(), 1);
         let not_built = PlanError::NotBuilt { stage: "base".into(), reason: "missing".into() };
         assert_eq!(Error::Plan(not_built).exit_code(), 1);

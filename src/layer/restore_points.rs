@@ -233,6 +233,24 @@ impl LayerStore {
         })
     }
 
+    /// The sources' saved first boots the first stages of `plan` would resume, each with its
+    /// stage's name (what `strata layers` lists).
+    #[must_use]
+    pub fn first_boots(
+        &self,
+        definition: &crate::definition::ImageDefinition,
+        plan: &super::Plan,
+    ) -> Vec<(String, RestorePoint)> {
+        plan.stages
+            .iter()
+            .filter(|planned| planned.parent.is_none())
+            .filter_map(|planned| {
+                let key = super::first_boot_key(definition, &planned.stage, &plan.source)?;
+                Some((planned.stage.name.to_string(), self.first_boot_point(&key)?))
+            })
+            .collect()
+    }
+
     /// Removes the oldest restore points until the rest take at most `max` on disk, and returns
     /// the ones it removed. One whose lock another build holds (it is loading it, or installing
     /// a new one) is left, and the total may then stay above the cap until the next call.

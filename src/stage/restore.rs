@@ -361,3 +361,30 @@ async fn wait_incoming(machine: &Machine) -> Result<(), String> {
         tokio::time::sleep(POLL_EVERY).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_that_cannot_be_saved_names_its_cause() {
+        let qemu = crate::qemu::QemuError::QmpCommand {
+            command: "migrate".into(),
+            class: "failed".into(),
+            desc: "Unable to write to command: Broken pipe".into(),
+        };
+        let error = StageError::SaveState {
+            stage: "app".into(),
+            source: SaveStateError::Writer {
+                path: "/store/tmp/k.restore/state.zst".into(),
+                said: "zstd: error 70 : Write error : cannot write block : No space left on device"
+                    .into(),
+                source: qemu,
+            },
+        };
+        let chain = crate::events::error_chain(&error);
+        assert!(chain.starts_with("stage `app`: failed to save the guest's state"), "{chain}");
+        assert!(chain.contains("No space left on device"), "{chain}");
+        assert!(chain.contains("Broken pipe"), "{chain}");
+    }
+}
