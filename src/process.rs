@@ -639,6 +639,21 @@ pub fn root_shell_command(login_is_root: bool, script: &str) -> String {
 /// than ask for a password.
 pub const SUDO: &str = "sudo -n --";
 
+/// For tests: the host tool `program`, which a test needs, is on PATH; if not, the test fails
+/// with the line that installs it. scripts/test.sh installs every tool the tests use, so a
+/// missing one is a broken environment: never a test that passes without checking anything.
+#[cfg(test)]
+pub(crate) fn require_tool(program: &str, install: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+    });
+    assert!(found, "{program} is not installed: {install} (scripts/install-host-deps.sh does)");
+}
+
 /// For tests: runs `program` with `args` and fails the test, with its stderr, unless it exits 0.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -154,12 +154,13 @@ mod tests {
         let path = dir.path().join("host");
         std::fs::write(&path, host.private_openssh().unwrap()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let Ok(output) =
-            std::process::Command::new("ssh-keygen").arg("-y").arg("-f").arg(&path).output()
-        else {
-            eprintln!("note: ssh-keygen is not installed; skipped");
-            return;
-        };
+        crate::process::require_tool("ssh-keygen", "apt-get install openssh-client");
+        let output = std::process::Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let derived = String::from_utf8_lossy(&output.stdout);
         let ours = host.public_openssh().unwrap();

@@ -395,14 +395,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("fs.img");
         std::fs::File::create(&image).unwrap().set_len(256 << 20).unwrap();
+        crate::process::require_tool("mkfs.ext4", "apt-get install e2fsprogs");
+        crate::process::require_tool("debugfs", "apt-get install e2fsprogs");
         let made = std::process::Command::new("mkfs.ext4")
             .args(["-q", "-F", "-b", "4096"])
             .arg(&image)
-            .status();
-        if !made.is_ok_and(|status| status.success()) {
-            eprintln!("skipped: mkfs.ext4 is not installed here");
-            return;
-        }
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfs.ext4 failed on {}", image.display());
         let script = format!(
             "printf 'stats -h\\nstat <8>\\n' | debugfs -f - {} 2>/dev/null",
             image.display()

@@ -32,13 +32,9 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
-/// Whether sshd is installed; says how to install it when not (the test is then skipped).
-pub fn sshd_available() -> bool {
-    if Path::new(SSHD).exists() {
-        return true;
-    }
-    eprintln!("note: {SSHD} is not installed; skipping (apt-get install openssh-server)");
-    false
+/// sshd is installed, or the test fails saying how to install it.
+pub fn require_sshd() {
+    assert!(Path::new(SSHD).exists(), "{SSHD} is not installed: apt-get install openssh-server");
 }
 
 /// Starts `sshd -D` with `config` on `port`, logging to stderr.

@@ -6,11 +6,11 @@
 //! one JUnit failure; editing a check rebuilds nothing; editing the playbook's template changes
 //! the key from its stage up. Two fresh boots in all (one per `test`).
 //!
-//! Runs only with `STRATA_GUEST_TESTS=1` and the local base image (or `STRATA_BASE_IMAGE_DIR`).
+//! Ignored by default, run by scripts/test.sh; needs the local base image (or `STRATA_BASE_IMAGE_DIR`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::time::Instant;
@@ -37,7 +37,7 @@ fn results(events: &[Value]) -> Vec<(String, bool)> {
 }
 
 #[test]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+#[ignore = "boots a guest under QEMU: scripts/test.sh runs it"]
 fn checks_prove_fresh_instances_and_ansible_stages() {
     let demo = built_demo();
 

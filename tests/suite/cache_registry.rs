@@ -16,7 +16,7 @@ use strata::layer::{Layer, LayerKey, LayerMetadata, LayerStore, Lookup, sha256_h
 use strata::source::{FetchedSource, SourceDigest};
 use strata::store::Store;
 
-mod common;
+use crate::common;
 
 use common::registry::Registry;
 
@@ -434,7 +434,7 @@ async fn a_restore_point_round_trips_only_when_asked() {
     assert_untouched(&store_b, &key_of("nothing"));
 }
 
-/// Times and bytes on loopback, for the report: `cargo test --test cache_registry -- --ignored
+/// Times and bytes on loopback, for the report: `cargo test --test suite cache_registry::measure -- --ignored
 /// --nocapture`. The source is the local base image when there is one (`STRATA_BASE_IMAGE_DIR`),
 /// else ~200 MiB of noise.
 #[tokio::test(flavor = "multi_thread")]

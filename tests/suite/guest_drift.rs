@@ -1,25 +1,26 @@
-//! `strata drift` against a real server: the demo's final layer booted as a fresh instance with
-//! a seed strata did not write (a NoCloud `cidata` drive with a new key, as a cloud would give
-//! it), on a throwaway overlay. Fresh, it matches its layer (exit 0). Then, by hand over SSH:
-//! one file changed, one added, one removed and one package purged: exit 3 and exactly those
-//! four findings. Also: `strata diff` names the files each demo stage added, and what the
-//! collection costs in the guest under TCG (timings to stderr).
+//! `strata drift` against a real server: the demo's final stage, exported and booted as a fresh
+//! instance with a seed strata did not write (a NoCloud `cidata` drive with a new key, as
+//! Proxmox gives it), on a throwaway overlay. Fresh, it matches its layer (exit 0). Then, by
+//! hand over SSH: one file changed, one added, one removed and one package purged: exit 3 and
+//! exactly those four findings. Also: `strata diff` names the files each demo stage added, and
+//! what the collection costs in the guest under TCG (timings to stderr).
 //!
-//! Runs only with `STRATA_GUEST_TESTS=1` and the local base image (`STRATA_BASE_IMAGE_DIR`).
+//! No boot of its own: `guest_export` boots that instance to prove the export, then hands it
+//! here (`drift_proofs`), so one fresh boot proves both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use serde_json::Value;
 
-use common::demo::{BuiltDemo, built_demo};
-use common::instance::{Instance, Platform, new_key, nocloud_drive};
+use common::demo::BuiltDemo;
+use common::instance::Instance;
 use common::{named, parse_events, stderr};
 
 /// Packages the demo does not need and that own nothing under the drift roots, to purge.
@@ -45,13 +46,6 @@ fn files_added_per_stage(demo: &BuiltDemo) -> Vec<(String, Vec<String>)> {
         }
     }
     stages
-}
-
-/// The final stage's layer disk, from the cold build's events.
-fn final_disk(demo: &BuiltDemo) -> PathBuf {
-    let committed = named(&demo.cold_events, "layer_committed");
-    let last = committed.iter().find(|event| event["stage"] == "final").expect("final was built");
-    demo.store().join("layers").join(last["key"].as_str().unwrap()).join("disk.qcow2")
 }
 
 /// `strata --log-format json drift` against the instance: (exit code, findings, stderr).
@@ -89,12 +83,10 @@ fn summary(findings: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
-fn a_fresh_instance_has_no_drift_and_hand_changes_are_found_exactly() {
-    let demo = built_demo();
-
-    let added = files_added_per_stage(&demo);
+/// Drift proofs on `instance`, a fresh boot of the demo's final stage (as exported), over its
+/// `debian` account; `work` is a folder for known_hosts. Run once, by guest_export.
+pub fn drift_proofs(demo: &BuiltDemo, instance: &Instance, work: &Path) {
+    let added = files_added_per_stage(demo);
     for (stage, paths) in &added {
         let shown: Vec<&String> = paths.iter().take(8).collect();
         eprintln!("strata diff: {stage} added {} files, e.g. {shown:?}", paths.len());
@@ -107,36 +99,17 @@ fn a_fresh_instance_has_no_drift_and_hand_changes_are_found_exactly() {
         &added.iter().find(|(stage, _)| stage == "app-base").expect("app-base added files").1;
     assert!(!app_base.is_empty());
 
-    let work = tempfile::tempdir().unwrap();
-    let (_, public_key) = new_key(work.path(), "instance_key");
-    let mac = "bc:24:11:12:34:58";
-    let drive = work.path().join("cloudinit.img");
-    nocloud_drive(
-        &drive,
-        "drift-proof",
-        &public_key,
-        mac,
-        "0d7e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a",
-    );
-    let mut instance =
-        Instance::boot(&Platform::Proxmox, &final_disk(&demo), &drive, mac, work.path());
-    let ssh_seconds = instance.wait_ready("debian");
-    eprintln!(
-        "instance: ssh after {ssh_seconds:.1}s, cloud-init done after {:.1}s",
-        instance.started.elapsed().as_secs_f64()
-    );
-
     // Trusted once, as an operator would: ssh-keyscan, then strata checks every later login.
     let scan = Command::new("ssh-keyscan")
         .args(["-p", &instance.port.to_string(), "127.0.0.1"])
         .stderr(Stdio::null())
         .output()
         .unwrap();
-    let known_hosts = work.path().join("known_hosts");
+    let known_hosts = work.join("known_hosts");
     std::fs::write(&known_hosts, &scan.stdout).unwrap();
     assert!(!scan.stdout.is_empty(), "ssh-keyscan found no key");
 
-    let (fresh_code, fresh, fresh_message) = drift(&demo, &instance, &known_hosts);
+    let (fresh_code, fresh, fresh_message) = drift(demo, instance, &known_hosts);
     // Asserted at the end, so that one boot also tells what the hand changes show.
     eprintln!(
         "fresh instance: exit {fresh_code}, findings {:#?}\n{fresh_message}",
@@ -174,7 +147,7 @@ fn a_fresh_instance_has_no_drift_and_hand_changes_are_found_exactly() {
              rm /etc/motd; DEBIAN_FRONTEND=noninteractive apt-get purge -y -q {package} >/dev/null'"
         ),
     );
-    let (code, findings, message) = drift(&demo, &instance, &known_hosts);
+    let (code, findings, message) = drift(demo, instance, &known_hosts);
     let expected: BTreeSet<String> = [
         "file_changed /etc/issue".to_owned(),
         "file_added /usr/local/bin/hotfix".to_owned(),

@@ -6,12 +6,12 @@
 //! resumes it (no boot), rebuilds `final` and pushes only that layer; A pulls only that layer,
 //! again without a guest.
 //!
-//! Runs only with `STRATA_GUEST_TESTS=1` (A's rebuild boots or resumes a guest) and needs the
+//! Ignored by default, run by scripts/test.sh (A's rebuild boots or resumes a guest); needs the
 //! local base image (or `STRATA_BASE_IMAGE_DIR`). Timings go to stderr.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::time::Instant;
@@ -95,7 +95,7 @@ fn change_the_app(runner: &BuiltDemo) {
 }
 
 #[test]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+#[ignore = "boots a guest under QEMU: scripts/test.sh runs it"]
 fn runners_share_layers_through_a_registry() {
     let registry_dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(registry_dir.path(), None);

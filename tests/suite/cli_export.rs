@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::project::{Project, commit_layers, sha256_of, strata};

@@ -1,11 +1,11 @@
 //! The demo built with no network at all: `kind = "guest-agent"` and `network = false` in every
 //! stage, steps over virtio-serial through the QEMU guest agent. Its layers must serve the app
-//! when booted afterwards with a network. Gated by `STRATA_GUEST_TESTS=1` like the other guest
-//! tests; like them it serves the base image over loopback HTTP (`tests/common`).
+//! when booted afterwards with a network. Ignored by default like the other guest tests (scripts/test.sh
+//! runs them); like them it serves the base image over loopback HTTP (`tests/common`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use serde_json::Value;
 use common::{HttpServer, base_image_dir, copy_demo, parse_events, stages_of};
 
 #[test]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+#[ignore = "boots a guest under QEMU: scripts/test.sh runs it"]
 fn demo_builds_with_no_network_over_the_guest_agent() {
     let server = HttpServer::start(&base_image_dir());
     let dir = tempfile::tempdir().unwrap();

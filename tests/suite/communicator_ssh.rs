@@ -17,10 +17,10 @@ use strata::communicator::{
 };
 use strata::events::Stream;
 
-mod common;
+use crate::common;
 
 use common::free_port;
-use common::sshd::{Server, Sshd, spawn_sshd, sshd_available};
+use common::sshd::{Server, Sshd, require_sshd, spawn_sshd};
 
 /// What only these tests need of the shared server.
 impl Server {
@@ -45,9 +45,7 @@ fn no_env() -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn exec_streams_stdout_and_stderr_apart_with_exit_codes() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let ssh = server.connect().await;
@@ -87,9 +85,7 @@ async fn exec_streams_stdout_and_stderr_apart_with_exit_codes() {
 
 #[tokio::test]
 async fn env_values_arrive_verbatim() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let ssh = server.connect().await;
@@ -135,9 +131,7 @@ fn alive(pid: i32) -> bool {
 
 #[tokio::test]
 async fn a_command_past_its_timeout_is_killed_in_the_guest() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let ssh = server.connect().await;
@@ -179,9 +173,7 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn uploads_keep_modes_for_trees_files_and_bytes() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let ssh = server.connect().await;
@@ -234,9 +226,7 @@ async fn uploads_keep_modes_for_trees_files_and_bytes() {
 
 #[tokio::test]
 async fn run_script_uploads_runs_with_env_and_cleans_up() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let ssh = server.connect().await;
@@ -262,9 +252,7 @@ async fn run_script_uploads_runs_with_env_and_cleans_up() {
 
 #[tokio::test]
 async fn a_wrong_host_key_is_refused_at_once() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let impostor = HostKey::generate().unwrap();
@@ -287,9 +275,7 @@ async fn a_wrong_host_key_is_refused_at_once() {
 
 #[tokio::test]
 async fn connect_waits_for_a_server_that_comes_up_late() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let delay = Duration::from_millis(2500);
     let started = Instant::now();
@@ -347,9 +333,7 @@ async fn connect_gives_up_at_the_deadline_when_nothing_listens() {
 
 #[tokio::test]
 async fn a_refused_client_key_is_retried_then_reported() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let mut target = server.target();
@@ -365,9 +349,7 @@ async fn a_refused_client_key_is_retried_then_reported() {
 /// nothing said (how a seal started ahead learns that a reboot step ended it).
 #[tokio::test]
 async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let server = Server::new();
     let _sshd = server.start();
     let ssh = server.connect().await;
@@ -403,16 +385,6 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     ssh.close().await;
 }
 
-fn ansible_available() -> bool {
-    let found = Command::new("ansible-playbook").arg("--version").output().is_ok();
-    if !found {
-        eprintln!(
-            "note: ansible-playbook is not installed; skipping (apt-get install ansible-core)"
-        );
-    }
-    found
-}
-
 /// Creates a file from extra vars with `copy`, skips a task whose tag is not selected, and
 /// records the modes of the key file and its folder while the play runs.
 const PLAYBOOK: &str = r#"- hosts: all
@@ -445,26 +417,21 @@ struct Play {
 }
 
 impl Play {
-    fn new(name: &str, text: &str) -> Option<Play> {
-        if !sshd_available() || !ansible_available() {
-            return None;
-        }
+    fn new(name: &str, text: &str) -> Play {
+        require_sshd();
+        common::require_tool("ansible-playbook", "apt-get install ansible-core");
         let server = Server::new();
         let sshd = server.start();
         let site = tempfile::tempdir().unwrap();
         let playbook = site.path().join(name);
         fs::write(&playbook, text).unwrap();
-        Some(Play { server, sshd, site, playbook, work: tempfile::tempdir().unwrap() })
+        Play { server, sshd, site, playbook, work: tempfile::tempdir().unwrap() }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ansible_runs_a_playbook_over_the_pinned_host_key() {
-    let Some(Play { server, sshd: _sshd, site: _site, playbook, work }) =
-        Play::new("site.yml", PLAYBOOK)
-    else {
-        return;
-    };
+    let Play { server, sshd: _sshd, site: _site, playbook, work } = Play::new("site.yml", PLAYBOOK);
     let out = server.dir.path();
     let greeting = "hello 'world' \"$HOME\" `id` ✓";
     let mut vars = BTreeMap::new();
@@ -544,11 +511,7 @@ async fn ansible_names_its_package_and_the_missing_playbook() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ansible_work_folder_goes_on_timeout_and_cancel() {
     let slow = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 120\n";
-    let Some(Play { server, sshd: _sshd, site: _site, playbook, work }) =
-        Play::new("slow.yml", slow)
-    else {
-        return;
-    };
+    let Play { server, sshd: _sshd, site: _site, playbook, work } = Play::new("slow.yml", slow);
     let step = AnsibleStep::new(playbook, BTreeMap::new(), Vec::new());
     let target = server.target();
     let started = Instant::now();

@@ -8,13 +8,14 @@
 //! drive labelled `cidata` on IDE, as Proxmox's cloudinit drive is). In each, cloud-init applies
 //! the new hostname and key, the app answers on /health, no other key is authorized (the build's
 //! is gone), the build user takes no key, the machine-id is new, and the guest agent answers.
+//! The Proxmox instance then serves `strata drift`'s proofs (`guest_drift`): one boot for both.
 //!
-//! Runs only with `STRATA_GUEST_TESTS=1` and needs the local base image that
+//! Ignored by default, run by scripts/test.sh; needs the local base image that
 //! `scripts/build-base-image.sh` makes (or `STRATA_BASE_IMAGE_DIR`). Timings go to stderr.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -165,7 +166,7 @@ fn prove(instance: &Instance, proof: &Proof<'_>, build_user: &str, stranger: &Pa
 }
 
 #[test]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+#[ignore = "boots a guest under QEMU: scripts/test.sh runs it"]
 fn demo_exports_boot_on_openstack_and_proxmox() {
     let project = Project::demo();
     let definition = project.path("images/demo.toml");
@@ -246,11 +247,12 @@ fn demo_exports_boot_on_openstack_and_proxmox() {
         );
     }
 
-    boot_proofs(&out);
+    boot_proofs(&project.demo, &out);
 }
 
-/// Boots `dir/demo-final.qcow2` as an OpenStack and as a Proxmox instance and proves both.
-fn boot_proofs(out: &Path) {
+/// Boots `dir/demo-final.qcow2` as an OpenStack and as a Proxmox instance and proves both; the
+/// Proxmox instance then serves `strata drift`'s proofs (guest_drift), sharing its boot.
+fn boot_proofs(demo: &BuiltDemo, out: &Path) {
     let image = out.join("demo-final.qcow2");
     let work = tempfile::tempdir().unwrap();
     let (stranger, _) = new_key(work.path(), "stranger");
@@ -360,6 +362,7 @@ fn boot_proofs(out: &Path) {
         root_disk.contains("/virtio") && root_disk.contains("/host"),
         "proxmox: the root disk is on virtio-scsi: {root_disk}"
     );
+    crate::guest_drift::drift_proofs(demo, &instance, &pve_dir);
     drop(instance);
     assert_ne!(os_machine_id, pve_machine_id, "every instance makes its own machine-id");
     assert_eq!(std::fs::read(image.with_extension("qcow2.sha256")).unwrap(), before);

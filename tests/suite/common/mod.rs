@@ -40,6 +40,19 @@ pub fn strata_bin() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from)
 }
 
+/// The host tool `program` is on PATH, or the test fails with the line that installs it:
+/// scripts/test.sh installs every tool the tests use, so a missing one is a broken environment,
+/// never a test that passes without checking anything.
+pub fn require_tool(program: &str, install: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+    });
+    assert!(found, "{program} is not installed: {install} (scripts/install-host-deps.sh does)");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

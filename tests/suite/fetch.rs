@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fetch_support;
+use crate::fetch_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::project::{Project, commit_layers_with, strata};
-use common::sshd::{Server, Sshd, sshd_available};
+use common::sshd::{Server, Sshd, require_sshd};
 use strata::drift::{Inventory, Manifest, Package};
 
 /// A project whose layers record `inventory` (roots: /etc only, to keep it quick), a running
@@ -121,9 +121,7 @@ fn stderr(assert: &assert_cmd::assert::Assert) -> String {
 
 #[test]
 fn an_unknown_or_changed_host_key_is_refused_with_how_to_trust_it() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let setup = Setup::new(&another_system());
     let empty = setup.known_hosts(&[]);
     let assert = setup.drift(&empty, &["--host", &setup.host()]).code(1);
@@ -143,9 +141,7 @@ fn an_unknown_or_changed_host_key_is_refused_with_how_to_trust_it() {
 
 #[test]
 fn another_system_is_one_line_and_exit_3_and_a_match_is_exit_0() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let setup = Setup::new(&another_system());
     let known = setup.known_hosts(&[setup.key_line("127.0.0.1")]);
     let assert = setup.drift(&known, &["--host", &setup.host()]).code(3);
@@ -179,9 +175,7 @@ fn another_system_is_one_line_and_exit_3_and_a_match_is_exit_0() {
 
 #[test]
 fn an_unreachable_host_fails_within_a_bounded_time() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let setup = Setup::new(&another_system());
     let known = setup.known_hosts(&[]);
     let port = common::free_port();
@@ -194,9 +188,7 @@ fn an_unreachable_host_fails_within_a_bounded_time() {
 
 #[test]
 fn hosts_files_are_checked_together_and_summed_up() {
-    if !sshd_available() {
-        return;
-    }
+    require_sshd();
     let setup = Setup::new(&another_system());
     let known = setup.known_hosts(&[setup.key_line("127.0.0.1"), setup.key_line("localhost")]);
     let port = setup.server.addr.port();

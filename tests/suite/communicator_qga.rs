@@ -1,6 +1,6 @@
 //! The guest-agent communicator. Without a guest: a socket nobody listens on and an "agent"
 //! that never answers, each ending in the plain error that suggests `kind = "ssh"`.
-//! With `STRATA_GUEST_TESTS=1`: one boot of the local base image (it carries
+//! When the ignored tests run (scripts/test.sh): one boot of the local base image (it carries
 //! qemu-guest-agent) with NO network card at all, and everything over the agent: output and
 //! exit codes, environment, users, streaming, a timeout killed in the guest, uploads with
 //! modes, reboot, freeze/thaw, power-off; and, with `STRATA_BENCH=1`, the measurements (100
@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -174,7 +174,7 @@ async fn root(agent: &GuestAgentCommunicator, command: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+#[ignore = "boots a guest under QEMU: scripts/test.sh runs it"]
 async fn everything_over_the_guest_agent_without_a_network() {
     let dir = tempfile::Builder::new().prefix("strata-qga-").tempdir().unwrap();
     let guest = boot(dir).await;

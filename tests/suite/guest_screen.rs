@@ -4,13 +4,13 @@
 //! whose events come in the documented order (docs/events.md).
 //!
 //! One store, two boots: the first stage is built once (JSON), every screen of a cached build
-//! stands on it, and a failing second stage boots once. Runs only with `STRATA_GUEST_TESTS=1`
-//! and needs the local base image that `scripts/build-base-image.sh` makes (or
+//! stands on it, and a failing second stage boots once. Ignored by default (scripts/test.sh
+//! runs it); needs the local base image that `scripts/build-base-image.sh` makes (or
 //! `STRATA_BASE_IMAGE_DIR`) and tmux.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,15 +19,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::{HttpServer, base_image_dir, parse_events, stderr, strata_bin};
-
-/// The screens are read from tmux; says so and skips without it.
-fn tmux_installed() -> bool {
-    if Command::new("tmux").arg("-V").output().is_ok_and(|out| out.status.success()) {
-        return true;
-    }
-    eprintln!("skipped: tmux is not installed");
-    false
-}
 
 struct Project {
     dir: tempfile::TempDir,
@@ -251,11 +242,10 @@ fn assert_valid_order(events: &[Value]) {
 }
 
 #[test]
-#[ignore = "needs STRATA_GUEST_TESTS=1 and QEMU"]
+#[ignore = "boots a guest under QEMU: scripts/test.sh runs it"]
 fn the_screen_shows_cached_built_and_failed_stages() {
-    if !tmux_installed() {
-        return;
-    }
+    // The screens are read from tmux.
+    common::require_tool("tmux", "apt-get install tmux");
     let project = Project::new();
 
     // 1. --log-format json while building the first stage: every line parses, in order.
