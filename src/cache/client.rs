@@ -215,7 +215,7 @@ impl Cache {
         expected_parent: Option<&LayerKey>,
         stage: &str,
     ) -> Result<Layer, CacheError> {
-        let what = format!("layer {}", key.short());
+        let what = format!("layer {} ({stage})", key.short());
         let _lock = lock_layer(store, key).await?;
         if let Lookup::Hit(layer) = store.lookup(key, false)? {
             return Ok(*layer);

@@ -165,9 +165,5 @@ pub fn stop_signal() -> Result<impl std::future::Future<Output = StopSignal>, Er
 
 /// Takes the gc lock shared (gc takes it exclusively), waiting on a blocking thread.
 pub async fn lock_gc_shared(store: &crate::store::Store) -> Result<std::fs::File, Error> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.lock_shared("gc"))
-        .await
-        .map_err(|error| Error::Runtime(format!("failed to wait for a store lock: {error}")))?
-        .map_err(Error::from)
+    Ok(store.lock_async("gc", crate::store::LockMode::Shared).await?)
 }

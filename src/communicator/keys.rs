@@ -17,6 +17,14 @@ fn generate(comment: &str) -> Result<PrivateKey, CommunicatorError> {
     Ok(key)
 }
 
+/// A private key in OpenSSH format (multi-line, ends with a newline).
+fn private_openssh(key: &PrivateKey) -> Result<String, CommunicatorError> {
+    let text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
+    Ok(text.as_str().to_owned())
+}
+
 fn public_openssh(key: &PublicKey) -> Result<String, CommunicatorError> {
     key.to_openssh().map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))
 }
@@ -46,11 +54,7 @@ impl ClientKey {
     /// The private key in OpenSSH format, for a restore point (stored 0600 beside guest
     /// memory, which holds it anyway) and for `strata run`'s login file.
     pub fn private_openssh(&self) -> Result<String, CommunicatorError> {
-        let text = self
-            .0
-            .to_openssh(LineEnding::LF)
-            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
-        Ok(text.as_str().to_owned())
+        private_openssh(&self.0)
     }
 
     #[must_use]
@@ -103,11 +107,7 @@ impl HostKey {
     /// The private key in OpenSSH format (multi-line, ends with a newline): the seed's
     /// `host_key_private`. Whatever holds it must be private (mode 0600) and short-lived.
     pub fn private_openssh(&self) -> Result<String, CommunicatorError> {
-        let text = self
-            .0
-            .to_openssh(LineEnding::LF)
-            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
-        Ok(text.as_str().to_owned())
+        private_openssh(&self.0)
     }
 
     #[must_use]

@@ -83,3 +83,38 @@ impl Policy {
         matches!(self.accept, Accept::Unsigned)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_pulls_nothing_and_push_needs_a_key() {
+        let none = Policy::load(None, &[], false).unwrap();
+        assert!(matches!(none.check_can_pull(), Err(KeyError::NoTrustedKey)));
+        assert!(matches!(none.check_can_push(), Err(KeyError::NoSigningKey)));
+        let message = KeyError::NoTrustedKey.to_string();
+        assert!(message.contains("--trust") && message.contains("--cache-unsigned"), "{message}");
+        assert!(KeyError::NoTrustedKey.is_invalid_input());
+
+        let unsigned = Policy::load(None, &[], true).unwrap();
+        assert!(unsigned.check_can_pull().is_ok() && unsigned.check_can_push().is_ok());
+        assert!(unsigned.unsigned());
+    }
+
+    #[test]
+    fn the_signing_keys_public_half_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        generate(&path, Algorithm::EcdsaP256).unwrap();
+        let policy = Policy::load(Some(&path), &[], false).unwrap();
+        assert!(policy.check_can_pull().is_ok() && policy.check_can_push().is_ok());
+        let Accept::Signed(keys) = &policy.accept else { panic!("signed") };
+        let key = policy.sign_with.as_ref().unwrap();
+        assert!(keys.get(key.public_key().id()).is_some());
+        // trusting its .pub as well counts once
+        let policy = Policy::load(Some(&path), &[public_path(&path)], false).unwrap();
+        let Accept::Signed(keys) = &policy.accept else { panic!("signed") };
+        assert_eq!(keys.len(), 1);
+    }
+}

@@ -238,7 +238,7 @@ impl GuestAgentCommunicator {
     /// The command's wrapper for `/bin/sh -c`: output to the two files (then unlinked), the
     /// login user's home as the working folder, `runuser` for the login user, and `line`.
     fn wrapper(&self, line: &str, as_root: bool, out: &str, err: &str) -> String {
-        let user = shell::quote(&self.user);
+        let user = crate::process::shell_quote(&self.user);
         let plain_user = user == self.user;
         let mut script = format!("exec >>{out} 2>>{err} </dev/null; rm -f -- {out} {err}; ");
         if plain_user {
@@ -436,13 +436,13 @@ impl GuestAgentCommunicator {
         let handle = self.call(&open).await.map_err(|error| self.agent_error(&action, error))?;
         let written = self.write_chunks(handle, chunks, local).await;
         let closed = self.call(&qapi_qga::guest_file_close { handle }).await;
-        let quoted_temp = shell::quote(&temp);
+        let quoted_temp = crate::process::shell_quote(&temp);
         if let Err(error) = written {
             let _ = self.spawn(&format!("rm -f -- {quoted_temp}"), CALL_TIMEOUT).await;
             return Err(error);
         }
         closed.map_err(|error| self.agent_error(&action, error))?;
-        let quoted = shell::quote(dir);
+        let quoted = crate::process::shell_quote(dir);
         let script = format!(
             "mkdir -p -- {quoted} && tar -x --no-same-owner -f {quoted_temp} -C {quoted}; \
              rc=$?; rm -f -- {quoted_temp}; exit $rc"
@@ -633,9 +633,7 @@ impl Communicator for GuestAgentCommunicator {
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), CommunicatorError> {
-        let upload = tar::upload_path(local, remote, self.upload_chunk)
-            .map_err(|source| CommunicatorError::ReadLocal { path: local.to_owned(), source })?;
-        self.untar(&upload.dir, upload.chunks, &local.display().to_string(), remote).await
+        tar::send_path(self, local, remote).await
     }
 
     async fn upload_bytes(
@@ -644,8 +642,7 @@ impl Communicator for GuestAgentCommunicator {
         remote: &str,
         mode: u32,
     ) -> Result<(), CommunicatorError> {
-        let upload = tar::upload_bytes(bytes, remote, mode, self.upload_chunk);
-        self.untar(&upload.dir, upload.chunks, &format!("{} bytes", bytes.len()), remote).await
+        tar::send_bytes(self, bytes, remote, mode).await
     }
 
     async fn reboot(
@@ -699,6 +696,22 @@ impl Communicator for GuestAgentCommunicator {
     async fn close(self) {
         // Nothing to say goodbye to: the agent serves whoever connects next.
         drop(self);
+    }
+}
+
+impl tar::Untar for GuestAgentCommunicator {
+    fn chunk(&self) -> usize {
+        self.upload_chunk
+    }
+
+    async fn extract(
+        &self,
+        dir: &str,
+        chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        local: &str,
+        remote: &str,
+    ) -> Result<(), CommunicatorError> {
+        self.untar(dir, chunks, local, remote).await
     }
 }
 

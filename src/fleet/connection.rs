@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use super::known_hosts::{KnownKeys, Verdict, how_to_trust};
 use super::{FleetError, HostSpec};
+use crate::communicator::StartStep;
 
 /// How long name resolution and the TCP connection may take: an unreachable server is
 /// reported within this.
@@ -40,7 +41,7 @@ pub struct Login {
 }
 
 /// A logged-in connection.
-pub struct Session {
+pub struct Connection {
     handle: client::Handle<HostKeyCheck>,
     user: String,
     host: String,
@@ -77,9 +78,9 @@ impl client::Handler for HostKeyCheck {
     }
 }
 
-impl Session {
+impl Connection {
     /// Connects to `host` and logs in.
-    pub async fn open(host: &HostSpec, login: &Login) -> Result<Session, FleetError> {
+    pub async fn open(host: &HostSpec, login: &Login) -> Result<Connection, FleetError> {
         let name = host.to_string();
         let known = KnownKeys::read(&login.known_hosts, host)?;
         let mut config = client::Config::default();
@@ -103,17 +104,17 @@ impl Session {
             }
         };
         let user = host.user_or(&login.local_user).to_owned();
-        let mut session = Session { handle, user, host: name };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, session.authenticate(login)).await {
+        let mut connection = Connection { handle, user, host: name };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.authenticate(login)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(FleetError::HandshakeTimeout {
-                    host: session.host,
+                    host: connection.host,
                     waited: HANDSHAKE_TIMEOUT,
                 });
             }
         }
-        Ok(session)
+        Ok(connection)
     }
 
     /// Tries the keys `ssh` would, in its order; fails naming every key tried (by fingerprint
@@ -212,23 +213,23 @@ impl Session {
     }
 
     fn lost(&self, action: &'static str, source: russh::Error) -> FleetError {
-        FleetError::Session { host: self.host.clone(), action, source: Box::new(source) }
+        FleetError::Connection { host: self.host.clone(), action, source: Box::new(source) }
     }
 
     /// Runs `script` with `sh` as root (directly when logged in as root, else through
     /// `sudo -n`) and returns its stdout; a failure says why, with its stderr's end.
     pub async fn run_as_root(&self, script: &str) -> Result<Vec<u8>, FleetError> {
         let command = crate::process::root_shell_command(self.user == "root", script);
-        let mut channel = self
-            .handle
-            .channel_open_session()
+        let mut channel = crate::communicator::start_command(&self.handle, command, true)
             .await
-            .map_err(|source| self.lost("open a channel", source))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|source| self.lost("start the collection", source))?;
-        channel.eof().await.map_err(|source| self.lost("close stdin", source))?;
+            .map_err(|(step, source)| {
+                let action = match step {
+                    StartStep::OpenChannel => "open a channel",
+                    StartStep::Exec => "start the collection",
+                    StartStep::CloseStdin => "close stdin",
+                };
+                self.lost(action, source)
+            })?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut code = None;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::session::{Login, Session};
+use super::connection::{Connection, Login};
 use super::{FleetError, HostSpec};
 use crate::drift::{Compare, Finding, IgnoreRules, Inventory, Roots};
 
@@ -51,10 +51,10 @@ async fn collect_and_compare(
     login: &Login,
     baseline: Baseline<'_>,
 ) -> Result<Vec<Finding>, FleetError> {
-    let session = Session::open(host, login).await?;
+    let connection = Connection::open(host, login).await?;
     let script = crate::drift::collect_script(baseline.roots, baseline.ignore);
-    let output = session.run_as_root(&script).await;
-    session.close().await;
+    let output = connection.run_as_root(&script).await;
+    connection.close().await;
     let inventory = crate::drift::parse_inventory(&output?, baseline.roots)
         .map_err(|source| FleetError::Unreadable { host: host.to_string(), source })?;
     let how = Compare { ignore: baseline.ignore, detect_different_system: true };
