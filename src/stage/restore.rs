@@ -89,6 +89,13 @@ fn machine_fingerprint(job: &StageJob<'_>, spec: &MachineSpec) -> Value {
     })
 }
 
+/// Why a state saved under the fingerprint `then` cannot load into a machine whose fingerprint
+/// (the QEMU version aside, known only once it runs) is `now`; `None` when it can.
+fn other_machine_settings(now: &Value, then: &Value) -> Option<String> {
+    (now["accel"] != then["accel"] || now["machine"] != then["machine"])
+        .then(|| format!("it was saved under other machine settings ({now} now, {then} then)"))
+}
+
 fn qemu_version(machine: &Machine) -> String {
     let version = &machine.qmp().greeting()["version"]["qemu"];
     format!("{}.{}.{}", version["major"], version["minor"], version["micro"])
@@ -195,12 +202,8 @@ impl Session {
         let mut spec =
             machine_spec(job, run_dir.path(), &seed, port).map_err(|error| error.to_string())?;
         // The machine's shape is known before QEMU starts: a mismatch costs no start.
-        let then = &meta.machine;
-        let now = machine_fingerprint(job, &spec);
-        if now["accel"] != then["accel"] || now["machine"] != then["machine"] {
-            return Err(format!(
-                "it was saved under other machine settings ({now} now, {then} then)"
-            ));
+        if let Some(why) = other_machine_settings(&machine_fingerprint(job, &spec), &meta.machine) {
+            return Err(why);
         }
         let state = restore.join(STATE_FILE);
         spec.incoming = Some(format!(
@@ -365,6 +368,33 @@ async fn wait_incoming(machine: &Machine) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn saved(memory_mib: u64) -> Value {
+        json!({
+            "accel": "tcg",
+            "machine": { "cpus": 2, "memory_mib": memory_mib, "firmware": "bios", "network": true,
+                         "communicator": "Ssh", "extra_args": [] },
+            "qemu": "7.2.19",
+        })
+    }
+
+    /// Other memory (or cpus, firmware, accelerator...) refuses a restore point before QEMU
+    /// starts, naming both; the same shape passes on to the QEMU version's check.
+    #[test]
+    fn a_restore_point_of_another_machine_shape_is_refused_before_qemu_starts() {
+        let then = saved(1024);
+        let mut now = saved(1280);
+        now.as_object_mut().unwrap().remove("qemu");
+        let why = other_machine_settings(&now, &then).unwrap();
+        assert!(why.contains("other machine settings"), "{why}");
+        assert!(why.contains("1280") && why.contains("1024"), "{why}");
+        let mut same = saved(1024);
+        same.as_object_mut().unwrap().remove("qemu");
+        assert_eq!(other_machine_settings(&same, &then), None);
+        let mut kvm = same.clone();
+        kvm["accel"] = json!("kvm");
+        assert!(other_machine_settings(&kvm, &then).is_some(), "another accelerator");
+    }
 
     #[test]
     fn a_state_that_cannot_be_saved_names_its_cause() {
