@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cache::{Cache, CacheError, CacheUrl, Credentials, pull_chains, pull_source, push_all};
+use crate::cache::{Cache, CacheError, CacheUrl, pull_chains, pull_source, push_all};
 use crate::definition::Source;
 use crate::events::{Event, Events};
 use crate::layer::{LayerKey, LayerStore, PlannedStage, Status};
@@ -42,10 +42,9 @@ pub async fn connect(
     options: CacheOptions,
     events: &Events,
 ) -> Result<Option<SharedCache>, CacheError> {
-    let (credentials, from) = Credentials::discover(url);
-    match Cache::connect(url, &credentials, &from, events).await {
+    match Cache::open(url, options.policy, events).await {
         Ok(cache) => Ok(Some(SharedCache {
-            cache: cache.with_policy(options.policy),
+            cache,
             required: options.required,
             push: options.push,
             restore: options.restore,

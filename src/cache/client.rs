@@ -94,6 +94,17 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
+    /// The client for `url` as every command opens it: the credentials found for it
+    /// ([`Credentials::discover`]), signing and verifying as `policy` says.
+    pub async fn open(
+        url: &CacheUrl,
+        policy: crate::trust::Policy,
+        events: &Events,
+    ) -> Result<Cache, CacheError> {
+        let (credentials, from) = Credentials::discover(url);
+        Ok(Cache::connect(url, &credentials, &from, events).await?.with_policy(policy))
+    }
+
     /// A client for `url`, checked with one cheap request (`GET /v2/`): a registry that is down
     /// is [`CacheError::Unavailable`] here rather than halfway through a build.
     pub async fn connect(
@@ -1076,17 +1087,12 @@ async fn lock_layer(store: &LayerStore, key: &LayerKey) -> Result<fs::File, Cach
     wait_for_lock(move || store.lock(&key)).await
 }
 
-/// Takes a store lock off the async threads: it may wait for another process.
+/// A store lock taken off the async threads (it may wait for another process): the store's
+/// one way ([`crate::store::wait_for_lock`]).
 async fn wait_for_lock(
     take: impl FnOnce() -> Result<fs::File, crate::layer::LayerError> + Send + 'static,
 ) -> Result<fs::File, CacheError> {
-    tokio::task::spawn_blocking(take)
-        .await
-        .map_err(|error| CacheError::Io {
-            path: PathBuf::from("locks"),
-            source: std::io::Error::other(error),
-        })?
-        .map_err(CacheError::Layer)
+    crate::store::wait_for_lock(take).await.map_err(CacheError::Layer)
 }
 
 /// `sha256-HEX` with an optional extension of letters and digits.

@@ -3,7 +3,7 @@
 //! cache by hand. Unlike a build, a cache that cannot be used is an error here.
 
 use super::{CacheSyncArgs, Error, GlobalArgs};
-use crate::cache::{Cache, CacheUrl, Credentials};
+use crate::cache::{Cache, CacheUrl};
 use crate::events::Events;
 use crate::layer::LayerStore;
 use crate::trust::Policy;
@@ -16,9 +16,7 @@ pub(super) async fn connect(
     policy: Policy,
     events: &Events,
 ) -> Result<Cache, Error> {
-    let url = cache_url(global)?;
-    let (credentials, from) = Credentials::discover(url);
-    Ok(Cache::connect(url, &credentials, &from, events).await?.with_policy(policy))
+    Ok(Cache::open(cache_url(global)?, policy, events).await?)
 }
 
 /// `--sign-key`, `--trust` and `--cache-unsigned` for a command that pulls and/or pushes:
