@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use strata::cache::{Cache, CacheUrl, Credentials, CredentialsFrom};
 use strata::events::Events;
-use strata::layer::{Layer, LayerKey, LayerMetadata, LayerStore, sha256_hex};
+use strata::layer::{Layer, LayerKey, LayerMetadata, Layers, sha256_hex};
 use strata::store::Store;
 use strata::trust::{Accept, Algorithm, Payload, Policy, SigningKey, TrustedKeys};
 
@@ -24,7 +24,7 @@ fn median(mut samples: Vec<Duration>) -> f64 {
     samples[samples.len() / 2].as_secs_f64() * 1000.0
 }
 
-fn make_layer(layers: &LayerStore, name: &str) -> Layer {
+fn make_layer(layers: &Layers, name: &str) -> Layer {
     let store = layers.store();
     let source = store.sources_dir().join("sha256-0000.qcow2");
     if !source.exists() {
@@ -74,10 +74,10 @@ async fn client(url: &CacheUrl, policy: Policy) -> Cache {
         .with_policy(policy)
 }
 
-fn fresh_store(dir: &Path, source_from: &Path) -> LayerStore {
+fn fresh_store(dir: &Path, source_from: &Path) -> Layers {
     let store = Store::open(dir).unwrap();
     std::fs::copy(source_from, store.sources_dir().join("sha256-0000.qcow2")).unwrap();
-    LayerStore::new(store)
+    Layers::new(store)
 }
 
 #[tokio::main]
@@ -117,7 +117,7 @@ async fn main() {
 
     let (mut push_signed, mut push_unsigned) = (Vec::new(), Vec::new());
     let (mut pull_verified, mut pull_unverified) = (Vec::new(), Vec::new());
-    let origin = LayerStore::new(Store::open(&dir.path().join("origin")).unwrap());
+    let origin = Layers::new(Store::open(&dir.path().join("origin")).unwrap());
     let source = origin.store().sources_dir().join("sha256-0000.qcow2");
     for run in 0..runs {
         for (signed, samples) in [(true, &mut push_signed), (false, &mut push_unsigned)] {

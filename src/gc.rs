@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use crate::definition::ImageDefinition;
-use crate::layer::{LayerStore, PlanOptions, Status, plan_from_store};
+use crate::layer::{Layers, PlanOptions, Status, plan_from_store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -29,11 +29,7 @@ pub struct GcOutcome {
 
 /// Deletes what `keep` (every layer of their current plans, and their sources) does not need;
 /// with `dry_run`, only finds it.
-pub fn run(
-    layers: &LayerStore,
-    keep: &[ImageDefinition],
-    dry_run: bool,
-) -> Result<GcOutcome, GcError> {
+pub fn run(layers: &Layers, keep: &[ImageDefinition], dry_run: bool) -> Result<GcOutcome, GcError> {
     let store = layers.store();
     let _exclusive = store.lock("gc")?;
     let mut keep_layers = BTreeSet::new();

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::check::{Check, CheckError, CheckRecord, CheckResult, Progress};
 use crate::definition::ImageDefinition;
 use crate::events::{Event, Events};
-use crate::layer::{Layer, LayerError, LayerStore, PlanError};
+use crate::layer::{Layer, LayerError, Layers, PlanError};
 use crate::stage::{RunDir, StageError, StageJob, TAIL_LINES, Vm};
 use crate::store::LockMode;
 
@@ -75,7 +75,7 @@ pub struct Request<'a> {
     pub definition: &'a ImageDefinition,
     /// The definition's file, for messages saying what to run.
     pub definition_path: &'a Path,
-    pub layers: &'a LayerStore,
+    pub layers: &'a Layers,
     /// The stage whose layer to boot; default the last.
     pub stage: Option<&'a str>,
     pub events: &'a Events,

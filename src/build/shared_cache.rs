@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cache::{Cache, CacheError, CacheUrl, pull_chains, pull_source, push_all};
 use crate::definition::Source;
 use crate::events::{Event, Events};
-use crate::layer::{LayerKey, LayerStore, PlannedStage, Status};
+use crate::layer::{LayerKey, Layers, PlannedStage, Status};
 use crate::source::FetchedSource;
 use crate::store::Store;
 
@@ -126,7 +126,7 @@ impl SharedCache {
     pub async fn pull_for_plan(
         &self,
         plan: &[PlannedStage],
-        layers: &LayerStore,
+        layers: &Layers,
         events: &Events,
     ) -> Result<usize, CacheError> {
         let Some(cache) = self.active() else { return Ok(0) };
@@ -141,7 +141,7 @@ impl SharedCache {
     pub async fn pull_restore_points(
         &self,
         plan: &[PlannedStage],
-        layers: &LayerStore,
+        layers: &Layers,
         events: &Events,
     ) -> Result<(), CacheError> {
         if !self.restore {
@@ -175,7 +175,7 @@ impl SharedCache {
         &self,
         source: &FetchedSource,
         keys: &[LayerKey],
-        layers: &LayerStore,
+        layers: &Layers,
         events: &Events,
     ) -> Result<u64, CacheError> {
         let Some(cache) = self.active() else { return Ok(0) };

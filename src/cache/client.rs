@@ -19,7 +19,7 @@ use super::artifact::{self, Blob};
 use super::transfer::{self, DownloadError, Progress};
 use super::{CacheError, CacheUrl, Credentials, CredentialsFrom};
 use crate::events::{CacheDirection, Event, Events};
-use crate::layer::{Foundation, Layer, LayerKey, LayerMetadata, LayerStore, Lookup, backing_for};
+use crate::layer::{Foundation, Layer, LayerKey, LayerMetadata, Layers, Lookup, backing_for};
 use crate::source::{FetchedSource, SourceDigest};
 use crate::store::{Store, sync_dir};
 use crate::trust::{self, Accept, Policy, Refusal, Signed, TrustedKeys};
@@ -221,7 +221,7 @@ impl Cache {
     /// mean nothing before its signature is checked).
     pub async fn pull_layer(
         &self,
-        store: &LayerStore,
+        store: &Layers,
         key: &LayerKey,
         expected_parent: Option<&LayerKey>,
         stage: &str,
@@ -398,7 +398,7 @@ impl Cache {
     /// when it does not.
     pub async fn pull_restore(
         &self,
-        store: &LayerStore,
+        store: &Layers,
         key: &LayerKey,
     ) -> Result<Option<PathBuf>, CacheError> {
         let what = format!("the restore point of layer {}", key.short());
@@ -1082,7 +1082,7 @@ fn store_tmp(layer_dir: &Path) -> PathBuf {
         .map_or_else(std::env::temp_dir, |root| root.join("tmp"))
 }
 
-async fn lock_layer(store: &LayerStore, key: &LayerKey) -> Result<fs::File, CacheError> {
+async fn lock_layer(store: &Layers, key: &LayerKey) -> Result<fs::File, CacheError> {
     let (store, key) = (store.clone(), key.clone());
     wait_for_lock(move || store.lock(&key)).await
 }
@@ -1122,7 +1122,7 @@ fn tar_folder(folder: &Path, tmp: &Path) -> std::io::Result<tempfile::NamedTempF
 /// Unpacks plain files from `archive` into a new private folder in `parent`, then renames it to
 /// `into`: a crash leaves no half restore point.
 /// Unpacks a restore point's archive (plain files only, modes 0600) into a new 0700 folder in
-/// `tmp`, returned for `LayerStore::install_restore_point`.
+/// `tmp`, returned for `Layers::install_restore_point`.
 fn untar_staged(archive: &Path, tmp: &Path) -> std::io::Result<PathBuf> {
     let staging = tempfile::Builder::new().prefix("cache-restore-dir.").tempdir_in(tmp)?;
     fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o700))?;

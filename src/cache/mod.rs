@@ -2,7 +2,7 @@
 //! runners that build the same images share their layers (DESIGN.md §6). Owns the cache URL,
 //! registry credentials, the artifact format (media types, tags, annotations) and moving
 //! artifacts between the registry and the store. A pulled layer enters the store only through
-//! [`crate::layer::LayerStore`] (tmp/, verified, renamed under the layer's lock), and only
+//! [`crate::layer::Layers`] (tmp/, verified, renamed under the layer's lock), and only
 //! after its signature is checked against the runner's [`crate::trust::Policy`] (DESIGN.md §9);
 //! what is pushed is signed in cosign's format.
 //! Decides which artifacts a definition needs moved ([`sync`]), not when to push or pull nor

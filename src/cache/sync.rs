@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::{Cache, CacheError, Pushed};
 use crate::definition::{ImageDefinition, Location, Source};
 use crate::events::Events;
-use crate::layer::{LayerKey, LayerStore, Lookup, PlanOptions, PlannedStage, Status};
+use crate::layer::{LayerKey, Layers, Lookup, PlanOptions, PlannedStage, Status};
 use crate::source::FetchedSource;
 use crate::store::Store;
 
@@ -40,7 +40,7 @@ pub async fn pull_layer_sbom(cache: &Cache, key: &LayerKey) -> Result<Option<Vec
 pub async fn push_definition(
     cache: &Cache,
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     stage: Option<&str>,
     restore: bool,
 ) -> Result<u64, CacheError> {
@@ -56,7 +56,7 @@ pub async fn push_definition(
 pub async fn pull_definition(
     cache: &Cache,
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     stage: Option<&str>,
     restore: bool,
     events: &Events,
@@ -118,7 +118,7 @@ pub async fn pull_source(cache: &Cache, store: &Store, source: &Source) -> Resul
 pub async fn pull_chains(
     cache: &Cache,
     plan: &[PlannedStage],
-    layers: &LayerStore,
+    layers: &Layers,
     required: bool,
 ) -> Result<usize, CacheError> {
     let mut pulled = std::collections::HashSet::new();
@@ -190,7 +190,7 @@ pub async fn push_all(
     cache: &Cache,
     source: &FetchedSource,
     keys: &[LayerKey],
-    layers: &LayerStore,
+    layers: &Layers,
     restore: bool,
 ) -> Result<u64, CacheError> {
     let mut bytes = uploaded(cache.push_source(source).await?);

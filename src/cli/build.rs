@@ -9,7 +9,7 @@ use super::Error;
 use super::{BuildArgs, Failure, GlobalArgs};
 use crate::build::{BuildContext, BuildError, BuildOptions, CacheOptions, SharedCache};
 use crate::events::Event;
-use crate::layer::{LayerError, LayerStore, PlanOptions};
+use crate::layer::{LayerError, Layers, PlanOptions};
 use crate::report::{self, SummaryRow, buildlog::BuildLog};
 
 pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
@@ -32,7 +32,7 @@ pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
         no_warm: args.no_warm,
         max_restore_size: args.max_restore_size,
     };
-    let layers = LayerStore::new(store);
+    let layers = Layers::new(store);
     let stages = definition.stages.iter().map(|stage| stage.name.to_string()).collect();
     events.emit(Event::BuildStarted {
         build_id: log.id().to_owned(),

@@ -5,7 +5,7 @@
 use super::{CacheSyncArgs, Error, GlobalArgs};
 use crate::cache::{Cache, CacheUrl};
 use crate::events::Events;
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 use crate::trust::Policy;
 use crate::units::ByteSize;
 
@@ -43,7 +43,7 @@ pub async fn push(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error
     let definition = crate::definition::load(&args.definition)?;
     cache_url(global)?;
     let policy = policy(global, false, true)?;
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     let events = global.events();
     let cache = connect(global, policy, &events).await?;
     let stage = args.stage.as_deref();
@@ -62,7 +62,7 @@ pub async fn pull(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error
     let definition = crate::definition::load(&args.definition)?;
     cache_url(global)?;
     let policy = policy(global, true, false)?;
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     let events = global.events();
     let cache = connect(global, policy, &events).await?;
     let stage = args.stage.as_deref();

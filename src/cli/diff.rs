@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{Error, GlobalArgs};
 use crate::drift::Finding;
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 
 pub fn run(
     definition_path: &Path,
@@ -15,7 +15,7 @@ pub fn run(
     global: &GlobalArgs,
 ) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     let diffs = crate::layer::diff::diff(&definition, definition_path, &layers, from, to)?;
     let mut rows = vec![["from", "to", "change", "what"].map(String::from)];
     let mut objects = Vec::new();

@@ -11,12 +11,12 @@ use super::{DriftArgs, Error, GlobalArgs};
 use crate::drift::Finding;
 use crate::events::Event;
 use crate::fleet::{Baseline, HostOutcome, HostReport, HostSpec, Login, Summary, Verdict};
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 
 pub async fn run(args: &DriftArgs, global: &GlobalArgs) -> Result<(), Error> {
     let hosts = hosts_of(args)?;
     let definition = crate::definition::load(&args.definition)?;
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     let baseline = crate::layer::diff::side_of_stage(
         &definition,
         &layers,

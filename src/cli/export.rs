@@ -4,12 +4,12 @@
 use super::Error;
 use super::{ExportArgs, GlobalArgs};
 use crate::export::{ExportOptions, Selection};
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 
 pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(&args.definition)?;
     let store = global.open_store()?;
-    let layers = LayerStore::new(store.clone());
+    let layers = Layers::new(store.clone());
     let selection =
         Selection { stage: args.stage.clone(), format: args.format, target: args.target };
     // gc takes this lock exclusively: it never removes the layers an export reads.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::Error;
 use super::GlobalArgs;
 use crate::gc::GcOutcome;
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 use crate::units::ByteSize;
 
 pub fn run(
@@ -25,7 +25,7 @@ pub fn run(
                 .to_owned(),
         ));
     }
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     let keep = definitions
         .iter()
         .map(|path| crate::definition::load(path))

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use super::Error;
 use super::GlobalArgs;
-use crate::layer::{LayerStore, PlanOptions, PlannedStage, Status, plan_from_store};
+use crate::layer::{Layers, PlanOptions, PlannedStage, Status, plan_from_store};
 use crate::units::{ByteSize, format_duration};
 
 pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(definition_path)?;
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
         return Err(Error::Runtime(format!(
             "the source of {} is not in the store, so no key can be computed: run `strata fetch {}`",

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use super::Error;
 use super::GlobalArgs;
 use crate::instance::{Purpose, Request};
-use crate::layer::{LayerError, LayerStore};
+use crate::layer::{LayerError, Layers};
 use crate::report::buildlog::BuildLog;
 
 /// What `run` and `test` hand the engine: the definition, its layers, events shown to the user
 /// and written to a new log folder.
 pub(super) struct Opened {
     pub definition: crate::definition::ImageDefinition,
-    pub layers: LayerStore,
+    pub layers: Layers,
     pub events: crate::events::Events,
     pub log: Arc<BuildLog>,
 }
@@ -27,7 +27,7 @@ pub(super) fn open(definition_path: &Path, global: &GlobalArgs) -> Result<Opened
             .map_err(|source| LayerError::Write { path: store.logs_dir(), source })?,
     );
     let events = global.events().with(log.clone());
-    Ok(Opened { definition, layers: LayerStore::new(store), events, log })
+    Ok(Opened { definition, layers: Layers::new(store), events, log })
 }
 
 impl Opened {

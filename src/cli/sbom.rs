@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use super::{Error, GlobalArgs, SbomArgs};
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 use crate::sbom::StageState;
 
 pub fn run(args: &SbomArgs, global: &GlobalArgs) -> Result<(), Error> {
-    let layers = LayerStore::new(global.open_store()?);
+    let layers = Layers::new(global.open_store()?);
     if let Some(name) = &args.package {
         return find(name, &args.definitions, &layers, global);
     }
@@ -48,12 +48,7 @@ pub fn run(args: &SbomArgs, global: &GlobalArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn find(
-    name: &str,
-    paths: &[PathBuf],
-    layers: &LayerStore,
-    global: &GlobalArgs,
-) -> Result<(), Error> {
+fn find(name: &str, paths: &[PathBuf], layers: &Layers, global: &GlobalArgs) -> Result<(), Error> {
     let mut definitions = Vec::new();
     for path in paths {
         definitions.push((path.clone(), crate::definition::load(path)?));

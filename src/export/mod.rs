@@ -19,7 +19,7 @@ pub use manifest::{
 
 use crate::definition::{Compression, ExportFormat, ExportTarget, Firmware, ImageDefinition};
 use crate::events::{Event, Events};
-use crate::layer::{Layer, LayerStore, PlanError};
+use crate::layer::{Layer, Layers, PlanError};
 use crate::qemu::QemuError;
 use crate::qemu::img::{self, ConvertOptions, ImageFormat};
 
@@ -160,7 +160,7 @@ pub struct ExportOutcome {
 pub fn resolve(
     definition: &ImageDefinition,
     shown: &Path,
-    layers: &LayerStore,
+    layers: &Layers,
     selection: &Selection,
 ) -> Result<ExportPlan, ExportError> {
     let stage = match &selection.stage {
@@ -597,7 +597,7 @@ pub(crate) mod tests {
     struct Fixture {
         dir: tempfile::TempDir,
         definition: ImageDefinition,
-        layers: LayerStore,
+        layers: Layers,
     }
 
     impl Fixture {
@@ -620,7 +620,7 @@ pub(crate) mod tests {
             std::fs::write(&path, text).unwrap();
             let definition = crate::definition::load(&path).unwrap();
             let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
-            Fixture { dir, definition, layers: LayerStore::new(store) }
+            Fixture { dir, definition, layers: Layers::new(store) }
         }
 
         async fn fetch(&self) {

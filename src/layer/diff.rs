@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{LayerError, LayerKey, LayerMetadata, LayerStore, Lookup, PlanError, PlanOptions};
+use super::{LayerError, LayerKey, LayerMetadata, Layers, Lookup, PlanError, PlanOptions};
 use super::{PlannedStage, Status, plan_from_store};
 use crate::definition::ImageDefinition;
 use crate::drift::{Compare, Finding, Inventory, Manifest};
@@ -62,7 +62,7 @@ pub struct LayerDiff {
 pub fn diff(
     definition: &ImageDefinition,
     definition_path: &Path,
-    layers: &LayerStore,
+    layers: &Layers,
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<Vec<LayerDiff>, DiffError> {
@@ -113,7 +113,7 @@ pub fn diff(
 fn resolve(
     name: &str,
     stages: &[PlannedStage],
-    layers: &LayerStore,
+    layers: &Layers,
     definition_path: &Path,
 ) -> Result<Side, DiffError> {
     let not_built =
@@ -145,7 +145,7 @@ fn resolve(
 /// what `strata drift` compares servers with.
 pub fn side_of_stage(
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     stage: Option<&str>,
     definition_path: &Path,
 ) -> Result<Side, DiffError> {

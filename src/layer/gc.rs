@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{LayerError, LayerStore};
+use super::{LayerError, Layers};
 
 /// What gc found to delete, and how many bytes that frees.
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub struct Garbage {
 
 /// Finds what is not needed by `keep_layers` (keys) and `keep_sources` (file names in sources/).
 pub fn find(
-    layers: &LayerStore,
+    layers: &Layers,
     keep_layers: &BTreeSet<String>,
     keep_sources: &BTreeSet<String>,
 ) -> Result<Garbage, LayerError> {
@@ -80,7 +80,7 @@ impl Garbage {
 
     /// Deletes it all. Layers and saved boots go by renaming into tmp/ first, so a crash never
     /// leaves half of one in `layers/` or `boots/`.
-    pub fn delete(&self, layers: &LayerStore) -> Result<(), LayerError> {
+    pub fn delete(&self, layers: &Layers) -> Result<(), LayerError> {
         let store = layers.store();
         let tmp = store.tmp_dir();
         let (layers_dir, boots_dir) = (store.layers_dir(), store.boots_dir());
@@ -155,7 +155,7 @@ mod tests {
     }
 
     /// A saved first boot of `source`, keyed by `name` repeated.
-    fn fake_boot(layers: &LayerStore, name: char, source: &str) -> crate::layer::LayerKey {
+    fn fake_boot(layers: &Layers, name: char, source: &str) -> crate::layer::LayerKey {
         let key = crate::layer::LayerKey::parse(&name.to_string().repeat(64)).unwrap();
         let saved = layers.store().tmp_dir().join(format!("boot-{name}"));
         fs::create_dir_all(&saved).unwrap();
@@ -181,7 +181,7 @@ mod tests {
         fake_layer(&store, &c, Some(&b), "");
         fake_layer(&store, &old, None, "sha256-2.qcow2");
         fs::create_dir(store.tmp_dir().join("leftover")).unwrap();
-        let layers = LayerStore::new(store.clone());
+        let layers = Layers::new(store.clone());
         let (kept_boot, old_boot) =
             (fake_boot(&layers, 'e', "sha256-1.qcow2"), fake_boot(&layers, 'f', "sha256-2.qcow2"));
         let garbage = find(&layers, &BTreeSet::from([c.clone()]), &BTreeSet::new()).unwrap();

@@ -22,7 +22,7 @@ pub use plan::{
 };
 pub use restore_points::{BOOT_RECORD_FILE, BootRecord, RestorePoint, SavedBoot};
 pub use store::{
-    CHECKS_FILE, DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, RESTORE_DIR,
+    CHECKS_FILE, DISK_FILE, Layer, LayerMetadata, Layers, Lookup, METADATA_FILE, RESTORE_DIR,
     RESTORE_META_FILE, WorkDir, backing_for, hash_file, now_secs,
 };
 

@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::{
-    Foundation, Layer, LayerError, LayerKey, LayerMetadata, LayerStore, Lookup, compute_key,
-};
+use super::{Foundation, Layer, LayerError, LayerKey, LayerMetadata, Layers, Lookup, compute_key};
 use crate::definition::{ImageDefinition, Stage};
 use crate::source::FetchedSource;
 
@@ -154,7 +152,7 @@ pub fn source_file_name(source: &FetchedSource) -> String {
 /// Computes every selected stage's key and looks its layer up.
 pub fn plan(
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     source: FetchedSource,
     options: &PlanOptions,
     now: SystemTime,
@@ -210,7 +208,7 @@ pub fn plan(
 /// been fetched (then no key can be known).
 pub fn plan_from_store(
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     options: &PlanOptions,
 ) -> Result<Option<Plan>, PlanError> {
     let Some(source) = crate::source::lookup(layers.store(), &definition.source) else {
@@ -234,7 +232,7 @@ pub struct BuiltStage {
 /// Finds `stage` (or the last stage) built in the store, with every layer under it.
 pub fn built_stage(
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     stage: Option<&str>,
 ) -> Result<BuiltStage, PlanError> {
     let name = match stage {

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{LayerError, LayerKey, LayerStore, RESTORE_DIR, RESTORE_META_FILE};
+use super::{LayerError, LayerKey, Layers, RESTORE_DIR, RESTORE_META_FILE};
 use crate::store::sync_dir;
 use crate::units::ByteSize;
 
-impl LayerStore {
+impl Layers {
     /// `key`'s restore point folder, if it has one.
     #[must_use]
     pub fn restore_point(&self, key: &LayerKey) -> Option<PathBuf> {
@@ -120,7 +120,7 @@ pub struct SavedBoot {
     pub record: Option<BootRecord>,
 }
 
-impl LayerStore {
+impl Layers {
     /// The folder of the saved first boot `key`, whether or not there is one.
     #[must_use]
     pub fn boot_dir(&self, key: &LayerKey) -> PathBuf {
@@ -190,7 +190,7 @@ pub struct RestorePoint {
     pub created: u64,
 }
 
-impl LayerStore {
+impl Layers {
     /// Every restore point beside a committed layer, and every source's saved first boot,
     /// oldest first.
     pub fn restore_points(&self) -> Result<Vec<RestorePoint>, LayerError> {
@@ -322,7 +322,7 @@ mod first_boot_tests {
         LayerKey::parse(&c.to_string().repeat(64)).unwrap()
     }
 
-    fn saved_folder(layers: &LayerStore, name: &str) -> PathBuf {
+    fn saved_folder(layers: &Layers, name: &str) -> PathBuf {
         let saved = layers.store().tmp_dir().join(name);
         fs::create_dir_all(&saved).unwrap();
         fs::write(saved.join(RESTORE_META_FILE), b"{}").unwrap();
@@ -333,7 +333,7 @@ mod first_boot_tests {
     #[test]
     fn a_saved_boot_is_installed_with_its_record_and_replaces_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
-        let layers = LayerStore::new(Store::open(dir.path()).unwrap());
+        let layers = Layers::new(Store::open(dir.path()).unwrap());
         let record = BootRecord {
             source: "sha256-ab.qcow2".into(),
             image: "web".into(),
@@ -356,7 +356,7 @@ mod first_boot_tests {
     #[test]
     fn a_folder_without_its_record_is_not_resumed_and_is_listed_without_one() {
         let dir = tempfile::tempdir().unwrap();
-        let layers = LayerStore::new(Store::open(dir.path()).unwrap());
+        let layers = Layers::new(Store::open(dir.path()).unwrap());
         let half = layers.boot_dir(&key('b'));
         fs::create_dir_all(&half).unwrap();
         fs::write(half.join(RESTORE_META_FILE), b"{}").unwrap();
@@ -378,12 +378,7 @@ mod cap_tests {
     const MIB: usize = 1 << 20;
 
     /// A layer folder with a layer.json and a fake restore point of `mib` MiB saved at `created`.
-    fn layer_with_restore_point(
-        layers: &LayerStore,
-        name: char,
-        created: u64,
-        mib: usize,
-    ) -> LayerKey {
+    fn layer_with_restore_point(layers: &Layers, name: char, created: u64, mib: usize) -> LayerKey {
         let key = LayerKey::parse(&name.to_string().repeat(64)).unwrap();
         let dir = layers.dir(&key);
         fs::create_dir_all(dir.join(RESTORE_DIR)).unwrap();
@@ -400,9 +395,9 @@ mod cap_tests {
         key
     }
 
-    fn store() -> (tempfile::TempDir, LayerStore) {
+    fn store() -> (tempfile::TempDir, Layers) {
         let root = tempfile::tempdir().unwrap();
-        let layers = LayerStore::new(Store::open(root.path()).unwrap());
+        let layers = Layers::new(Store::open(root.path()).unwrap());
         (root, layers)
     }
 

@@ -180,15 +180,17 @@ impl Drop for WorkDir {
     }
 }
 
+/// The layers of a [`Store`] (`layers/`, their records, locks and saved guests): what the
+/// store holds seen as layers. `Store` is the folders; this is what lives in `layers/`.
 #[derive(Debug, Clone)]
-pub struct LayerStore {
+pub struct Layers {
     store: Store,
 }
 
-impl LayerStore {
+impl Layers {
     #[must_use]
     pub fn new(store: Store) -> Self {
-        LayerStore { store }
+        Layers { store }
     }
 
     #[must_use]
@@ -205,7 +207,7 @@ impl LayerStore {
     /// Cheap by default (size and mtime); `rehash` recomputes the sha256.
     /// A layer that fails the check (its record unreadable, its disk not what the record says)
     /// is moved aside into `tmp/` and reported as `Corrupt`, so it is rebuilt and never used.
-    /// Only a build calls this; queries call [`LayerStore::inspect`].
+    /// Only a build calls this; queries call [`Layers::inspect`].
     pub fn lookup(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
         let found = self.inspect(key, rehash)?;
         match found {
@@ -214,7 +216,7 @@ impl LayerStore {
         }
     }
 
-    /// Like [`LayerStore::lookup`], but read-only: a corrupt layer is reported and left where
+    /// Like [`Layers::lookup`], but read-only: a corrupt layer is reported and left where
     /// it is.
     pub fn inspect(&self, key: &LayerKey, rehash: bool) -> Result<Lookup, LayerError> {
         let dir = self.dir(key);
@@ -470,7 +472,7 @@ mod tests {
     #[test]
     fn an_unreadable_record_is_corrupt_and_only_lookup_moves_it_aside() {
         let root = tempfile::tempdir().unwrap();
-        let layers = LayerStore::new(Store::open(root.path()).unwrap());
+        let layers = Layers::new(Store::open(root.path()).unwrap());
         let key = LayerKey::parse(&"a".repeat(64)).unwrap();
         fs::create_dir_all(layers.dir(&key)).unwrap();
         fs::write(layers.dir(&key).join(METADATA_FILE), b"\xff\xfe not utf-8").unwrap();
@@ -485,7 +487,7 @@ mod tests {
     #[test]
     fn a_restore_point_is_installed_beside_its_layer_and_replaces_the_old_one() {
         let root = tempfile::tempdir().unwrap();
-        let layers = LayerStore::new(Store::open(root.path()).unwrap());
+        let layers = Layers::new(Store::open(root.path()).unwrap());
         let key = LayerKey::parse(&"a".repeat(64)).unwrap();
         fs::create_dir_all(layers.dir(&key)).unwrap();
         assert!(layers.restore_point(&key).is_none());

@@ -23,7 +23,7 @@ pub use query::{Holding, StageState, find_package};
 
 use crate::definition::ImageDefinition;
 use crate::drift::Package;
-use crate::layer::{BuiltStage, LayerStore, PlanError};
+use crate::layer::{BuiltStage, Layers, PlanError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SbomError {
@@ -202,7 +202,7 @@ impl Contents {
 pub fn contents(
     definition: &ImageDefinition,
     shown: &Path,
-    layers: &LayerStore,
+    layers: &Layers,
     stage: Option<&str>,
 ) -> Result<Contents, SbomError> {
     let built =
@@ -232,7 +232,7 @@ pub fn render(contents: &Contents, format: Format) -> Result<Vec<u8>, SbomError>
 pub fn sbom(
     definition: &ImageDefinition,
     shown: &Path,
-    layers: &LayerStore,
+    layers: &Layers,
     stage: Option<&str>,
     format: Format,
 ) -> Result<(Contents, Vec<u8>), SbomError> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::SbomError;
 use crate::definition::ImageDefinition;
 use crate::drift::Package;
-use crate::layer::{LayerStore, PlanOptions, Status};
+use crate::layer::{Layers, PlanOptions, Status};
 
 /// What one stage says about the package.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct Holding {
 /// source package `name`) it holds, or that it lacks them, or that it is not built.
 pub fn find_package(
     definitions: &[(PathBuf, ImageDefinition)],
-    layers: &LayerStore,
+    layers: &Layers,
     name: &str,
 ) -> Result<Vec<Holding>, SbomError> {
     let mut out = Vec::new();

@@ -1,6 +1,6 @@
 //! The shared cache against a real registry: Debian's `docker-registry` (distribution v2) on
 //! 127.0.0.1, its own folder and a free port, started by each test and killed on drop. Layers
-//! are real qcow2 overlays (qemu-img, qemu-io) committed through `LayerStore`. No guest boots.
+//! are real qcow2 overlays (qemu-img, qemu-io) committed through `Layers`. No guest boots.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use strata::cache::{Cache, CacheError, Credentials, CredentialsFrom, Pushed};
 use strata::events::{CacheDirection, Event, Events, Observer, Recorder};
-use strata::layer::{Layer, LayerKey, LayerMetadata, LayerStore, Lookup, sha256_hex};
+use strata::layer::{Layer, LayerKey, LayerMetadata, Layers, Lookup, sha256_hex};
 use strata::source::{FetchedSource, SourceDigest};
 use strata::store::Store;
 use strata::trust::{Accept, Algorithm, Policy, SigningKey, TrustedKeys};
@@ -65,7 +65,7 @@ fn make_source(store: &Store, data_mib: usize) -> FetchedSource {
 /// A layer committed through the store as a build commits one: a qcow2 overlay on `backing`
 /// (relative, as strata writes it) with `data_kib` of noise written at `offset_mib`.
 fn make_layer(
-    layers: &LayerStore,
+    layers: &Layers,
     stage: &str,
     parent: Option<&LayerKey>,
     backing: &str,
@@ -103,7 +103,7 @@ fn make_layer(
 /// A store with a source, a ~6 MiB layer on it and a small layer on that.
 struct Chain {
     store: Store,
-    layers: LayerStore,
+    layers: Layers,
     source: FetchedSource,
     base: Layer,
     app: Layer,
@@ -111,7 +111,7 @@ struct Chain {
 
 fn chain(dir: &Path) -> Chain {
     let store = Store::open(dir).unwrap();
-    let layers = LayerStore::new(store.clone());
+    let layers = Layers::new(store.clone());
     let source = make_source(&store, 4);
     let source_backing =
         format!("../../sources/{}", source.path.file_name().unwrap().to_string_lossy());
@@ -128,9 +128,9 @@ fn chain(dir: &Path) -> Chain {
     Chain { store, layers, source, base, app }
 }
 
-fn empty_store(dir: &Path) -> (Store, LayerStore) {
+fn empty_store(dir: &Path) -> (Store, Layers) {
     let store = Store::open(dir).unwrap();
-    (store.clone(), LayerStore::new(store))
+    (store.clone(), Layers::new(store))
 }
 
 /// A client that signs with a fresh key and trusts it.
@@ -349,7 +349,7 @@ impl KillMidTransfer {
 async fn a_registry_killed_mid_push_or_mid_pull_leaves_the_store_whole_and_the_next_try_works() {
     let dir = tempfile::tempdir().unwrap();
     let store_a = Store::open(&dir.path().join("a")).unwrap();
-    let layers_a = LayerStore::new(store_a.clone());
+    let layers_a = Layers::new(store_a.clone());
     let source = make_source(&store_a, 1);
     let source_name = source.path.file_name().unwrap().to_owned();
     let big = make_layer(

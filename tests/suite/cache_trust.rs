@@ -15,7 +15,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use strata::cache::{Cache, CacheError, Credentials, CredentialsFrom};
 use strata::events::{Event, Events, Recorder};
-use strata::layer::{LayerKey, LayerMetadata, LayerStore, sha256_hex};
+use strata::layer::{LayerKey, LayerMetadata, Layers, sha256_hex};
 use strata::store::Store;
 use strata::trust::{Accept, Algorithm, Policy, PublicKey, SigningKey, TrustedKeys};
 
@@ -32,7 +32,7 @@ fn key_of(name: &str) -> LayerKey {
 }
 
 /// A layer on a tiny source, committed through the store; `fill` picks its content.
-fn make_layer(layers: &LayerStore, stage: &str, parent: Option<&LayerKey>, fill: u8) {
+fn make_layer(layers: &Layers, stage: &str, parent: Option<&LayerKey>, fill: u8) {
     let store = layers.store();
     let source = store.sources_dir().join("sha256-0000.qcow2");
     if !source.exists() {
@@ -66,8 +66,8 @@ fn make_layer(layers: &LayerStore, stage: &str, parent: Option<&LayerKey>, fill:
     layers.commit(work, metadata).unwrap();
 }
 
-fn layer_store(dir: &Path) -> LayerStore {
-    LayerStore::new(Store::open(dir).unwrap())
+fn layer_store(dir: &Path) -> Layers {
+    Layers::new(Store::open(dir).unwrap())
 }
 
 fn policy(sign_with: Option<&Arc<SigningKey>>, trust: &[&PublicKey]) -> Policy {
@@ -109,7 +109,7 @@ fn refusals(recorder: &Recorder) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
-fn assert_not_in_store(layers: &LayerStore, key: &LayerKey) {
+fn assert_not_in_store(layers: &Layers, key: &LayerKey) {
     assert!(!layers.store().root().join("layers").join(key.as_str()).exists(), "{key} entered");
     let tmp: Vec<_> = std::fs::read_dir(layers.store().tmp_dir()).unwrap().flatten().collect();
     assert!(tmp.is_empty(), "tmp/ holds {tmp:?}");
@@ -262,8 +262,7 @@ async fn every_attackers_move_is_refused_and_nothing_enters_the_store() {
     make_layer(&honest, "two", None, 2);
     make_layer(&honest, "gone", None, 3);
 
-    let push = |store: &LayerStore, stage: &str| match store.lookup(&key_of(stage), false).unwrap()
-    {
+    let push = |store: &Layers, stage: &str| match store.lookup(&key_of(stage), false).unwrap() {
         strata::layer::Lookup::Hit(layer) => *layer,
         _ => panic!("no {stage}"),
     };

@@ -332,8 +332,7 @@ async fn push_attaches_each_layer_s_signed_sbom_and_a_pull_verifies_it() {
         .assert()
         .success();
     let definition = strata::definition::load(&project.definition()).unwrap();
-    let layers =
-        strata::layer::LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
+    let layers = strata::layer::Layers::new(strata::store::Store::open(&project.store()).unwrap());
     let built = strata::layer::built_stage(&definition, &layers, None).unwrap();
     let connect = |trusted: PublicKey| async {
         let mut keys = TrustedKeys::new();

@@ -64,9 +64,9 @@ pub fn commit_layers(project: &Project) {
 /// [`commit_layers`], with `edit` changing each layer's record before it is committed (e.g.
 /// the inventory it records).
 pub fn commit_layers_with(project: &Project, edit: impl Fn(&mut strata::layer::LayerMetadata)) {
-    use strata::layer::{LayerMetadata, LayerStore, PlanOptions, plan_from_store};
+    use strata::layer::{LayerMetadata, Layers, PlanOptions, plan_from_store};
     let definition = strata::definition::load(&project.definition()).unwrap();
-    let layers = LayerStore::new(strata::store::Store::open(&project.store()).unwrap());
+    let layers = Layers::new(strata::store::Store::open(&project.store()).unwrap());
     for stage in ["base", "final"] {
         let options = PlanOptions { stop_at: Some(stage.to_owned()), ..PlanOptions::default() };
         let plan = plan_from_store(&definition, &layers, &options).unwrap().unwrap();

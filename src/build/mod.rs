@@ -18,8 +18,8 @@ use std::time::{Instant, SystemTime};
 use crate::definition::ImageDefinition;
 use crate::events::{Event, Events};
 use crate::layer::{
-    Foundation, Layer, LayerError, LayerKey, LayerStore, Lookup, PlanError, PlanOptions,
-    PlannedStage, Status, WorkDir,
+    Foundation, Layer, LayerError, LayerKey, Layers, Lookup, PlanError, PlanOptions, PlannedStage,
+    Status, WorkDir,
 };
 use crate::store::LockMode;
 
@@ -95,7 +95,7 @@ pub fn cached_event(planned: &PlannedStage) -> Event {
 /// Where a build's work goes.
 pub struct BuildContext<'a> {
     pub definition: &'a ImageDefinition,
-    pub layers: &'a LayerStore,
+    pub layers: &'a Layers,
     /// The build's log folder: each stage's console and step logs go in `LOG_DIR/STAGE/`.
     pub log_dir: &'a Path,
     pub events: &'a Events,
