@@ -3,7 +3,8 @@
 //! The modules are named after the domain: `definition` (what to build), `source`
 //! (the base image), `seed` (cloud-init), `qemu` (the machine), `communicator`
 //! (talking to the guest), `stage` (one stage from overlay to layer), `layer` (the
-//! store of layers), `export` (images that leave the machine). `events` is the only
+//! store of layers), `export` (images that leave the machine), `publish` (into a cloud's image
+//! service). `events` is the only
 //! way the engine tells the outside world anything; `report` is the only code that prints.
 
 pub mod build;
@@ -18,6 +19,7 @@ pub mod export;
 pub mod fleet;
 pub mod layer;
 pub mod process;
+pub mod publish;
 pub mod qemu;
 pub mod report;
 pub mod seed;

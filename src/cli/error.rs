@@ -5,8 +5,8 @@
 use crate::{
     build::BuildError, cache::CacheError, communicator::CommunicatorError,
     definition::DefinitionError, export::ExportError, fleet::FleetError, layer::LayerError,
-    layer::PlanError, process::ProcessError, qemu::QemuError, seed::SeedError, source::SourceError,
-    stage::StageError, store::StoreError,
+    layer::PlanError, process::ProcessError, publish::PublishError, qemu::QemuError,
+    seed::SeedError, source::SourceError, stage::StageError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub enum Error {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Fleet(#[from] Box<FleetError>),
+    #[error(transparent)]
+    Publish(#[from] Box<PublishError>),
     /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
     /// Not an error to print: the findings and the summary were shown already.
     #[error("{0}")]
@@ -96,6 +98,12 @@ impl From<FleetError> for Error {
     }
 }
 
+impl From<PublishError> for Error {
+    fn from(error: PublishError) -> Self {
+        Error::Publish(Box::new(error))
+    }
+}
+
 impl From<StageError> for Error {
     fn from(error: StageError) -> Self {
         Error::Stage(Box::new(error))
@@ -114,6 +122,7 @@ impl Error {
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
             | Error::Cache(CacheError::BadUrl { .. }) => 2,
             Error::Fleet(error) if error.is_invalid_input() => 2,
+            Error::Publish(error) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,

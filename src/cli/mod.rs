@@ -11,6 +11,7 @@ mod export;
 mod fetch;
 mod gc;
 mod layers;
+mod publish;
 mod run;
 mod test;
 mod validate;
@@ -103,6 +104,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
             diff::run(&definition, from.as_deref(), to.as_deref(), global)
         }
         Command::Drift(args) => interruptible(drift::run(&args, global)).await,
+        Command::Publish(args) => publish::run(&args, global).await,
     }
 }
 

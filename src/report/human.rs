@@ -212,6 +212,23 @@ impl Observer for Human {
                 }
                 self.println(&super::cache::line(event).unwrap_or_default());
             }
+            Event::PublishStarted { bytes, name, .. } => {
+                self.println(&super::publish::line(event).unwrap_or_default());
+                let bar = self.download_bar(&mut state, Some(*bytes));
+                bar.set_prefix("upload");
+                bar.set_position(0);
+                bar.set_message(name.clone());
+            }
+            Event::PublishProgress { done_bytes, total_bytes, .. } => {
+                let bar = self.download_bar(&mut state, Some(*total_bytes));
+                bar.set_position(*done_bytes);
+            }
+            Event::PublishImageDeleted { .. } | Event::Published { .. } => {
+                if let Some(bar) = state.download.take() {
+                    bar.finish_and_clear();
+                }
+                self.println(&super::publish::line(event).unwrap_or_default());
+            }
             Event::Error { message } => {
                 let why = if message == "interrupted" { "interrupted" } else { "failed" };
                 for bar in state.stages.values().filter(|bar| !bar.is_finished()) {

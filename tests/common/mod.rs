@@ -10,6 +10,7 @@
 
 pub mod demo;
 pub mod instance;
+pub mod openstack;
 pub mod project;
 pub mod registry;
 pub mod sshd;
