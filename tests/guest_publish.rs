@@ -53,10 +53,17 @@ fn published(output: &Output) -> Value {
 }
 
 fn file_sha512(path: &Path) -> String {
+    use std::io::Read;
     let mut file = std::fs::File::open(path).unwrap();
     let mut hasher = Sha512::new();
-    std::io::copy(&mut file, &mut hasher).unwrap();
-    hex::encode(hasher.finalize())
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).unwrap();
+        if n == 0 {
+            return hex::encode(hasher.finalize());
+        }
+        hasher.update(&buffer[..n]);
+    }
 }
 
 fn manifest(out: &Path) -> Value {
