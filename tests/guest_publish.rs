@@ -222,7 +222,10 @@ fn publish_until_progress(
     loop {
         let mut line = String::new();
         let read = reader.read_line(&mut line).unwrap();
-        assert!(read > 0, "strata ended before uploading {bytes} bytes: {events:?}");
+        if read == 0 {
+            let status = child.wait().unwrap();
+            panic!("strata ended ({status}) before uploading {bytes} bytes: {events:?}");
+        }
         let event: Value = serde_json::from_str(&line).unwrap();
         let done =
             event["event"] == "publish_progress" && event["done_bytes"].as_u64() >= Some(bytes);

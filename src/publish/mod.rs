@@ -648,9 +648,10 @@ mod tests {
         let (retired, protected) = to_retire(&images, "now", 3);
         assert_eq!(ids(retired), ["a"]);
         assert_eq!(ids(protected), ["b"]);
-        // The current image is kept even when it is not the newest (a rollback).
+        // The current image is kept even when it is not the newest (a rollback), and counts
+        // as one of the N: with it, the newest other one stays.
         let (retired, _) = to_retire(&images, "a", 2);
-        assert_eq!(ids(retired), ["c"]);
+        assert_eq!(ids(retired), ["d", "c"]);
     }
 
     #[test]

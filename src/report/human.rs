@@ -190,7 +190,8 @@ impl Observer for Human {
                 bar.set_position(0);
                 bar.set_message(path.display().to_string());
             }
-            Event::ExportConvertProgress { done_bytes, total_bytes, .. } => {
+            Event::ExportConvertProgress { done_bytes, total_bytes, .. }
+            | Event::PublishProgress { done_bytes, total_bytes, .. } => {
                 let bar = self.download_bar(&mut state, Some(*total_bytes));
                 bar.set_position(*done_bytes);
             }
@@ -218,10 +219,6 @@ impl Observer for Human {
                 bar.set_prefix("upload");
                 bar.set_position(0);
                 bar.set_message(name.clone());
-            }
-            Event::PublishProgress { done_bytes, total_bytes, .. } => {
-                let bar = self.download_bar(&mut state, Some(*total_bytes));
-                bar.set_position(*done_bytes);
             }
             Event::PublishImageDeleted { .. } | Event::Published { .. } => {
                 if let Some(bar) = state.download.take() {
