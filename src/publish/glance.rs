@@ -106,32 +106,44 @@ impl Glance {
         }
     }
 
+    /// Sends `request` (to `url`) with the token; an answer that is not a success (nor one of
+    /// `also_fine`) is [`PublishError::Service`].
+    async fn send(
+        &self,
+        what: &str,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        also_fine: Option<reqwest::StatusCode>,
+    ) -> Result<reqwest::Response, PublishError> {
+        let response = request
+            .header("X-Auth-Token", self.token.expose())
+            .send()
+            .await
+            .map_err(self.http(what, url))?;
+        if response.status().is_success() || Some(response.status()) == also_fine {
+            return Ok(response);
+        }
+        Err(self.failed(what, url, response).await)
+    }
+
     /// Every image whose properties match `filters` (Glance filters on any property), all
     /// pages.
     pub async fn list(&self, filters: &[(&str, &str)]) -> Result<Vec<Image>, PublishError> {
+        let what = "list images";
         let mut images = Vec::new();
         let mut url = format!("{}/v2/images", self.root);
         let mut query: Vec<(&str, &str)> = filters.to_vec();
         query.push(("limit", "100"));
-        let mut first = true;
+        let mut request = self.client.get(&url).query(&query);
         loop {
-            let what = "list images";
-            let mut request = self.client.get(&url).header("X-Auth-Token", self.token.expose());
-            if first {
-                request = request.query(&query);
-            }
-            let response =
-                request.timeout(CALL_WITHIN).send().await.map_err(self.http(what, &url))?;
-            if !response.status().is_success() {
-                return Err(self.failed(what, &url, response).await);
-            }
+            let response = self.send(what, &url, request.timeout(CALL_WITHIN), None).await?;
             let page: ImageList = response.json().await.map_err(self.http(what, &url))?;
             images.extend(page.images);
             match page.next {
                 // `next` is a path from the API's root ("/v2/images?marker=…").
                 Some(next) if !next.is_empty() => {
                     url = format!("{}{next}", self.root);
-                    first = false;
+                    request = self.client.get(&url);
                 }
                 _ => return Ok(images),
             }
@@ -143,20 +155,9 @@ impl Glance {
         &self,
         body: &serde_json::Map<String, Value>,
     ) -> Result<Image, PublishError> {
-        let url = format!("{}/v2/images", self.root);
-        let what = "create the image";
-        let response = self
-            .client
-            .post(&url)
-            .header("X-Auth-Token", self.token.expose())
-            .json(body)
-            .timeout(CALL_WITHIN)
-            .send()
-            .await
-            .map_err(self.http(what, &url))?;
-        if !response.status().is_success() {
-            return Err(self.failed(what, &url, response).await);
-        }
+        let (what, url) = ("create the image", format!("{}/v2/images", self.root));
+        let request = self.client.post(&url).json(body).timeout(CALL_WITHIN);
+        let response = self.send(what, &url, request, None).await?;
         response.json().await.map_err(self.http(what, &url))
     }
 
@@ -168,56 +169,28 @@ impl Glance {
         body: reqwest::Body,
     ) -> Result<(), PublishError> {
         let url = format!("{}/v2/images/{id}/file", self.root);
-        let what = "upload the image's data";
-        let response = self
+        let request = self
             .client
             .put(&url)
-            .header("X-Auth-Token", self.token.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .header(reqwest::header::CONTENT_LENGTH, bytes)
-            .body(body)
-            .send()
-            .await
-            .map_err(self.http(what, &url))?;
-        if !response.status().is_success() {
-            return Err(self.failed(what, &url, response).await);
-        }
-        Ok(())
+            .body(body);
+        self.send("upload the image's data", &url, request, None).await.map(drop)
     }
 
     pub async fn get(&self, id: &str) -> Result<Image, PublishError> {
-        let url = format!("{}/v2/images/{id}", self.root);
-        let what = "read the image";
-        let response = self
-            .client
-            .get(&url)
-            .header("X-Auth-Token", self.token.expose())
-            .timeout(CALL_WITHIN)
-            .send()
-            .await
-            .map_err(self.http(what, &url))?;
-        if !response.status().is_success() {
-            return Err(self.failed(what, &url, response).await);
-        }
+        let (what, url) = ("read the image", format!("{}/v2/images/{id}", self.root));
+        let request = self.client.get(&url).timeout(CALL_WITHIN);
+        let response = self.send(what, &url, request, None).await?;
         response.json().await.map_err(self.http(what, &url))
     }
 
     /// `DELETE /v2/images/ID`; an image that is gone already counts as deleted.
     pub async fn delete(&self, id: &str) -> Result<(), PublishError> {
         let url = format!("{}/v2/images/{id}", self.root);
-        let what = "delete the image";
-        let response = self
-            .client
-            .delete(&url)
-            .header("X-Auth-Token", self.token.expose())
-            .timeout(CALL_WITHIN)
-            .send()
-            .await
-            .map_err(self.http(what, &url))?;
-        if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        Err(self.failed(what, &url, response).await)
+        let request = self.client.delete(&url).timeout(CALL_WITHIN);
+        let gone = Some(reqwest::StatusCode::NOT_FOUND);
+        self.send("delete the image", &url, request, gone).await.map(drop)
     }
 }
 
