@@ -38,6 +38,11 @@ docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
 registry_pid=$!
 for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 cache=oci+http://127.0.0.1:$port/strata/bench
+# Every runner signs with one fleet key and trusts it: the figures include signing and
+# verifying (issue 27).
+"$bin" key generate "$work/fleet.key" >/dev/null 2>&1
+export STRATA_SIGN_KEY="$work/fleet.key"
+unset STRATA_CACHE_TRUST STRATA_CACHE_UNSIGNED
 
 # One copy of the demo per runner, its source the local base image.
 runner() {

@@ -13,5 +13,5 @@ $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades \
   "qemu-system-x86/$codename" "qemu-system-data/$codename" "qemu-utils/$codename" ovmf seabios ipxe-qemu \
   mmdebstrap fdisk gdisk dosfstools mtools bc e2fsprogs zstd \
   grub-pc-bin grub-efi-amd64-bin grub2-common \
-  openssh-client openssh-server python3 python3-venv tmux ca-certificates curl \
-  docker-registry apache2-utils ansible-core
+  openssh-client openssh-server python3 python3-venv python3-yaml tmux ca-certificates curl \
+  docker-registry apache2-utils ansible-core openssl

@@ -1,15 +1,16 @@
-//! A whole build: which stages are cached, which must be built, in which order, and handing
-//! each one to `stage/` under the layer's lock. Owns `--stage`, `--rebuild` and the summary;
-//! must not touch QEMU or the guest itself.
+//! A whole build: fetching the source, the plan (from `layer::plan`, which owns `--stage` and
+//! `--rebuild`), building the stages that are not cached in order, as few boots as the guest
+//! allows, each under its layer's lock, and committing each one; the warm-start policy
+//! (`warm`) and the shared cache (`shared_cache`). What happens in the guest and to QEMU is
+//! `stage/`'s: this module only hands it jobs.
 
 // Stage errors carry console tails for the user; see `stage`.
 #![allow(clippy::result_large_err)]
 
 mod shared_cache;
+mod warm;
 
-pub use shared_cache::{
-    CacheOptions, SharedCache, connect as connect_cache, pull_chains, pull_source, push_all,
-};
+pub use shared_cache::{CacheOptions, SharedCache, connect as connect_cache};
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -20,6 +21,7 @@ use crate::layer::{
     Foundation, Layer, LayerError, LayerKey, LayerStore, Lookup, PlanError, PlanOptions,
     PlannedStage, Status, WorkDir,
 };
+use crate::store::LockMode;
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -49,8 +51,6 @@ pub enum BuildError {
     Process(#[from] crate::process::ProcessError),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
-    #[error("failed to wait for a store lock")]
-    LockWait(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Failed(Box<BuildFailed>),
 }
@@ -115,6 +115,20 @@ pub struct BuildFailed {
     pub kept: Option<PathBuf>,
 }
 
+impl BuildFailed {
+    /// Whether the guest's disk can tell more (a step failed, the guest stopped answering or
+    /// QEMU died): not when QEMU could not even start.
+    #[must_use]
+    pub fn in_guest(&self) -> bool {
+        matches!(
+            self.source,
+            crate::stage::StageError::StepFailed { .. }
+                | crate::stage::StageError::Communicator { .. }
+                | crate::stage::StageError::QemuDied { .. }
+        )
+    }
+}
+
 fn kept_note(kept: &Option<PathBuf>) -> String {
     kept.as_ref().map_or_else(String::new, |dir| {
         format!("\n  the failed stage's disk is kept in {}", dir.display())
@@ -139,10 +153,10 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
     }
     let source = crate::source::fetch(store, &definition.source, fetch_options, events).await?;
     // gc takes this lock exclusively: it never removes what a running build stands on.
-    let _gc_guard = blocking_lock(store.clone(), "gc".to_owned(), true).await?;
+    let _gc_guard = store.lock_async("gc", LockMode::Shared).await?;
     layers.clean_stale_tmp()?;
     // A cap lowered since the last build holds from now on.
-    cap_restore_points(context);
+    warm::cap_restore_points(context);
     // Run folders of builds and runs that were killed (their seeds hold private keys).
     let _ = crate::stage::sweep_stale_run_dirs(&std::env::temp_dir());
     let mut plan =
@@ -161,17 +175,12 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
         }
         if !options.no_warm {
             shared.pull_restore_points(&plan.stages, layers, events).await?;
-            cap_restore_points(context);
+            warm::cap_restore_points(context);
         }
     }
     announce(&plan.stages, events);
-    let mut builder = Builder {
-        context,
-        source: &plan.source,
-        accel: crate::qemu::accel::detect(definition.machine.accel).accel,
-        outcomes: Vec::new(),
-        live_cuts: true,
-    };
+    let mut builder =
+        Builder { context, source: &plan.source, outcomes: Vec::new(), live_cuts: true };
     let plan = &plan.stages;
     let mut index = 0;
     while index < plan.len() {
@@ -194,29 +203,6 @@ pub async fn run(context: &BuildContext<'_>) -> Result<Vec<StageOutcome>, BuildE
         shared.push(&source, &keys, layers, events).await?;
     }
     Ok(builder.outcomes)
-}
-
-/// `--max-restore-size`: removes the oldest restore points until the rest fit, each with an
-/// event. Runs after a restore point is installed (and as a build starts, for a cap lowered
-/// since). A failure costs only disk, so it is a warning.
-fn cap_restore_points(context: &BuildContext<'_>) {
-    let Some(max) = context.options.max_restore_size else { return };
-    match context.layers.cap_restore_points(max) {
-        Ok(removed) => {
-            for point in removed {
-                context.events.emit(Event::RestorePointRemoved {
-                    stage: point.stage,
-                    key: point.key.to_string(),
-                    bytes: point.bytes,
-                    max_bytes: max.bytes(),
-                });
-            }
-        }
-        Err(error) => context.events.warn(format!(
-            "failed to remove restore points beyond --max-restore-size {max}: {}",
-            crate::events::error_chain(&error)
-        )),
-    }
 }
 
 /// How many stages from the start of `plan` one guest can build in a row: each to be built,
@@ -252,7 +238,6 @@ fn outcome(planned: &PlannedStage, layer: &Layer, cached: bool, started: Instant
 struct Builder<'a, 'b> {
     context: &'a BuildContext<'b>,
     source: &'a crate::source::FetchedSource,
-    accel: crate::qemu::spec::Accel,
     outcomes: Vec<StageOutcome>,
     /// False once a guest could not be frozen: from then on, one boot per stage.
     live_cuts: bool,
@@ -341,140 +326,6 @@ impl<'a, 'b> Builder<'a, 'b> {
         Ok(())
     }
 
-    /// Resumes the saved guest `flight` can start from, when there is one that fits: the
-    /// restore point of the layer below, or for a first stage the source's saved first boot.
-    /// Says in one line why not when there is one that does not.
-    async fn resume(
-        &self,
-        flight: &InFlight<'_>,
-        job: &crate::stage::StageJob<'_>,
-    ) -> Option<crate::stage::Session> {
-        if self.context.options.no_warm {
-            return None;
-        }
-        let layers = self.context.layers;
-        let (lock_key, restore, what) = match &flight.planned.parent {
-            Some(parent) => (parent.clone(), layers.restore_point(parent)?, "the layer below"),
-            None => {
-                let key = self.boot_key(flight)?;
-                let restore = layers.source_restore_point(&key)?;
-                (key, restore, "the source's first boot")
-            }
-        };
-        let stage = &flight.planned.stage.name;
-        // Held while QEMU loads it: a build saving a new one waits, rather than swap it away.
-        let _reading = match layers.lock_restore_point_shared(&lock_key) {
-            Ok(lock) => lock,
-            Err(error) => {
-                self.context.events.warn(format!(
-                    "stage `{stage}`: not resuming the restore point of {what} ({}); booting instead",
-                    crate::events::error_chain(&error)
-                ));
-                return None;
-            }
-        };
-        match crate::stage::Session::resume(job, &restore).await {
-            Ok(session) => Some(session),
-            Err(why) => {
-                self.context.events.warn(format!(
-                    "stage `{stage}`: not resuming the restore point of {what} ({why}); booting instead"
-                ));
-                let _ = std::fs::remove_file(&job.disk);
-                None
-            }
-        }
-    }
-
-    /// The key of the source's saved first boot that a first stage `flight` could resume.
-    fn boot_key(&self, flight: &InFlight<'_>) -> Option<LayerKey> {
-        let stage = &flight.planned.stage;
-        let template = crate::layer::seed_template(stage).ok()?;
-        crate::layer::boot_key(self.context.definition, stage, self.source.digest.hex(), &template)
-    }
-
-    /// Saves the guest just booted for the first stage `first`, before its first step, as the
-    /// source's first boot, so that a later build of a first stage on this source (this one
-    /// changed, or another definition's) resumes it instead of booting. A failure costs only
-    /// that warm start, so it is a warning.
-    async fn save_first_boot(&self, session: &crate::stage::Session, first: &InFlight<'_>) {
-        if self.context.options.no_warm {
-            return;
-        }
-        let Some(key) = self.boot_key(first) else { return };
-        let Ok(job) = self.job(first) else { return };
-        let layers = self.context.layers;
-        // Named after the first stage's key, whose lock this build holds: stale-tmp cleaning
-        // leaves it be.
-        let temp = layers.store().tmp_dir().join(format!("{}.first-boot", first.planned.key));
-        let record = crate::layer::BootRecord {
-            source: crate::layer::source_file_name(self.source),
-            image: self.context.definition.name.clone(),
-            stage: first.planned.stage.name.to_string(),
-        };
-        let saved = session.save_restore_point(&job, &temp).await;
-        let result = match saved {
-            Ok(meta) => layers
-                .install_source_restore_point(&key, &temp, &record)
-                .map(|_| meta)
-                .map_err(|error| crate::events::error_chain(&error)),
-            Err(error) => Err(crate::events::error_chain(&error)),
-        };
-        self.saved(first, result, &temp, true);
-    }
-
-    /// Saves the running guest as the restore point of the layer `below` (just committed), so
-    /// that the next build of the stage above can resume it. A failure costs only the warm
-    /// start, so it is a warning.
-    async fn save_restore_point(
-        &self,
-        session: &crate::stage::Session,
-        next: &InFlight<'_>,
-        below: &LayerKey,
-    ) {
-        if self.context.options.no_warm {
-            return;
-        }
-        let Ok(job) = self.job(next) else { return };
-        let layers = self.context.layers;
-        // Named after the next key, whose lock this build holds: stale-tmp cleaning leaves it be.
-        let temp = layers.store().tmp_dir().join(format!("{}.restore", next.planned.key));
-        let saved = session.save_restore_point(&job, &temp).await;
-        let result = match saved {
-            Ok(meta) => layers
-                .install_restore_point(below, &temp)
-                .map(|_| meta)
-                .map_err(|error| crate::events::error_chain(&error)),
-            Err(error) => Err(crate::events::error_chain(&error)),
-        };
-        self.saved(next, result, &temp, false);
-    }
-
-    /// Reports a save of a restore point for `flight`: the event and the cap, or a warning and
-    /// the half-saved folder removed.
-    fn saved(
-        &self,
-        flight: &InFlight<'_>,
-        result: Result<crate::stage::RestoreMeta, String>,
-        temp: &Path,
-        first_boot: bool,
-    ) {
-        match result {
-            Ok(meta) => {
-                self.context.events.emit(Event::RestoreSaved {
-                    stage: flight.planned.stage.name.to_string(),
-                    bytes: meta.state_bytes,
-                    seconds: meta.save_seconds,
-                    first_boot,
-                });
-                cap_restore_points(self.context);
-            }
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(temp);
-                self.context.events.warn(format!("failed to save a restore point: {error}"));
-            }
-        }
-    }
-
     /// Locks `planned`'s key and opens its work folder; `None` when another build committed it
     /// while this one waited for the lock.
     async fn begin<'p>(
@@ -483,7 +334,7 @@ impl<'a, 'b> Builder<'a, 'b> {
     ) -> Result<Option<InFlight<'p>>, BuildError> {
         let layers = self.context.layers;
         let key_name = format!("layer-{}", planned.key);
-        let lock = blocking_lock(layers.store().clone(), key_name, false).await?;
+        let lock = layers.store().lock_async(&key_name, LockMode::Exclusive).await?;
         if !matches!(planned.status, Status::Forced)
             && let Lookup::Hit(layer) = layers.lookup(&planned.key, false)?
         {
@@ -534,7 +385,6 @@ impl<'a, 'b> Builder<'a, 'b> {
             } else {
                 None
             },
-            accel: self.accel,
             log_dir,
             events,
             snapshot: false,
@@ -592,18 +442,4 @@ impl<'a, 'b> Builder<'a, 'b> {
             kept,
         }))
     }
-}
-
-/// Takes a store lock on a blocking thread, so the runtime keeps running meanwhile.
-async fn blocking_lock(
-    store: crate::store::Store,
-    name: String,
-    shared: bool,
-) -> Result<std::fs::File, BuildError> {
-    let locked = tokio::task::spawn_blocking(move || {
-        if shared { store.lock_shared(&name) } else { store.lock(&name) }
-    })
-    .await
-    .map_err(BuildError::LockWait)?;
-    Ok(locked?)
 }

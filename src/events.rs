@@ -228,6 +228,24 @@ pub enum Event {
         registry: String,
         message: String,
     },
+    /// A pulled artifact was refused (DESIGN.md §9): nothing of it entered the store, and the
+    /// stage is built locally (an error instead with `--cache-required`). `kind` is `layer`,
+    /// `source`, `restore` or an attachment's suffix; `reason` is `unsigned`, `untrusted_key`,
+    /// `bad_signature`, `other_manifest` or `malformed`; `signer` the key id the signature
+    /// names, when it names one; `message` says it in a sentence.
+    CacheRefused {
+        kind: String,
+        stage: Option<String>,
+        key: String,
+        reason: String,
+        signer: Option<String>,
+        message: String,
+    },
+    /// `--cache-unsigned`: what is pulled from `registry` is used without checking signatures.
+    /// Emitted once per run.
+    CacheUnsigned {
+        registry: String,
+    },
     /// `strata drift`: one server checked. `outcome` is `clean`, `drifted` or `failed`
     /// (then `error` says why); the findings themselves follow as `drift_finding` objects.
     DriftChecked {

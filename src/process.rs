@@ -1,6 +1,9 @@
 //! Every child process strata starts: its own process group, stderr drained, a deadline on
 //! every wait, a graceful stop then a kill, killed on drop and when strata dies.
 //! Must not know what the child is (beyond which Debian package provides a missing program).
+//! Also the one home of shell text every layer writes (a leaf, so `drift`, `export`, `fleet`
+//! and `communicator` all may import it): [`shell_quote`], the `sudo -n` prefix ([`SUDO`]) and
+//! [`root_shell_command`].
 //!
 //! TRAP: children die with strata through `PR_SET_PDEATHSIG(SIGKILL)`, which Linux fires when
 //! the *thread* that forked the child exits, not the process. Tokio's blocking-pool threads
@@ -64,8 +67,15 @@ pub enum ProcessError {
         #[source]
         source: io::Error,
     },
+    /// The supervisor stopped (the runtime shut down) or could not wait for the child (then
+    /// `source` says why).
     #[error("lost track of `{command}` (pid {pid}): its supervisor stopped before it exited")]
-    Lost { command: String, pid: u32 },
+    Lost {
+        command: String,
+        pid: u32,
+        #[source]
+        source: Option<Arc<io::Error>>,
+    },
     #[error("failed to read the output of `{command}`")]
     Read {
         command: String,
@@ -289,6 +299,8 @@ impl Command {
         });
 
         let (sender, status) = watch::channel(None);
+        let wait_error = Arc::new(Mutex::new(None));
+        let wait_failure = wait_error.clone();
         tokio::spawn(async move {
             let result = child.wait().await;
             if let Some(drain) = drain {
@@ -298,11 +310,17 @@ impl Command {
                 Ok(exit) => {
                     let _ = sender.send(Some(exit));
                 }
-                Err(error) => tracing::warn!("failed to wait for child {pid}: {error}"),
+                // No warning here (only `report/` prints): the status never comes, and whoever
+                // waits for it gets `Lost` with this cause.
+                Err(error) => {
+                    if let Ok(mut slot) = wait_failure.lock() {
+                        *slot = Some(Arc::new(error));
+                    }
+                }
             }
         });
 
-        Ok(Child { pid, command: command_line, status, tail, stdin, stdout })
+        Ok(Child { pid, command: command_line, status, wait_error, tail, stdin, stdout })
     }
 
     /// Runs the child to completion (stdout captured) within `within`, whatever its exit status.
@@ -486,6 +504,8 @@ pub struct Child {
     pid: u32,
     command: String,
     status: watch::Receiver<Option<ExitStatus>>,
+    /// Why the supervisor could not wait for the child, if it could not.
+    wait_error: Arc<Mutex<Option<Arc<io::Error>>>>,
     tail: Arc<Mutex<StderrTail>>,
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
@@ -536,11 +556,21 @@ impl Child {
         async move { status.wait_for(Option::is_some).await.ok().and_then(|status| *status) }
     }
 
+    /// The error for a child whose exit status will never come (see [`ProcessError::Lost`]).
+    #[must_use]
+    pub fn lost(&self) -> ProcessError {
+        ProcessError::Lost {
+            command: self.command.clone(),
+            pid: self.pid,
+            source: self.wait_error.lock().ok().and_then(|slot| slot.clone()),
+        }
+    }
+
     /// Waits for the child to exit, at most `within`; the child is left alone on timeout.
     pub async fn wait_with_deadline(&self, within: Duration) -> Result<ExitStatus, ProcessError> {
         match tokio::time::timeout(within, self.died()).await {
             Ok(Some(status)) => Ok(status),
-            Ok(None) => Err(ProcessError::Lost { command: self.command.clone(), pid: self.pid }),
+            Ok(None) => Err(self.lost()),
             Err(_) => Err(ProcessError::Timeout {
                 command: self.command.clone(),
                 within,
@@ -601,8 +631,27 @@ pub fn shell_quote(word: &str) -> String {
 /// when the login is root, else through `sudo -n` (which fails rather than ask for a password).
 #[must_use]
 pub fn root_shell_command(login_is_root: bool, script: &str) -> String {
-    let sudo = if login_is_root { "" } else { "sudo -n -- " };
-    format!("{sudo}/bin/sh -c {}", shell_quote(script))
+    let command = format!("/bin/sh -c {}", shell_quote(script));
+    if login_is_root { command } else { format!("{SUDO} {command}") }
+}
+
+/// The words that run a command as root from a login that is not root: `sudo -n` fails rather
+/// than ask for a password.
+pub const SUDO: &str = "sudo -n --";
+
+/// For tests: the host tool `program`, which a test needs, is on PATH; if not, the test fails
+/// with the line that installs it. scripts/test.sh installs every tool the tests use, so a
+/// missing one is a broken environment: never a test that passes without checking anything.
+#[cfg(test)]
+pub(crate) fn require_tool(program: &str, install: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+    });
+    assert!(found, "{program} is not installed: {install} (scripts/install-host-deps.sh does)");
 }
 
 /// For tests: runs `program` with `args` and fails the test, with its stderr, unless it exits 0.

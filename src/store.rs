@@ -1,5 +1,7 @@
-//! The store's root and its layout (`sources/`, `layers/`, `logs/`, `tmp/`), where it lives
-//! by default, and the store-wide lock. Must not know what goes into each folder.
+//! The store's root and its layout (`sources/`, `layers/`, `boots/`, `logs/`, `tmp/`,
+//! `locks/`), where it lives by default, its named locks (and the one way to wait for one
+//! without stalling the async runtime, [`wait_for_lock`]), and atomic writes. Must not know
+//! what goes into each folder.
 
 use std::fs::{self, File};
 use std::io;
@@ -23,6 +25,28 @@ pub enum StoreError {
     },
     #[error("no store folder given and neither XDG_CACHE_HOME nor HOME is set: pass --store DIR")]
     NoDefault,
+    /// The blocking thread that waited for a lock panicked or was cancelled.
+    #[error("failed to wait for a store lock")]
+    LockWait(#[source] tokio::task::JoinError),
+}
+
+/// Shared (readers, e.g. builds against gc) or exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// Runs `take`, which waits for a lock (a store's, a layer's, a restore point's), on a
+/// blocking thread, so the async runtime keeps running meanwhile. The one home of that wait:
+/// every async caller that takes a file lock goes through it.
+pub async fn wait_for_lock<E>(
+    take: impl FnOnce() -> Result<File, E> + Send + 'static,
+) -> Result<File, E>
+where
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(take).await.map_err(|error| E::from(StoreError::LockWait(error)))?
 }
 
 /// A store on disk. Opening it creates its folders; nothing else is written.
@@ -74,7 +98,7 @@ impl Store {
         self.root.join("layers")
     }
 
-    /// Sources' saved first boots (`layer/boot_restore.rs`).
+    /// Sources' saved first boots (`layer/restore_points.rs`).
     #[must_use]
     pub fn boots_dir(&self) -> PathBuf {
         self.root.join("boots")
@@ -100,6 +124,17 @@ impl Store {
             .and_then(|()| File::options().create(true).truncate(false).write(true).open(&path))
             .and_then(|file| file.lock().map(|()| file));
         locked.map_err(|source| StoreError::Lock { path, source })
+    }
+
+    /// [`Store::lock`] or [`Store::lock_shared`], waited for on a blocking thread (see
+    /// [`wait_for_lock`]).
+    pub async fn lock_async(&self, name: &str, mode: LockMode) -> Result<File, StoreError> {
+        let (store, name) = (self.clone(), name.to_owned());
+        wait_for_lock(move || match mode {
+            LockMode::Shared => store.lock_shared(&name),
+            LockMode::Exclusive => store.lock(&name),
+        })
+        .await
     }
 
     /// Takes the lock only if nobody holds it; `None` when somebody does.
@@ -144,6 +179,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -164,5 +200,29 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[tokio::test]
+    async fn an_async_lock_waits_off_the_runtime_for_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let shared = store.lock_async("gc", LockMode::Shared).await.unwrap();
+        let second = store.lock_async("gc", LockMode::Shared).await.unwrap();
+        assert!(store.try_lock("gc").unwrap().is_none(), "shared holders keep an exclusive out");
+        drop((shared, second));
+        let exclusive = store.lock_async("gc", LockMode::Exclusive).await.unwrap();
+        // Another holder waits on a blocking thread while this runtime (one thread) goes on.
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move { store.lock_async("gc", LockMode::Exclusive).await.map(drop) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "the second exclusive lock waits for the first");
+        drop(exclusive);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

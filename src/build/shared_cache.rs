@@ -1,15 +1,13 @@
-//! The shared cache in a build and in `strata push`/`pull`: which layers to pull before
-//! building (the highest cached one of each chain, and what it stands on, bottom-up), the
-//! source when the store lacks it, and what to push afterwards. Owns when a cache failure is
-//! a warning (the build goes on locally) and when an error (`--cache-required`); moving the
-//! artifacts themselves is `cache/`'s.
+//! The shared cache in a build: pulling before building and pushing afterwards. Owns when a
+//! cache failure or a refused artifact is a warning (the build goes on locally) and when an
+//! error (`--cache-required`); which artifacts to move, and moving them, is `cache/`'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cache::{Cache, CacheError, CacheUrl, Credentials, Pushed};
-use crate::definition::{Location, Source};
+use crate::cache::{Cache, CacheError, CacheUrl, Credentials, pull_chains, pull_source, push_all};
+use crate::definition::Source;
 use crate::events::{Event, Events};
-use crate::layer::{LayerKey, LayerStore, Lookup, PlannedStage, Status};
+use crate::layer::{LayerKey, LayerStore, PlannedStage, Status};
 use crate::source::FetchedSource;
 use crate::store::Store;
 
@@ -28,11 +26,13 @@ pub struct SharedCache {
 }
 
 /// How a build uses the shared cache.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CacheOptions {
     pub required: bool,
     pub push: bool,
     pub restore: bool,
+    /// How pushes are signed and pulls verified (the default accepts nothing).
+    pub policy: crate::trust::Policy,
 }
 
 /// Connects to `url` with the credentials found for it. When the registry cannot be used and
@@ -45,7 +45,7 @@ pub async fn connect(
     let (credentials, from) = Credentials::discover(url);
     match Cache::connect(url, &credentials, &from, events).await {
         Ok(cache) => Ok(Some(SharedCache {
-            cache,
+            cache: cache.with_policy(options.policy),
             required: options.required,
             push: options.push,
             restore: options.restore,
@@ -78,9 +78,14 @@ impl SharedCache {
     }
 
     /// A failure: the error when the cache is required, else a warning and no more cache.
+    /// A refused artifact (reported already) is an error only when the cache is required: the
+    /// work goes on locally, and the cache stays in use for the rest.
     fn failed(&self, error: CacheError, events: &Events) -> Result<(), CacheError> {
         if self.required {
             return Err(error);
+        }
+        if error.is_refused() {
+            return Ok(());
         }
         unavailable(self.cache.url().registry(), &error, events);
         self.given_up.store(true, Ordering::Relaxed);
@@ -126,7 +131,7 @@ impl SharedCache {
         events: &Events,
     ) -> Result<usize, CacheError> {
         let Some(cache) = self.active() else { return Ok(0) };
-        match pull_chains(cache, plan, layers).await {
+        match pull_chains(cache, plan, layers, self.required).await {
             Ok(pulled) => Ok(pulled),
             Err(error) => self.failed(error, events).map(|()| 0),
         }
@@ -155,8 +160,11 @@ impl SharedCache {
             .collect();
         parents.dedup();
         for parent in parents {
-            if let Err(error) = cache.pull_restore(layers, parent).await {
-                return self.failed(error, events);
+            match cache.pull_restore(layers, parent).await {
+                Ok(_) => {}
+                // Refused: never resumed; the stage boots instead.
+                Err(error) if error.is_refused() && !self.required => {}
+                Err(error) => return self.failed(error, events),
             }
         }
         Ok(())
@@ -176,106 +184,5 @@ impl SharedCache {
             Ok(bytes) => Ok(bytes),
             Err(error) => self.failed(error, events).map(|()| 0),
         }
-    }
-}
-
-/// The source from the registry into the store, recorded in the sources index.
-pub async fn pull_source(cache: &Cache, store: &Store, source: &Source) -> Result<(), CacheError> {
-    if let Location::File(path) = &source.location
-        && path.is_file()
-    {
-        return Ok(());
-    }
-    if crate::source::lookup(store, source).is_some() {
-        return Ok(());
-    }
-    let Some(digest) = crate::source::expected_sha256(store, source) else { return Ok(()) };
-    if !cache.has_source(&digest).await? {
-        return Ok(());
-    }
-    let fetched = cache.pull_source(store, &digest).await?;
-    crate::source::record_pulled(store, source, &fetched).map_err(|error| CacheError::Io {
-        path: fetched.path.clone(),
-        source: std::io::Error::other(crate::events::error_chain(&error)),
-    })
-}
-
-/// From the top of the plan down: each stage the store lacks that the registry has is pulled
-/// with the stages below it the store lacks, bottom-up. A chain with a stage to rebuild or a
-/// damaged layer in it is left to the build.
-pub async fn pull_chains(
-    cache: &Cache,
-    plan: &[PlannedStage],
-    layers: &LayerStore,
-) -> Result<usize, CacheError> {
-    let mut pulled = std::collections::HashSet::new();
-    for (index, planned) in plan.iter().enumerate().rev() {
-        if !matches!(planned.status, Status::Missing) || pulled.contains(&planned.key) {
-            continue;
-        }
-        let Some(chain) = missing_chain(plan, index, &pulled) else { continue };
-        if !cache.has_layer(&planned.key).await? {
-            continue;
-        }
-        for below in chain {
-            let below = &plan[below];
-            cache.pull_layer(layers, &below.key, below.parent.as_ref()).await?;
-            pulled.insert(below.key.clone());
-        }
-    }
-    Ok(pulled.len())
-}
-
-/// The indices of `plan[top]` and the stages below it that are missing, bottom first; `None`
-/// when one of them is to be rebuilt or is damaged (pulling would not help).
-fn missing_chain(
-    plan: &[PlannedStage],
-    top: usize,
-    pulled: &std::collections::HashSet<LayerKey>,
-) -> Option<Vec<usize>> {
-    let mut chain = Vec::new();
-    let mut current = Some(top);
-    while let Some(index) = current {
-        let planned = &plan[index];
-        if matches!(planned.status, Status::Cached(_)) || pulled.contains(&planned.key) {
-            break;
-        }
-        if !matches!(planned.status, Status::Missing) {
-            return None;
-        }
-        chain.push(index);
-        current = match &planned.parent {
-            Some(parent) => Some(plan.iter().position(|other| &other.key == parent)?),
-            None => None,
-        };
-    }
-    chain.reverse();
-    Some(chain)
-}
-
-/// Pushes the source, then each layer bottom-up (a runner never finds a layer whose parent is
-/// not there yet); returns the bytes uploaded.
-pub async fn push_all(
-    cache: &Cache,
-    source: &FetchedSource,
-    keys: &[LayerKey],
-    layers: &LayerStore,
-    restore: bool,
-) -> Result<u64, CacheError> {
-    let mut bytes = uploaded(cache.push_source(source).await?);
-    for key in keys {
-        let Lookup::Hit(layer) = layers.lookup(key, false)? else { continue };
-        bytes = bytes.saturating_add(uploaded(cache.push_layer(&layer).await?));
-        if restore && layer.restore_point().is_some() {
-            bytes = bytes.saturating_add(uploaded(cache.push_restore(&layer).await?));
-        }
-    }
-    Ok(bytes)
-}
-
-fn uploaded(pushed: Pushed) -> u64 {
-    match pushed {
-        Pushed::AlreadyThere => 0,
-        Pushed::Uploaded { bytes } => bytes,
     }
 }

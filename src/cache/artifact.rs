@@ -27,6 +27,11 @@ pub const PARENT_ANNOTATION: &str = "dev.strata.parent";
 pub const STAGE_ANNOTATION: &str = "dev.strata.stage";
 pub const IMAGE_ANNOTATION: &str = "dev.strata.image";
 const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+/// On an attachment's manifest: the digest of the manifest it is attached to (signed with it,
+/// so an attachment cannot be moved to another artifact).
+pub const SUBJECT_ANNOTATION: &str = "dev.strata.subject";
+/// The empty config of an attachment (`{}`), as OCI 1.1 artifacts have it.
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
 /// A layer's tag: its key.
 #[must_use]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use serde::{Deserialize, Serialize};
@@ -22,12 +22,20 @@ use crate::events::{CacheDirection, Event, Events};
 use crate::layer::{Foundation, Layer, LayerKey, LayerMetadata, LayerStore, Lookup, backing_for};
 use crate::source::{FetchedSource, SourceDigest};
 use crate::store::{Store, sync_dir};
+use crate::trust::{self, Accept, Policy, Refusal, Signed, TrustedKeys};
 
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 /// A registry that sends nothing for this long is taken as gone.
 const READ_WITHIN: Duration = Duration::from_secs(60);
 /// Config blobs are small JSON records; anything bigger is not ours.
-const MAX_CONFIG_BYTES: u64 = 4 << 20;
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// A manifest bigger than this is refused before it is parsed.
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// A signature payload is a few hundred bytes; a signature manifest holds a few of them.
+const MAX_PAYLOAD_BYTES: u64 = 64 << 10;
+const MAX_SIGNATURES: usize = 32;
+/// The config of a signature image, as cosign writes one (an empty image config).
+const SIGNATURE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const SOURCE_CONFIG_FORMAT: u32 = 1;
 /// A tag nothing is pushed under: looking it up checks the connection and the login.
 const PROBE_TAG: &str = "strata-connection-check";
@@ -75,6 +83,8 @@ pub struct Cache {
     /// What to check when the registry refuses us (never the secret).
     auth_hint: String,
     events: Events,
+    /// How pushes are signed and pulls verified.
+    policy: Policy,
 }
 
 impl fmt::Debug for Cache {
@@ -119,6 +129,7 @@ impl Cache {
             auth: credentials.to_registry_auth(),
             auth_hint,
             events: events.clone(),
+            policy: Policy::default(),
         };
         let probe = cache.reference(PROBE_TAG.to_owned());
         cache
@@ -134,6 +145,18 @@ impl Cache {
     #[must_use]
     pub fn url(&self) -> &CacheUrl {
         &self.url
+    }
+
+    /// Signs what this client pushes and verifies what it pulls as `policy` says. The default
+    /// (without this call) signs nothing and accepts nothing. With `--cache-unsigned` it says so
+    /// once (an [`Event::CacheUnsigned`]).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        if policy.unsigned() {
+            self.events.emit(Event::CacheUnsigned { registry: self.url.registry().to_owned() });
+        }
+        self.policy = policy;
+        self
     }
 
     /// Whether the registry holds `key`'s layer: one manifest HEAD.
@@ -162,7 +185,7 @@ impl Cache {
             what: format!("layer {} ({})", key.short(), record.stage),
         };
         let tag = artifact::layer_tag(&key);
-        if self.has_tag(tag.clone(), &format!("looking up {}", item.what)).await? {
+        if self.already_there(&tag, &item.what).await? {
             return Ok(Pushed::AlreadyThere);
         }
         let config_path = layer.dir.join(crate::layer::METADATA_FILE);
@@ -183,13 +206,16 @@ impl Cache {
     /// Pulls `key`'s layer into `store` unless it is there, and returns it. `expected_parent`
     /// is the key the chain says it stands on (`None` for a layer on the source); that parent
     /// (or the source) must be in the store already: pull a chain from the bottom up.
+    /// `stage` names it in messages (what the caller's plan calls it: the artifact's own claims
+    /// mean nothing before its signature is checked).
     pub async fn pull_layer(
         &self,
         store: &LayerStore,
         key: &LayerKey,
         expected_parent: Option<&LayerKey>,
+        stage: &str,
     ) -> Result<Layer, CacheError> {
-        let what = format!("layer {}", key.short());
+        let what = format!("layer {} ({stage})", key.short());
         let _lock = lock_layer(store, key).await?;
         if let Lookup::Hit(layer) = store.lookup(key, false)? {
             return Ok(*layer);
@@ -200,8 +226,10 @@ impl Cache {
             return Err(CacheError::ParentMissing { what, parent: parent.to_string() });
         }
         let tag = artifact::layer_tag(key);
+        let claimed =
+            Item { kind: "layer", stage: Some(stage), key: key.as_str(), what: what.clone() };
         let (record, disk): (LayerMetadata, _) =
-            self.pull_head(&tag, &artifact::LAYER, &what).await?;
+            self.pull_head(&tag, &artifact::LAYER, &claimed).await?;
         self.check_record(&record, key, expected_parent, &what)?;
         let work = store.begin(key)?;
         if !work.dir.join(&record.backing).is_file() {
@@ -240,7 +268,7 @@ impl Cache {
         let hex = source.digest.hex();
         let item = Item { kind: "source", stage: None, key: hex, what: "the source".to_owned() };
         let tag = artifact::source_tag(hex);
-        if self.has_tag(tag.clone(), "looking up the source").await? {
+        if self.already_there(&tag, &item.what).await? {
             return Ok(Pushed::AlreadyThere);
         }
         let file_name = source
@@ -280,8 +308,9 @@ impl Cache {
         })
         .await?;
         let tag = artifact::source_tag(hex);
+        let claimed = Item { kind: "source", stage: None, key: hex, what: what.clone() };
         let (record, blob): (SourceRecord, _) =
-            self.pull_head(&tag, &artifact::SOURCE, &what).await?;
+            self.pull_head(&tag, &artifact::SOURCE, &claimed).await?;
         if record.sha256 != hex || !valid_source_name(&record.file_name, hex) {
             return Err(self.invalid(
                 &what,
@@ -340,7 +369,7 @@ impl Cache {
             return Err(self.invalid(&item.what, format!("{key:?} is not a layer key")));
         };
         let tag = artifact::restore_tag(&parsed);
-        if self.has_tag(tag.clone(), &format!("looking up {}", item.what)).await? {
+        if self.already_there(&tag, &item.what).await? {
             return Ok(Pushed::AlreadyThere);
         }
         let tmp = store_tmp(&layer.dir);
@@ -373,8 +402,14 @@ impl Cache {
         if !self.has_tag(tag.clone(), &format!("looking up {what}")).await? {
             return Ok(None);
         }
+        let claimed = Item {
+            kind: "restore",
+            stage: Some(&layer.metadata.stage),
+            key: key.as_str(),
+            what: what.clone(),
+        };
         let (record, blob): (RestoreRecord, _) =
-            self.pull_head(&tag, &artifact::RESTORE, &what).await?;
+            self.pull_head(&tag, &artifact::RESTORE, &claimed).await?;
         if record.key != key.as_str() {
             return Err(self.invalid(&what, format!("it belongs to layer {}", record.key)));
         }
@@ -401,6 +436,97 @@ impl Cache {
         Ok(Some(into))
     }
 
+    /// Pushes `content` (of `media_type`, e.g. `application/spdx+json`) as the cosign
+    /// attachment `suffix` (e.g. `sbom`) of the artifact tagged `subject_tag`: tag
+    /// `sha256-<subject hex>.<suffix>`, its manifest naming the subject's digest, signed like
+    /// every push. The subject must be in the registry.
+    pub async fn push_attachment(
+        &self,
+        subject_tag: &str,
+        suffix: &str,
+        media_type: &str,
+        content: Vec<u8>,
+    ) -> Result<Pushed, CacheError> {
+        let what = format!("the {suffix} of {subject_tag}");
+        let (_, subject) = self.manifest(subject_tag, &what).await?;
+        let tag = trust::attachment_tag(&subject, suffix);
+        let doing = format!("pushing {what}");
+        let oci = self.reference(tag.clone());
+        let mut sent = 0u64;
+        let content_digest = format!("sha256:{}", hex::encode(Sha256::digest(&content)));
+        let config = b"{}".to_vec();
+        let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        for (digest, bytes) in [(&config_digest, &config), (&content_digest, &content)] {
+            if !self.blob_exists(&oci, digest, &doing).await? {
+                sent += bytes.len() as u64;
+                self.client
+                    .push_blob(&oci, bytes.clone(), digest)
+                    .await
+                    .map_err(|error| self.classify(&doing, error))?;
+            }
+        }
+        let descriptor = |media_type: &str, digest: &str, size: usize| OciDescriptor {
+            media_type: media_type.to_owned(),
+            digest: digest.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            urls: None,
+            artifact_type: None,
+            annotations: None,
+        };
+        let manifest = OciImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+            config: descriptor(artifact::EMPTY_MEDIA_TYPE, &config_digest, config.len()),
+            layers: vec![descriptor(media_type, &content_digest, content.len())],
+            subject: None,
+            artifact_type: Some(media_type.to_owned()),
+            annotations: Some(BTreeMap::from([(
+                artifact::SUBJECT_ANNOTATION.to_owned(),
+                subject.clone(),
+            )])),
+        };
+        let digest = self.put_manifest(&tag, &manifest, &doing).await?;
+        self.sign(&digest, &what).await?;
+        Ok(Pushed::Uploaded { bytes: sent })
+    }
+
+    /// The attachment `suffix` of the artifact tagged `subject_tag`, verified as every pull is
+    /// (its signature, and that it names this subject), at most `limit` bytes; `Ok(None)` when
+    /// the registry has none. A refusal is a [`CacheError::Refused`] and an event.
+    pub async fn pull_attachment(
+        &self,
+        subject_tag: &str,
+        suffix: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        let what = format!("the {suffix} of {subject_tag}");
+        let (_, subject) = self.manifest(subject_tag, &what).await?;
+        let tag = trust::attachment_tag(&subject, suffix);
+        if !self.has_tag(tag.clone(), &format!("looking up {what}")).await? {
+            return Ok(None);
+        }
+        let (manifest, digest) = self.manifest(&tag, &what).await?;
+        let item = Item { kind: "attachment", stage: None, key: subject_tag, what: what.clone() };
+        self.check_signed(&digest, &item).await?;
+        let names = manifest
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(artifact::SUBJECT_ANNOTATION));
+        if names != Some(&subject) {
+            let refusal = Refusal::OtherManifest { signed: names.cloned().unwrap_or_default() };
+            self.refused(&item, &refusal);
+            return Err(CacheError::Refused {
+                registry: self.url.registry().to_owned(),
+                what,
+                refusal,
+            });
+        }
+        let [content] = manifest.layers.as_slice() else {
+            return Err(self.invalid(&what, format!("it has {} blobs", manifest.layers.len())));
+        };
+        Ok(Some(self.small_blob(&tag, content, &what, limit).await?))
+    }
+
     // ---- the registry side ----
 
     fn reference(&self, tag: String) -> Reference {
@@ -418,48 +544,254 @@ impl Cache {
         }
     }
 
-    async fn manifest(&self, tag: &str, what: &str) -> Result<OciImageManifest, CacheError> {
+    /// The manifest under `tag` and its digest: `sha256:` of its bytes as served (what a
+    /// signature names), refused unparsed when it is bigger than [`MAX_MANIFEST_BYTES`].
+    async fn manifest(
+        &self,
+        tag: &str,
+        what: &str,
+    ) -> Result<(OciImageManifest, String), CacheError> {
         let reference = self.reference(tag.to_owned());
         let (bytes, _digest) = self
             .client
             .pull_manifest_raw(&reference, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
             .await
             .map_err(|error| self.classify(&format!("pulling {what}"), error))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|error| self.invalid(what, format!("its manifest is invalid: {error}")))
+        let manifest = parse_manifest(&bytes).map_err(|reason| self.invalid(what, reason))?;
+        Ok((manifest, format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))))
+    }
+
+    /// Whether the registry has `tag` already, signed as this runner would sign it: with a
+    /// signing key, a tag without our signature is pushed again (overwriting whatever is
+    /// there: we sign only what we made).
+    async fn already_there(&self, tag: &str, what: &str) -> Result<bool, CacheError> {
+        if !self.has_tag(tag.to_owned(), &format!("looking up {what}")).await? {
+            return Ok(false);
+        }
+        let Some(key) = &self.policy.sign_with else { return Ok(true) };
+        let (_, digest) = self.manifest(tag, what).await?;
+        let mut ours = TrustedKeys::new();
+        ours.add(key.public_key().clone());
+        let signatures = self.signatures(&digest, what).await?;
+        Ok(trust::verify(&signatures.signed, &digest, &ours).is_ok())
+    }
+
+    /// Refuses the artifact whose manifest has `digest` unless the policy accepts it: a
+    /// [`Event::CacheRefused`] and [`CacheError::Refused`].
+    async fn check_signed(&self, digest: &str, item: &Item<'_>) -> Result<(), CacheError> {
+        let keys = match &self.policy.accept {
+            Accept::Unsigned => return Ok(()),
+            Accept::Signed(keys) => keys,
+        };
+        let signatures = self.signatures(digest, &item.what).await?;
+        let Err(refusal) = trust::verify(&signatures.signed, digest, keys) else { return Ok(()) };
+        self.refused(item, &refusal);
+        Err(CacheError::Refused {
+            registry: self.url.registry().to_owned(),
+            what: item.what.clone(),
+            refusal,
+        })
+    }
+
+    fn refused(&self, item: &Item<'_>, refusal: &Refusal) {
+        self.events.emit(Event::CacheRefused {
+            kind: item.kind.to_owned(),
+            stage: item.stage.map(str::to_owned),
+            key: item.key.to_owned(),
+            reason: refusal.reason().to_owned(),
+            signer: refusal.key().map(str::to_owned),
+            message: refusal.to_string(),
+        });
+    }
+
+    /// The cosign signatures stored for the manifest `digest` (none when its `.sig` tag is
+    /// missing), with the signature manifest's layers as they are, to append to.
+    async fn signatures(&self, digest: &str, what: &str) -> Result<Signatures, CacheError> {
+        let tag = trust::signature_tag(digest);
+        let what = format!("the signatures of {what}");
+        // One GET (a missing tag is a 404), not a HEAD first: this is on every pull's path.
+        let manifest = match self.manifest(&tag, &what).await {
+            Ok((manifest, _)) => manifest,
+            Err(CacheError::NotFound { .. }) => return Ok(Signatures::default()),
+            Err(error) => return Err(error),
+        };
+        let mut found = Signatures::default();
+        for layer in manifest.layers.iter().take(MAX_SIGNATURES) {
+            if layer.media_type != trust::PAYLOAD_MEDIA_TYPE {
+                continue;
+            }
+            let Some(signature) = layer
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(trust::SIGNATURE_ANNOTATION))
+            else {
+                continue;
+            };
+            let payload = self.small_blob(&tag, layer, &what, MAX_PAYLOAD_BYTES).await?;
+            found.signed.push(Signed {
+                payload,
+                signature: signature.clone(),
+                signer: layer
+                    .annotations
+                    .as_ref()
+                    .and_then(|annotations| annotations.get(trust::SIGNER_ANNOTATION))
+                    .cloned(),
+            });
+            found.layers.push(layer.clone());
+        }
+        Ok(found)
+    }
+
+    /// Signs the manifest `digest` with the policy's key, if any: the signature is appended to
+    /// the `sha256-<hex>.sig` image (other keys' signatures stay), unless it is there already.
+    async fn sign(&self, digest: &str, what: &str) -> Result<(), CacheError> {
+        let Some(key) = &self.policy.sign_with else { return Ok(()) };
+        let reference = self.docker_reference();
+        let signed = Signed::sign(key, &reference, digest);
+        let existing = self.signatures(digest, what).await?;
+        if existing
+            .signed
+            .iter()
+            .any(|other| other.payload == signed.payload && other.signature == signed.signature)
+        {
+            return Ok(());
+        }
+        let tag = trust::signature_tag(digest);
+        let doing = format!("signing {what}");
+        let oci = self.reference(tag.clone());
+        let payload_digest = format!("sha256:{}", hex::encode(Sha256::digest(&signed.payload)));
+        // Small blobs go up without asking first: one upload costs what the question would.
+        self.client
+            .push_blob(&oci, signed.payload.clone(), &payload_digest)
+            .await
+            .map_err(|error| self.classify(&doing, error))?;
+        let mut layers = existing.layers;
+        layers.push(OciDescriptor {
+            media_type: trust::PAYLOAD_MEDIA_TYPE.to_owned(),
+            digest: payload_digest,
+            size: i64::try_from(signed.payload.len()).unwrap_or(i64::MAX),
+            urls: None,
+            artifact_type: None,
+            annotations: Some(signed.annotations()),
+        });
+        let config = signature_config(&layers);
+        let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        self.client
+            .push_blob(&oci, config.clone(), &config_digest)
+            .await
+            .map_err(|error| self.classify(&doing, error))?;
+        let manifest = OciImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+            config: OciDescriptor {
+                media_type: SIGNATURE_CONFIG_MEDIA_TYPE.to_owned(),
+                digest: config_digest,
+                size: i64::try_from(config.len()).unwrap_or(i64::MAX),
+                urls: None,
+                artifact_type: None,
+                annotations: None,
+            },
+            layers,
+            subject: None,
+            artifact_type: None,
+            annotations: None,
+        };
+        self.put_manifest(&tag, &manifest, &doing).await?;
+        Ok(())
+    }
+
+    /// Pushes `manifest` under `tag` as the exact bytes whose digest is returned.
+    async fn put_manifest(
+        &self,
+        tag: &str,
+        manifest: &OciImageManifest,
+        doing: &str,
+    ) -> Result<String, CacheError> {
+        let bytes = serde_json::to_vec(manifest)
+            .map_err(|error| self.invalid(doing, format!("its manifest: {error}")))?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        self.client
+            .push_manifest_raw(
+                &self.reference(tag.to_owned()),
+                bytes,
+                reqwest::header::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE),
+            )
+            .await
+            .map_err(|error| self.classify(doing, error))?;
+        Ok(digest)
+    }
+
+    /// `HOST[:PORT]/REPOSITORY`: the identity cosign's payload names.
+    fn docker_reference(&self) -> String {
+        format!("{}/{}", self.url.registry(), self.url.repository())
     }
 
     /// An artifact's manifest, checked to be of `shape`, with its config parsed (the record)
     /// and its content blob's descriptor.
+    /// Its signature is checked first (the policy's): nothing of a refused artifact is read.
     async fn pull_head<T: serde::de::DeserializeOwned>(
         &self,
         tag: &str,
         shape: &artifact::Shape,
-        what: &str,
+        item: &Item<'_>,
     ) -> Result<(T, OciDescriptor), CacheError> {
-        let manifest = self.manifest(tag, what).await?;
+        let what = item.what.as_str();
+        let (manifest, digest) = self.manifest(tag, what).await?;
+        self.check_signed(&digest, item).await?;
         let (config, content) = artifact::expect_shape(&manifest, shape)
             .map_err(|reason| self.invalid(what, reason))?;
-        let record = serde_json::from_slice(&self.small_blob(tag, config, what).await?)
-            .map_err(|error| self.invalid(what, format!("its record is invalid: {error}")))?;
+        let bytes = self.small_blob(tag, config, what, MAX_CONFIG_BYTES).await?;
+        let record = parse_config(&bytes).map_err(|reason| self.invalid(what, reason))?;
         Ok((record, content.clone()))
     }
 
     /// A config blob, into memory (it is small), verified against its digest.
+    /// A small blob (a config, a signature payload) into memory, at most `limit` bytes
+    /// (checked on the descriptor before asking and on the bytes while they come), verified
+    /// against its digest.
     async fn small_blob(
         &self,
         tag: &str,
         descriptor: &OciDescriptor,
         what: &str,
+        limit: u64,
     ) -> Result<Vec<u8>, CacheError> {
-        if descriptor_size(descriptor) > MAX_CONFIG_BYTES {
-            return Err(self.invalid(what, format!("its config is {} bytes", descriptor.size)));
+        use futures_util::StreamExt as _;
+        let size = descriptor_size(descriptor);
+        if descriptor.size < 0 || size > limit {
+            return Err(self.invalid(
+                what,
+                format!("a blob of {} bytes where at most {limit} are expected", descriptor.size),
+            ));
         }
-        let mut bytes = Vec::new();
-        self.client
-            .pull_blob(&self.reference(tag.to_owned()), descriptor, &mut bytes)
+        let doing = format!("pulling {what}");
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.reference(tag.to_owned()), descriptor)
             .await
-            .map_err(|error| self.classify(&format!("pulling {what}"), error))?;
+            .map_err(|error| self.classify(&doing, error))?
+            .stream;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| CacheError::Unavailable {
+                registry: self.url.registry().to_owned(),
+                doing: doing.clone(),
+                source: Box::new(error),
+            })?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > size {
+                return Err(self.invalid(what, format!("a blob longer than its {size} bytes")));
+            }
+        }
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != descriptor.digest {
+            return Err(CacheError::DigestMismatch {
+                registry: self.url.registry().to_owned(),
+                what: what.to_owned(),
+                expected: descriptor.digest.clone(),
+                actual,
+            });
+        }
         Ok(bytes)
     }
 
@@ -554,10 +886,8 @@ impl Cache {
             title.as_deref().unwrap_or("content"),
             annotations,
         );
-        self.client
-            .push_manifest(&reference, &OciManifest::Image(manifest))
-            .await
-            .map_err(|error| self.classify(&doing, error))?;
+        let digest = self.put_manifest(tag, &manifest, &doing).await?;
+        self.sign(&digest, &item.what).await?;
         self.finished(item, CacheDirection::Push, sent, started);
         Ok(Pushed::Uploaded { bytes: sent })
     }
@@ -805,4 +1135,57 @@ fn untar_staged(archive: &Path, tmp: &Path) -> std::io::Result<PathBuf> {
         fs::set_permissions(&target, fs::Permissions::from_mode(0o600))?;
     }
     Ok(staging.keep())
+}
+
+/// What a `.sig` image holds: the signatures, and its layers as they are.
+#[derive(Debug, Default)]
+struct Signatures {
+    signed: Vec<Signed>,
+    layers: Vec<OciDescriptor>,
+}
+
+/// The image config cosign gives a signature image: empty, its rootfs naming the layers.
+fn signature_config(layers: &[OciDescriptor]) -> Vec<u8> {
+    let diff_ids: Vec<&str> = layers.iter().map(|layer| layer.digest.as_str()).collect();
+    serde_json::json!({
+        "architecture": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{ "created": "0001-01-01T00:00:00Z" }],
+        "os": "",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Parses a config blob (an artifact's record) after bounding its size; `Err` says why it is
+/// not one.
+pub fn parse_config<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "its record is {} bytes, more than the {MAX_CONFIG_BYTES} strata reads",
+            bytes.len()
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|error| format!("its record is invalid: {error}"))
+}
+
+/// Parses a manifest's bytes after bounding their size; `Err` says why it is not one.
+pub fn parse_manifest(bytes: &[u8]) -> Result<OciImageManifest, String> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "its manifest is {} bytes, more than the {MAX_MANIFEST_BYTES} strata reads",
+            bytes.len()
+        ));
+    }
+    let manifest: OciImageManifest = serde_json::from_slice(bytes)
+        .map_err(|error| format!("its manifest is invalid: {error}"))?;
+    if manifest.schema_version != 2 {
+        return Err(format!("its manifest has schema version {}", manifest.schema_version));
+    }
+    match manifest.media_type.as_deref() {
+        Some(OCI_IMAGE_MEDIA_TYPE) | None => Ok(manifest),
+        Some(other) => Err(format!("its manifest has the unknown media type {other}")),
+    }
 }

@@ -5,7 +5,7 @@
 //! Only POSIX sh, coreutils, awk and what Debian's cloud image has are assumed.
 
 use super::{Check, CheckKind};
-use crate::communicator::shell::quote;
+use crate::process::shell_quote as quote;
 
 /// Seconds between attempts of a retried check.
 const RETRY_EVERY: &str = "1";

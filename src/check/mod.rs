@@ -1,6 +1,7 @@
 //! Checks that prove a built image works: what a `[[test]]` asks for (an HTTP answer, a
 //! shell command's exit status, an active systemd unit, a listening port), the guest-side
 //! shell command that runs each one, the runner, the results and their JUnit XML.
+//! Names are unique within a definition: `definition/validate/checks.rs` checks that, once.
 //! Owns no guest and no QEMU: the runner is handed something that executes a command in a
 //! freshly booted guest ([`GuestExec`]); booting it, and recording results, is the caller's.
 
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 pub use command::guest_command;
 pub use junit::junit_xml;
 pub use run::{
-    CheckRecord, CheckResult, ExecFailure, GuestExec, GuestOutput, run_check, run_checks,
+    CheckRecord, CheckResult, ExecFailure, GuestExec, GuestOutput, Progress, run_check, run_checks,
 };
 
 use crate::units::format_duration;
@@ -32,8 +33,6 @@ pub enum CheckError {
     EmptyName,
     #[error("check `{name}`: {problem}")]
     Invalid { name: String, problem: String },
-    #[error("two checks are named `{name}`: give each check its own name")]
-    DuplicateName { name: String },
     #[error("check `{name}` could not be run in the guest")]
     Guest {
         name: String,
@@ -108,17 +107,6 @@ fn validate_kind(kind: &CheckKind) -> Result<(), String> {
     kind.problem().map_or(Ok(()), Err)
 }
 
-/// Validates a set of checks as a whole: names must be unique.
-pub fn validate_set(checks: &[Check]) -> Result<(), CheckError> {
-    let mut seen = std::collections::BTreeSet::new();
-    for check in checks {
-        if !seen.insert(check.name.as_str()) {
-            return Err(CheckError::DuplicateName { name: check.name.clone() });
-        }
-    }
-    Ok(())
-}
-
 /// The sha256 of a check set (in order): what a layer's record says ran against it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(transparent)]
@@ -174,14 +162,9 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_the_digest_follows_the_set() {
+    fn the_digest_follows_the_set() {
         let a = Check::new("a", CheckKind::Port { port: 22 }, None).unwrap();
         let b = Check::new("b", CheckKind::Service { unit: "ssh.service".into() }, None).unwrap();
-        validate_set(&[a.clone(), b.clone()]).unwrap();
-        assert!(matches!(
-            validate_set(&[a.clone(), a.clone()]),
-            Err(CheckError::DuplicateName { .. })
-        ));
         let one = ChecksDigest::of(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(one, ChecksDigest::of(&[a.clone(), b.clone()]).unwrap());
         assert_eq!(one.as_str().len(), 64);

@@ -102,17 +102,25 @@ impl CheckRecord {
     }
 }
 
-/// Runs `checks` in order; `on_result` hears each result as it comes (for events). A check
-/// that fails does not stop the others; a guest that cannot be reached does.
+/// How a run of checks goes, as it goes (for events).
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Started(&'a Check),
+    Finished(&'a CheckResult),
+}
+
+/// Runs `checks` in order; `on_progress` hears each check start and each result as it comes.
+/// A check that fails does not stop the others; a guest that cannot be reached does.
 pub async fn run_checks<E: GuestExec>(
     exec: &E,
     checks: &[Check],
-    mut on_result: impl FnMut(&CheckResult) + Send,
+    mut on_progress: impl FnMut(Progress<'_>) + Send,
 ) -> Result<Vec<CheckResult>, CheckError> {
     let mut results = Vec::with_capacity(checks.len());
     for check in checks {
+        on_progress(Progress::Started(check));
         let result = run_check(exec, check).await?;
-        on_result(&result);
+        on_progress(Progress::Finished(&result));
         results.push(result);
     }
     Ok(results)
@@ -378,9 +386,12 @@ mod tests {
             Check::new("fails", CheckKind::Shell { command: "false".into() }, None).unwrap(),
         ];
         let mut heard = Vec::new();
-        let results = run_checks(&HOST, &checks, |result| heard.push(result.name.clone()));
+        let results = run_checks(&HOST, &checks, |progress| match progress {
+            Progress::Started(check) => heard.push(format!("start {}", check.name())),
+            Progress::Finished(result) => heard.push(result.name.clone()),
+        });
         let results = results.await.unwrap();
-        assert_eq!(heard, ["passes", "fails"]);
+        assert_eq!(heard, ["start passes", "passes", "start fails", "fails"]);
         let record = CheckRecord::new(&checks, results).unwrap();
         assert!(!record.passed);
         assert_eq!(record.checks_sha256, ChecksDigest::of(&checks).unwrap());

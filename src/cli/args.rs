@@ -37,9 +37,16 @@ Synopsis:
       e.g. strata gc --dry-run images/*.toml
   strata diff DEF [--from STAGE|KEY] [--to STAGE|KEY]   packages and files changed between layers
       e.g. strata diff images/demo.toml --from base --to final
+  strata key generate PATH [--algorithm ecdsa-p256|ed25519]   a signing key pair: PATH, PATH.pub
+      e.g. strata key generate ~/.config/strata/cache.key
   strata drift DEF (--host [USER@]HOST[:PORT] | --hosts FILE) [--stage NAME] [--identity FILE]
                    [--known-hosts FILE]      a live server (or a fleet) against the layer it was built from
       e.g. strata drift images/demo.toml --hosts fleet.txt
+  strata sbom DEF [--stage NAME] [--format spdx-json|cyclonedx-json] [-o FILE]
+                                        what a built stage contains (SPDX or CycloneDX)
+      e.g. strata sbom images/demo.toml --format cyclonedx-json -o demo.cdx.json
+  strata sbom --package NAME DEF...     which built stages hold a package, at which version
+      e.g. strata sbom --package openssl images/*.toml
   strata publish DEF [--stage NAME] --to openstack [--cloud NAME] [--name NAME] [--visibility V]
                    [--property K=V]... [--format qcow2|raw] [--keep N] [-o DIR]
                                         the exported stage into the cloud's image service
@@ -84,6 +91,25 @@ pub struct GlobalArgs {
     /// Credentials: STRATA_CACHE_USER and STRATA_CACHE_PASSWORD, else docker/podman logins
     #[arg(long, global = true, env = "STRATA_CACHE", value_name = "URL", value_parser = parse_cache_url)]
     pub cache: Option<CacheUrl>,
+    /// Sign everything pushed to the shared cache with this private key (PKCS#8 PEM, mode 0600;
+    /// `strata key generate PATH` makes one); its public half is trusted too
+    #[arg(long, global = true, env = "STRATA_SIGN_KEY", value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Accept what the shared cache serves when signed by this public key (repeatable;
+    /// STRATA_CACHE_TRUST=FILE[:FILE…])
+    #[arg(
+        long = "trust",
+        global = true,
+        env = "STRATA_CACHE_TRUST",
+        value_name = "FILE",
+        value_delimiter = ':'
+    )]
+    pub trust: Vec<PathBuf>,
+    /// Use what the shared cache serves without checking signatures: only for a registry whose
+    /// push rights are the trust (warned once per run)
+    #[arg(long, global = true, env = "STRATA_CACHE_UNSIGNED",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub cache_unsigned: bool,
 }
 
 /// `--max-restore-size`: a size ("512M", "20G"), more than 0 (to keep none, `--no-warm` saves
@@ -147,6 +173,11 @@ pub enum Command {
     ///
     /// Example: strata --cache oci://registry.example/strata pull images/demo.toml
     Pull(CacheSyncArgs),
+    /// Signing keys for the shared cache.
+    ///
+    /// Example: strata key generate ~/.config/strata/cache.key
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Flatten a stage's layers into a standalone image for a platform.
     ///
     /// Example: strata export images/demo.toml --format qcow2 --target openstack -o out/
@@ -220,6 +251,15 @@ pub enum Command {
     ///
     /// Example (cron): strata -q drift images/web.toml --hosts /etc/strata/web-fleet.txt
     Drift(DriftArgs),
+    /// What a built stage contains: an SBOM (SPDX 2.3 or CycloneDX 1.6 JSON) of every package
+    /// its system held when its layer was sealed, on the source image (URL, sha256). No boot:
+    /// it reads the layer's record. Hand it to a scanner: `trivy sbom FILE`, `grype sbom:FILE`.
+    ///
+    /// With --package NAME and any number of definitions: which built stages hold the package
+    /// NAME (or packages built from the source package NAME), at which version.
+    ///
+    /// Example: strata sbom images/demo.toml --stage base -o demo-base.spdx.json
+    Sbom(SbomArgs),
     /// Publish a built stage into a cloud's image service (OpenStack Glance).
     ///
     /// Exports the stage for OpenStack into -o DIR (an export of the same layer already there is
@@ -280,6 +320,26 @@ pub struct PublishArgs {
 /// Checked while parsing, so that a bad `--property` is an argument error (exit 2).
 fn parse_property(value: &str) -> Result<crate::publish::PropertyOverride, String> {
     crate::publish::PropertyOverride::parse(value)
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// The definition (with --package: one or more)
+    #[arg(value_name = "DEF", required = true)]
+    pub definitions: Vec<PathBuf>,
+    /// The stage [default: the last]
+    #[arg(long, value_name = "NAME", conflicts_with = "package")]
+    pub stage: Option<String>,
+    /// The document's format
+    #[arg(long, value_enum, value_name = "F", default_value_t = crate::sbom::Format::SpdxJson, conflicts_with = "package")]
+    pub format: crate::sbom::Format,
+    /// Write it to FILE (atomically) instead of stdout
+    #[arg(short, long, value_name = "FILE", conflicts_with = "package")]
+    pub output: Option<PathBuf>,
+    /// Instead of an SBOM: every stage of every DEF that holds this package (by its name or its
+    /// source package's), with the version
+    #[arg(long, value_name = "NAME")]
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +413,21 @@ pub struct BuildArgs {
     /// registries only)
     #[arg(long)]
     pub cache_restore: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// A new key pair: PATH (the private key, mode 0600) and PATH.pub (the public key to
+    /// --trust). Neither may exist.
+    ///
+    /// Example: strata key generate ~/.config/strata/cache.key
+    Generate {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The kind of key (ecdsa-p256 is cosign's default)
+        #[arg(long, value_enum, default_value_t = crate::trust::Algorithm::EcdsaP256)]
+        algorithm: crate::trust::Algorithm,
+    },
 }
 
 #[derive(Debug, Args)]

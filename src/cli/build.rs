@@ -11,7 +11,6 @@ use crate::build::{BuildContext, BuildError, BuildOptions, CacheOptions, SharedC
 use crate::events::Event;
 use crate::layer::{LayerError, LayerStore, PlanOptions};
 use crate::report::{self, SummaryRow, buildlog::BuildLog};
-use crate::stage::StageError;
 
 pub async fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<(), Failure> {
     let definition = crate::definition::load(&args.definition).map_err(Error::from)?;
@@ -113,10 +112,12 @@ async fn build_cache(
     if args.offline {
         return Ok(None);
     }
+    let policy = super::cache::policy(global, true, args.push)?;
     let options = CacheOptions {
         required: args.cache_required,
         push: args.push,
         restore: args.cache_restore,
+        policy,
     };
     Ok(crate::build::connect_cache(url, options, events).await?)
 }
@@ -131,13 +132,7 @@ fn next_step_hint(
 ) -> String {
     let mut hint = format!("logs: {}", log_dir.display());
     let Error::Build(BuildError::Failed(failed)) = error else { return hint };
-    // Only where the guest's disk can tell more: not when QEMU could not even start.
-    let in_guest = matches!(
-        failed.source,
-        StageError::StepFailed { .. }
-            | StageError::Communicator { .. }
-            | StageError::QemuDied { .. }
-    );
+    let in_guest = failed.in_guest();
     match &failed.kept {
         Some(dir) => {
             let machine = &definition.machine;

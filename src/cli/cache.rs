@@ -2,19 +2,37 @@
 //! [--cache-restore]`: moving a definition's layers (and its source) to or from the shared
 //! cache by hand. Unlike a build, a cache that cannot be used is an error here.
 
-use std::time::SystemTime;
-
 use super::{CacheSyncArgs, Error, GlobalArgs};
 use crate::cache::{Cache, CacheUrl, Credentials};
 use crate::events::Events;
-use crate::layer::{LayerKey, LayerStore, PlanOptions, Status};
+use crate::layer::LayerStore;
+use crate::trust::Policy;
 use crate::units::ByteSize;
 
-/// The client for `--cache`, which these commands require.
-pub(super) async fn connect(global: &GlobalArgs, events: &Events) -> Result<Cache, Error> {
+/// The client for `--cache`, which these commands require, signing and verifying as `policy`
+/// says.
+pub(super) async fn connect(
+    global: &GlobalArgs,
+    policy: Policy,
+    events: &Events,
+) -> Result<Cache, Error> {
     let url = cache_url(global)?;
     let (credentials, from) = Credentials::discover(url);
-    Ok(Cache::connect(url, &credentials, &from, events).await?)
+    Ok(Cache::connect(url, &credentials, &from, events).await?.with_policy(policy))
+}
+
+/// `--sign-key`, `--trust` and `--cache-unsigned` for a command that pulls and/or pushes:
+/// keys that cannot be used, a pull without a trusted key or a push without a signing key
+/// (without `--cache-unsigned`) stop it before any work (exit 2).
+pub(super) fn policy(global: &GlobalArgs, pulls: bool, pushes: bool) -> Result<Policy, Error> {
+    let policy = Policy::load(global.sign_key.as_deref(), &global.trust, global.cache_unsigned)?;
+    if pulls {
+        policy.check_can_pull()?;
+    }
+    if pushes {
+        policy.check_can_push()?;
+    }
+    Ok(policy)
 }
 
 fn cache_url(global: &GlobalArgs) -> Result<&CacheUrl, Error> {
@@ -26,13 +44,13 @@ fn cache_url(global: &GlobalArgs) -> Result<&CacheUrl, Error> {
 pub async fn push(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(&args.definition)?;
     cache_url(global)?;
+    let policy = policy(global, false, true)?;
     let layers = LayerStore::new(global.open_store()?);
-    let built = crate::layer::built_stage(&definition, &layers, args.stage.as_deref())?;
     let events = global.events();
-    let cache = connect(global, &events).await?;
-    let keys: Vec<LayerKey> =
-        built.chain.iter().filter_map(|(_, layer)| LayerKey::parse(&layer.metadata.key)).collect();
-    let work = crate::build::push_all(&cache, &built.source, &keys, &layers, args.cache_restore);
+    let cache = connect(global, policy, &events).await?;
+    let stage = args.stage.as_deref();
+    let work =
+        crate::cache::push_definition(&cache, &definition, &layers, stage, args.cache_restore);
     let bytes = super::interruptible(async { Ok(work.await?) }).await?;
     crate::report::note(
         global.log_format,
@@ -45,49 +63,24 @@ pub async fn push(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error
 pub async fn pull(args: &CacheSyncArgs, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(&args.definition)?;
     cache_url(global)?;
+    let policy = policy(global, true, false)?;
     let layers = LayerStore::new(global.open_store()?);
     let events = global.events();
-    let cache = connect(global, &events).await?;
-    let work = async {
-        let store = layers.store();
-        crate::build::pull_source(&cache, store, &definition.source).await?;
-        let options = crate::source::FetchOptions::default();
-        let source = crate::source::fetch(store, &definition.source, options, &events).await?;
-        let options = PlanOptions { stop_at: args.stage.clone(), ..PlanOptions::default() };
-        let plan = crate::layer::plan(&definition, &layers, source.clone(), &options, now())?;
-        crate::build::pull_chains(&cache, &plan.stages, &layers).await?;
-        let plan = crate::layer::plan(&definition, &layers, source, &options, now())?;
-        let missing: Vec<String> = plan
-            .stages
-            .iter()
-            .filter(|planned| !matches!(planned.status, Status::Cached(_)))
-            .map(|planned| format!("`{}`", planned.stage.name))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Runtime(format!(
-                "{} has no layer for stage {} of {}: build it (`strata build {} --push`)",
-                cache.url(),
-                missing.join(", "),
-                args.definition.display(),
-                args.definition.display()
-            )));
-        }
-        if args.cache_restore {
-            for planned in &plan.stages {
-                cache.pull_restore(&layers, &planned.key).await?;
-            }
-        }
-        Ok(plan.stages.len())
-    };
-    let stages = super::interruptible(work).await?;
+    let cache = connect(global, policy, &events).await?;
+    let stage = args.stage.as_deref();
+    let work = crate::cache::pull_definition(
+        &cache,
+        &definition,
+        &layers,
+        stage,
+        args.cache_restore,
+        &events,
+    );
+    let stages = super::interruptible(async { Ok(work.await?) }).await?;
     crate::report::note(
         global.log_format,
         global.quiet,
         &format!("{stages} stage(s) of {} are in the store", args.definition.display()),
     );
     Ok(())
-}
-
-fn now() -> SystemTime {
-    SystemTime::now()
 }

@@ -17,8 +17,12 @@ pub async fn run(args: &DriftArgs, global: &GlobalArgs) -> Result<(), Error> {
     let hosts = hosts_of(args)?;
     let definition = crate::definition::load(&args.definition)?;
     let layers = LayerStore::new(global.open_store()?);
-    let baseline =
-        super::diff::side_of_stage(&definition, &layers, args.stage.as_deref(), &args.definition)?;
+    let baseline = crate::layer::diff::side_of_stage(
+        &definition,
+        &layers,
+        args.stage.as_deref(),
+        &args.definition,
+    )?;
     if baseline.inventory.packages.is_empty() && baseline.inventory.files.is_empty() {
         return Err(Error::Runtime(format!(
             "the layer of stage `{}` records no packages or files (an older strata built it): \

@@ -3,10 +3,10 @@
 //! found, 130 interrupted). Only `cli/` knows it; every other module returns its own error.
 
 use crate::{
-    build::BuildError, cache::CacheError, communicator::CommunicatorError,
-    definition::DefinitionError, export::ExportError, fleet::FleetError, layer::LayerError,
-    layer::PlanError, process::ProcessError, publish::PublishError, qemu::QemuError,
-    seed::SeedError, source::SourceError, stage::StageError, store::StoreError,
+    build::BuildError, cache::CacheError, definition::DefinitionError, export::ExportError,
+    fleet::FleetError, gc::GcError, instance::InstanceError, layer::LayerError, layer::PlanError,
+    layer::diff::DiffError, process::ProcessError, publish::PublishError, sbom::SbomError,
+    source::SourceError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +28,11 @@ pub enum Error {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Seed(#[from] SeedError),
+    Instance(#[from] Box<InstanceError>),
     #[error(transparent)]
-    Qemu(#[from] QemuError),
+    Gc(#[from] GcError),
     #[error(transparent)]
-    Communicator(#[from] CommunicatorError),
-    #[error(transparent)]
-    Stage(#[from] Box<StageError>),
+    Diff(#[from] DiffError),
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
@@ -48,9 +46,13 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
+    Key(#[from] crate::trust::KeyError),
+    #[error(transparent)]
     Fleet(#[from] Box<FleetError>),
     #[error(transparent)]
     Publish(#[from] Box<PublishError>),
+    #[error(transparent)]
+    Sbom(#[from] SbomError),
     /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
     /// Not an error to print: the findings and the summary were shown already.
     #[error("{0}")]
@@ -92,21 +94,21 @@ impl From<DefinitionError> for Error {
     }
 }
 
-impl From<FleetError> for Error {
-    fn from(error: FleetError) -> Self {
-        Error::Fleet(Box::new(error))
-    }
-}
-
 impl From<PublishError> for Error {
     fn from(error: PublishError) -> Self {
         Error::Publish(Box::new(error))
     }
 }
 
-impl From<StageError> for Error {
-    fn from(error: StageError) -> Self {
-        Error::Stage(Box::new(error))
+impl From<FleetError> for Error {
+    fn from(error: FleetError) -> Self {
+        Error::Fleet(Box::new(error))
+    }
+}
+
+impl From<InstanceError> for Error {
+    fn from(error: InstanceError) -> Self {
+        Error::Instance(Box::new(error))
     }
 }
 
@@ -120,9 +122,26 @@ impl Error {
             | Error::Plan(PlanError::UnknownStage { .. })
             | Error::Export(ExportError::Plan(PlanError::UnknownStage { .. }))
             | Error::Build(BuildError::Plan(PlanError::UnknownStage { .. }))
-            | Error::Cache(CacheError::BadUrl { .. }) => 2,
+            | Error::Diff(
+                DiffError::UnknownName { .. } | DiffError::Plan(PlanError::UnknownStage { .. }),
+            )
+            | Error::Cache(
+                CacheError::BadUrl { .. } | CacheError::Plan(PlanError::UnknownStage { .. }),
+            ) => 2,
+            Error::Instance(error)
+                if matches!(
+                    **error,
+                    InstanceError::NoChecks { .. }
+                        | InstanceError::Plan(PlanError::UnknownStage { .. })
+                ) =>
+            {
+                2
+            }
             Error::Fleet(error) if error.is_invalid_input() => 2,
             Error::Publish(error) if error.is_invalid_input() => 2,
+            Error::Sbom(error) if error.is_invalid_input() => 2,
+            Error::Export(ExportError::Sbom(error)) if error.is_invalid_input() => 2,
+            Error::Key(error) if error.is_invalid_input() => 2,
             Error::DriftFound(_) => 3,
             Error::Interrupted(signal) => signal.exit_code(),
             _ => 1,
@@ -144,6 +163,16 @@ mod tests {
         assert_eq!(Error::Usage("bad".into()).exit_code(), 2);
         assert_eq!(Error::Plan(unknown()).exit_code(), 2);
         assert_eq!(Error::Build(BuildError::Plan(unknown())).exit_code(), 2);
+        assert_eq!(Error::from(InstanceError::Plan(unknown())).exit_code(), 2);
+        assert_eq!(Error::Diff(DiffError::Plan(unknown())).exit_code(), 2);
+        let no_checks = InstanceError::NoChecks { definition: "d.toml".into() };
+        assert_eq!(Error::from(no_checks).exit_code(), 2);
+        let not_built = || InstanceError::NotBuilt {
+            definition: "d.toml".into(),
+            stage: "base".into(),
+            reason: "missing".into(),
+        };
+        assert_eq!(Error::from(not_built()).exit_code(), 1);
         assert_eq!(Error::Runtime("no runtime".into()).exit_code(), 1);
         let not_built = PlanError::NotBuilt { stage: "base".into(), reason: "missing".into() };
         assert_eq!(Error::Plan(not_built).exit_code(), 1);

@@ -15,7 +15,13 @@ pub async fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<(), Error> {
     // gc takes this lock exclusively: it never removes the layers an export reads.
     let gc_guard = super::lock_gc_shared(&store).await?;
     let plan = crate::export::resolve(&definition, &args.definition, &layers, &selection)?;
-    let options = ExportOptions { output_dir: args.output.clone(), force: args.force };
+    // The provenance is signed with --sign-key (STRATA_SIGN_KEY) when one is given.
+    let signer = match &global.sign_key {
+        Some(path) => Some(std::sync::Arc::new(crate::trust::SigningKey::load(path)?)
+            as std::sync::Arc<dyn crate::sbom::dsse::Signer>),
+        None => None,
+    };
+    let options = ExportOptions { output_dir: args.output.clone(), force: args.force, signer };
     let events = global.events();
     let outcome =
         super::interruptible(async { Ok(crate::export::export(&plan, &options, &events).await?) })

@@ -1,14 +1,14 @@
 //! `strata gc [--dry-run] (DEF... | --all)`: deletes layers and sources that no given
 //! definition, nor any kept layer, needs, and what dead processes left (stale downloads, run
 //! folders). Without a definition it deletes nothing unless told `--all`. Waits for running
-//! builds (they hold the gc lock shared).
+//! builds (they hold the gc lock shared). The work is `gc::run`'s.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::Error;
 use super::GlobalArgs;
-use crate::layer::{LayerStore, PlanOptions, Status, gc, plan_from_store};
+use crate::gc::GcOutcome;
+use crate::layer::LayerStore;
 use crate::units::ByteSize;
 
 pub fn run(
@@ -25,33 +25,13 @@ pub fn run(
                 .to_owned(),
         ));
     }
-    let store = global.open_store()?;
-    let layers = LayerStore::new(store.clone());
-    let _exclusive = store.lock("gc")?;
-    let mut keep_layers = BTreeSet::new();
-    let mut keep_sources = BTreeSet::new();
-    for path in definitions {
-        let definition = crate::definition::load(path)?;
-        let Some(plan) = plan_from_store(&definition, &layers, &PlanOptions::default())? else {
-            continue;
-        };
-        keep_sources.insert(crate::layer::source_file_name(&plan.source));
-        for planned in plan.stages {
-            if let Status::Cached(layer) = planned.status {
-                keep_layers.insert(layer.metadata.key);
-            }
-        }
-    }
-    let garbage = gc::find(&layers, &keep_layers, &keep_sources)?;
-    let (stale_downloads, stale_run_dirs) = if dry_run {
-        (0, 0)
-    } else {
-        garbage.delete(&layers)?;
-        (
-            crate::source::clean_stale(&store),
-            crate::stage::sweep_stale_run_dirs(&std::env::temp_dir()),
-        )
-    };
+    let layers = LayerStore::new(global.open_store()?);
+    let keep = definitions
+        .iter()
+        .map(|path| crate::definition::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let GcOutcome { garbage, stale_downloads, stale_run_dirs } =
+        crate::gc::run(&layers, &keep, dry_run)?;
     let removed: Vec<String> =
         garbage.paths.iter().map(|path| path.display().to_string()).collect();
     let verb = if dry_run { "would delete" } else { "deleting" };

@@ -27,16 +27,16 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
         ]
         .map(String::from),
     ];
-    let digest = super::test::checks_of(&definition)
+    let digest = crate::instance::checks_of(&definition)
         .ok()
         .and_then(|checks| crate::check::ChecksDigest::of(&checks).ok());
     let tested: Vec<String> =
         plan.stages.iter().map(|planned| tested(planned, digest.as_ref())).collect();
     let restore: Vec<Option<u64>> = plan.stages.iter().map(restore_size).collect();
-    let first_boots = first_boots(&definition, &layers, &plan);
-    for boot in &first_boots {
+    let first_boots = layers.first_boots(&definition, &plan);
+    for (stage, boot) in &first_boots {
         rows.push([
-            format!("{} (first boot)", boot.stage),
+            format!("{stage} (first boot)"),
             boot.key.short().to_owned(),
             "saved".to_owned(),
             "-".into(),
@@ -89,9 +89,9 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
     let mut json = plan_json(&plan, &restore, &tested, &remote);
     json["first_boots"] = first_boots
         .iter()
-        .map(|boot| {
+        .map(|(stage, boot)| {
             serde_json::json!({
-                "stage": boot.stage,
+                "stage": stage,
                 "key": boot.key.as_str(),
                 "restore_bytes": boot.bytes,
                 "created": boot.created,
@@ -100,37 +100,6 @@ pub async fn run(definition_path: &Path, global: &GlobalArgs) -> Result<(), Erro
         .collect();
     crate::report::table(global.log_format, &rows, &json);
     Ok(())
-}
-
-/// The source's saved first boot that a first stage of the plan would resume, when there is one.
-struct FirstBoot {
-    stage: String,
-    key: crate::layer::LayerKey,
-    bytes: u64,
-    created: u64,
-}
-
-fn first_boots(
-    definition: &crate::definition::ImageDefinition,
-    layers: &LayerStore,
-    plan: &crate::layer::Plan,
-) -> Vec<FirstBoot> {
-    plan.stages
-        .iter()
-        .filter(|planned| planned.parent.is_none())
-        .filter_map(|planned| {
-            let template = crate::layer::seed_template(&planned.stage).ok()?;
-            let source = plan.source.digest.hex();
-            let key = crate::layer::boot_key(definition, &planned.stage, source, &template)?;
-            let point = layers.first_boot_point(&key)?;
-            Some(FirstBoot {
-                stage: planned.stage.name.to_string(),
-                key,
-                bytes: point.bytes,
-                created: point.created,
-            })
-        })
-        .collect()
 }
 
 /// For each stage, whether the shared cache has its layer: `None` without `--cache`, or when

@@ -10,9 +10,11 @@ mod error;
 mod export;
 mod fetch;
 mod gc;
+mod key;
 mod layers;
 mod publish;
 mod run;
+mod sbom;
 mod test;
 mod validate;
 
@@ -94,6 +96,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         Command::Layers { definition } => layers::run(&definition, global).await,
         Command::Push(args) => cache::push(&args, global).await,
         Command::Pull(args) => cache::pull(&args, global).await,
+        Command::Key(command) => key::run(&command, global),
         Command::Export(args) => export::run(&args, global).await,
         Command::Run { definition, stage } => run::run(&definition, stage.as_deref(), global).await,
         Command::Gc { definitions, all, dry_run } => gc::run(&definitions, all, dry_run, global),
@@ -105,6 +108,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
         }
         Command::Drift(args) => interruptible(drift::run(&args, global)).await,
         Command::Publish(args) => publish::run(&args, global).await,
+        Command::Sbom(args) => sbom::run(&args, global),
     }
 }
 
@@ -163,9 +167,5 @@ pub fn stop_signal() -> Result<impl std::future::Future<Output = StopSignal>, Er
 
 /// Takes the gc lock shared (gc takes it exclusively), waiting on a blocking thread.
 pub async fn lock_gc_shared(store: &crate::store::Store) -> Result<std::fs::File, Error> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.lock_shared("gc"))
-        .await
-        .map_err(|error| Error::Runtime(format!("failed to wait for a store lock: {error}")))?
-        .map_err(Error::from)
+    Ok(store.lock_async("gc", crate::store::LockMode::Shared).await?)
 }

@@ -16,6 +16,13 @@ pub async fn run(args: &PublishArgs, global: &GlobalArgs) -> Result<(), Error> {
     let definition = crate::definition::load(&args.definition)?;
     let store = global.open_store()?;
     let layers = LayerStore::new(store.clone());
+    // The provenance of a new export is signed with --sign-key (STRATA_SIGN_KEY) when given.
+    let signer =
+        match &global.sign_key {
+            Some(path) => Some(Arc::new(crate::trust::SigningKey::load(path)?)
+                as Arc<dyn crate::sbom::dsse::Signer>),
+            None => None,
+        };
     let request = PublishRequest {
         shown: args.definition.clone(),
         stage: args.stage.clone(),
@@ -26,6 +33,7 @@ pub async fn run(args: &PublishArgs, global: &GlobalArgs) -> Result<(), Error> {
         format: args.format,
         keep: args.keep,
         output_dir: args.output.clone(),
+        signer,
     };
     let events = global.events();
     // gc takes this lock exclusively: it never removes the layers an export reads.

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::lines::Lines;
-use super::shell::quote;
 use super::{ExitInfo, SshTarget};
 use crate::events::Stream;
+use crate::process::shell_quote as quote;
 use crate::process::{Command, DEFAULT_GRACE, ProcessError};
 use crate::units::format_duration;
 
@@ -121,8 +121,7 @@ impl AnsibleStep {
         let status = match tokio::time::timeout(timeout, streamed).await {
             Ok(Some(status)) => status,
             Ok(None) => {
-                let source =
-                    ProcessError::Lost { command: child.command().to_owned(), pid: child.pid() };
+                let source = child.lost();
                 return Err(AnsibleError::Start { playbook, source });
             }
             Err(_) => {

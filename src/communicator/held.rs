@@ -49,11 +49,8 @@ impl SshCommunicator {
     ) -> Result<Held, Box<NotHeld>> {
         let line =
             shell::command_line(&spec, self.target().user == "root").map_err(NotHeld::silent)?;
-        let channel = self.open_channel().await.map_err(NotHeld::silent)?;
-        channel
-            .exec(true, line)
-            .await
-            .map_err(|error| NotHeld::silent(self.error("start a held command", error)))?;
+        let channel =
+            self.start(line, false, "start a held command").await.map_err(NotHeld::silent)?;
         let held = Held {
             channel,
             guest: self.describe_target(),

@@ -17,6 +17,14 @@ fn generate(comment: &str) -> Result<PrivateKey, CommunicatorError> {
     Ok(key)
 }
 
+/// A private key in OpenSSH format (multi-line, ends with a newline).
+fn private_openssh(key: &PrivateKey) -> Result<String, CommunicatorError> {
+    let text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
+    Ok(text.as_str().to_owned())
+}
+
 fn public_openssh(key: &PublicKey) -> Result<String, CommunicatorError> {
     key.to_openssh().map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))
 }
@@ -46,11 +54,7 @@ impl ClientKey {
     /// The private key in OpenSSH format, for a restore point (stored 0600 beside guest
     /// memory, which holds it anyway) and for `strata run`'s login file.
     pub fn private_openssh(&self) -> Result<String, CommunicatorError> {
-        let text = self
-            .0
-            .to_openssh(LineEnding::LF)
-            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
-        Ok(text.as_str().to_owned())
+        private_openssh(&self.0)
     }
 
     #[must_use]
@@ -103,11 +107,7 @@ impl HostKey {
     /// The private key in OpenSSH format (multi-line, ends with a newline): the seed's
     /// `host_key_private`. Whatever holds it must be private (mode 0600) and short-lived.
     pub fn private_openssh(&self) -> Result<String, CommunicatorError> {
-        let text = self
-            .0
-            .to_openssh(LineEnding::LF)
-            .map_err(|error| CommunicatorError::KeyEncoding(Box::new(error)))?;
-        Ok(text.as_str().to_owned())
+        private_openssh(&self.0)
     }
 
     #[must_use]
@@ -154,12 +154,13 @@ mod tests {
         let path = dir.path().join("host");
         std::fs::write(&path, host.private_openssh().unwrap()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let Ok(output) =
-            std::process::Command::new("ssh-keygen").arg("-y").arg("-f").arg(&path).output()
-        else {
-            eprintln!("note: ssh-keygen is not installed; skipped");
-            return;
-        };
+        crate::process::require_tool("ssh-keygen", "apt-get install openssh-client");
+        let output = std::process::Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let derived = String::from_utf8_lossy(&output.stdout);
         let ours = host.public_openssh().unwrap();

@@ -6,7 +6,9 @@
 //! [`Communicator`] is what the stage engine uses; [`SshCommunicator`] and
 //! [`GuestAgentCommunicator`] implement it. Six methods are required (`describe`, `run`,
 //! `upload`, `upload_bytes`, `reboot`, `close`); the provided ones (`exec`, `exec_as_root`,
-//! `run_script`, `boot_id`, `wait_cloud_init`) are built on them.
+//! `run_script`, `boot_id`, `wait_cloud_init`) are built on them. Uploads are written once
+//! (`tar::send_path`, `tar::send_bytes`) over each communicator's `tar -x`; an SSH command is
+//! started in one place ([`start_command`]), which `fleet` uses too.
 
 mod ansible;
 mod held;
@@ -28,7 +30,7 @@ pub use held::{Held, NotHeld};
 pub use keys::{ClientKey, HostKey, fingerprint};
 pub use qga::{GuestAgentCommunicator, QgaError};
 pub use russh::keys::ssh_key::PublicKey;
-pub use ssh::{AttemptError, SshCommunicator, SshTarget};
+pub use ssh::{AttemptError, SshCommunicator, SshTarget, StartStep, start_command};
 
 use crate::events::Stream;
 use crate::units::format_duration;
@@ -284,14 +286,14 @@ pub trait Communicator: Send + Sync {
             let remote = format!("/tmp/strata-step-{}", hex::encode(suffix));
             self.upload_bytes(&bytes, &remote, 0o755).await?;
             let spec = ExecSpec {
-                command: &shell::quote(&remote),
+                command: &crate::process::shell_quote(&remote),
                 env,
                 timeout,
                 as_root: true,
                 guest_timeout: true,
             };
             let result = self.run(spec, &mut on_output).await;
-            let cleanup = format!("rm -f -- {}", shell::quote(&remote));
+            let cleanup = format!("rm -f -- {}", crate::process::shell_quote(&remote));
             let no_env = BTreeMap::new();
             let cleanup = ExecSpec {
                 command: &cleanup,

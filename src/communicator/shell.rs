@@ -1,12 +1,12 @@
-//! POSIX shell quoting and the command line a step runs as: `sudo`, `timeout`, `env`, `sh -c`.
-//! Owns only text; it runs nothing.
+//! The command line a step runs as: `sudo`, `timeout`, `env`, `sh -c`. Owns only text; it runs
+//! nothing. Quoting and the `sudo -n` prefix are `process.rs`'s (see there why).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{CommunicatorError, ExecSpec, KILL_AFTER};
 
-pub use crate::process::shell_quote as quote;
+use crate::process::shell_quote as quote;
 
 fn valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();
@@ -31,7 +31,7 @@ pub fn command_line(spec: &ExecSpec<'_>, login_is_root: bool) -> Result<String, 
     no_nul(spec.command, || format!("the command `{}`", spec.command.replace('\0', "\\0")))?;
     let mut words: Vec<String> = Vec::new();
     if spec.as_root && !login_is_root {
-        words.push("sudo -n --".to_owned());
+        words.push(crate::process::SUDO.to_owned());
     }
     if spec.guest_timeout {
         words.push(format!(

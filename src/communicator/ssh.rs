@@ -159,21 +159,21 @@ impl SshCommunicator {
         &self.target
     }
 
-    pub(super) async fn open_channel(
+    /// [`start_command`] on this connection, its failure as a session error; `exec` names
+    /// the command in it.
+    pub(super) async fn start(
         &self,
+        command: String,
+        close_stdin: bool,
+        exec: &str,
     ) -> Result<russh::Channel<client::Msg>, CommunicatorError> {
-        self.handle
-            .channel_open_session()
+        start_command(&self.handle, command, close_stdin)
             .await
-            .map_err(|error| self.session_error("open a channel", error))
+            .map_err(|(step, error)| self.session_error(&step.action(exec), error))
     }
 
     pub(super) fn describe_target(&self) -> String {
         format!("{}@{}", self.target.user, self.target.addr)
-    }
-
-    pub(super) fn error(&self, action: &str, source: russh::Error) -> CommunicatorError {
-        self.session_error(action, source)
     }
 
     fn login_is_root(&self) -> bool {
@@ -198,19 +198,11 @@ impl SshCommunicator {
         local: &str,
         remote: &str,
     ) -> Result<(), CommunicatorError> {
-        let quoted = shell::quote(dir);
+        let quoted = crate::process::shell_quote(dir);
         let script =
             format!("mkdir -p -- {quoted} && exec tar -x --no-same-owner -f - -C {quoted}");
         let command = crate::process::root_shell_command(self.login_is_root(), &script);
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|error| self.session_error("open a channel", error))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|error| self.session_error("start tar", error))?;
+        let mut channel = self.start(command, false, "start tar").await?;
         let mut writer = channel.make_writer();
         let send = async move {
             let mut chunks = chunks;
@@ -264,6 +256,43 @@ impl SshCommunicator {
     }
 }
 
+/// Which step of starting a command over SSH failed (see [`start_command`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartStep {
+    OpenChannel,
+    Exec,
+    CloseStdin,
+}
+
+/// How a command is started over an SSH connection, the one place for it: a session channel
+/// opened on `handle`, `command` executed on it and, unless it reads its stdin, that closed
+/// (`close_stdin`). `Err` says which step failed; each caller words it in its own error.
+pub async fn start_command<H: client::Handler>(
+    handle: &client::Handle<H>,
+    command: String,
+    close_stdin: bool,
+) -> Result<russh::Channel<client::Msg>, (StartStep, russh::Error)> {
+    let channel =
+        handle.channel_open_session().await.map_err(|error| (StartStep::OpenChannel, error))?;
+    channel.exec(true, command).await.map_err(|error| (StartStep::Exec, error))?;
+    if close_stdin {
+        channel.eof().await.map_err(|error| (StartStep::CloseStdin, error))?;
+    }
+    Ok(channel)
+}
+
+impl StartStep {
+    /// The step in words, for errors; `exec` names the command being started.
+    #[must_use]
+    pub fn action(self, exec: &str) -> String {
+        match self {
+            StartStep::OpenChannel => "open a channel".to_owned(),
+            StartStep::Exec => exec.to_owned(),
+            StartStep::CloseStdin => "close stdin".to_owned(),
+        }
+    }
+}
+
 /// How much of a tar stream one SSH data message carries.
 const CHUNK: usize = 256 * 1024;
 
@@ -279,17 +308,8 @@ impl Communicator for SshCommunicator {
     ) -> Result<ExitInfo, CommunicatorError> {
         let line = shell::command_line(&spec, self.login_is_root())?;
         let started = Instant::now();
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|error| self.session_error("open a channel", error))?;
-        channel
-            .exec(true, line)
-            .await
-            .map_err(|error| self.session_error(&format!("start `{}`", spec.command), error))?;
         // The command gets no input.
-        channel.eof().await.map_err(|error| self.session_error("close stdin", error))?;
+        let mut channel = self.start(line, true, &format!("start `{}`", spec.command)).await?;
         let limit = spec.host_wait();
         let timed_out = || CommunicatorError::Timeout {
             guest: self.describe(),
@@ -318,9 +338,7 @@ impl Communicator for SshCommunicator {
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), CommunicatorError> {
-        let upload = tar::upload_path(local, remote, CHUNK)
-            .map_err(|source| CommunicatorError::ReadLocal { path: local.to_owned(), source })?;
-        self.untar(&upload.dir, upload.chunks, &local.display().to_string(), remote).await
+        tar::send_path(self, local, remote).await
     }
 
     async fn upload_bytes(
@@ -329,8 +347,7 @@ impl Communicator for SshCommunicator {
         remote: &str,
         mode: u32,
     ) -> Result<(), CommunicatorError> {
-        let upload = tar::upload_bytes(bytes, remote, mode, CHUNK);
-        self.untar(&upload.dir, upload.chunks, &format!("{} bytes", bytes.len()), remote).await
+        tar::send_bytes(self, bytes, remote, mode).await
     }
 
     async fn reboot(
@@ -533,6 +550,22 @@ async fn try_connect(
         }
         Ok(Err(HandlerError::Ssh(error))) => retry(AttemptError::Handshake(error)),
         Err(_) => retry(AttemptError::HandshakeTimeout),
+    }
+}
+
+impl tar::Untar for SshCommunicator {
+    fn chunk(&self) -> usize {
+        CHUNK
+    }
+
+    async fn extract(
+        &self,
+        dir: &str,
+        chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        local: &str,
+        remote: &str,
+    ) -> Result<(), CommunicatorError> {
+        self.untar(dir, chunks, local, remote).await
     }
 }
 

@@ -1,9 +1,11 @@
 //! Tar streams for uploads (written with the `tar` crate): regular files, directories and
-//! symlinks with their modes. Owns the archive format only;
-//! it neither opens connections nor decides where the archive goes.
+//! symlinks with their modes, and the one `upload`/`upload_bytes` every communicator has
+//! ([`send_path`], [`send_bytes`]), handed to the communicator's [`Untar`]. Owns the archive
+//! format only; it neither opens connections nor decides where the archive goes.
 
 use bytes::Bytes;
 use std::fs;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -235,6 +237,44 @@ pub(super) fn split_remote(remote: &str, local: &Path) -> (String, String) {
         Some((dir, name)) => (dir.to_owned(), name.to_owned()),
         None => (".".to_owned(), remote.to_owned()),
     }
+}
+
+/// A communicator's end of an upload: a tar stream extracted as root in a folder of the guest.
+pub(super) trait Untar: Sync {
+    /// How much of the stream one message carries.
+    fn chunk(&self) -> usize;
+
+    /// Sends `chunks` to `tar -x` in `dir` as root; `local` and `remote` name the upload in
+    /// errors.
+    fn extract(
+        &self,
+        dir: &str,
+        chunks: mpsc::Receiver<Result<Bytes, io::Error>>,
+        local: &str,
+        remote: &str,
+    ) -> impl Future<Output = Result<(), super::CommunicatorError>> + Send;
+}
+
+/// `Communicator::upload`: the file or folder `local` to `remote`.
+pub(super) async fn send_path<U: Untar>(
+    to: &U,
+    local: &Path,
+    remote: &str,
+) -> Result<(), super::CommunicatorError> {
+    let upload = upload_path(local, remote, to.chunk())
+        .map_err(|source| super::CommunicatorError::ReadLocal { path: local.to_owned(), source })?;
+    to.extract(&upload.dir, upload.chunks, &local.display().to_string(), remote).await
+}
+
+/// `Communicator::upload_bytes`: `bytes` to the file `remote` with `mode`.
+pub(super) async fn send_bytes<U: Untar>(
+    to: &U,
+    bytes: &[u8],
+    remote: &str,
+    mode: u32,
+) -> Result<(), super::CommunicatorError> {
+    let upload = upload_bytes(bytes, remote, mode, to.chunk());
+    to.extract(&upload.dir, upload.chunks, &format!("{} bytes", bytes.len()), remote).await
 }
 
 #[cfg(test)]

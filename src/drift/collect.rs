@@ -6,11 +6,17 @@
 //! starts few: one `find` for the metadata, one for the hashes with `-exec … {} +` (batches),
 //! one package query.
 //!
+//! The licenses Debian states cost one `awk` over every machine-readable
+//! `/usr/share/doc/*/copyright` (not one process per package).
+//!
 //! What it prints, every field ending in a NUL byte (paths may hold any other byte):
-//! `strata-inventory` `1`; `os` ID VERSION_ID; `packages` then one block of
-//! `STATUS\tNAME\tVERSION\tARCH` lines (STATUS is dpkg's `db:Status-Abbrev`, `ii` for rpm);
-//! per walked node `F` TYPE MODE USER:GROUP SIZE LINK-TARGET PATH; `hashes` then one block of
-//! `sha256sum` lines; `end`. [`super::parse_inventory`] reads it.
+//! `strata-inventory` `2`; `os` ID VERSION_ID; `packages` then one block of
+//! `STATUS\tNAME\tVERSION\tARCH\tSOURCE\tSOURCE-VERSION\tLICENSE` lines (STATUS is dpkg's
+//! `db:Status-Abbrev`, `ii` for rpm; for rpm SOURCE is the `SOURCERPM` file name, SOURCE-VERSION
+//! empty and LICENSE its `LICENSE` tag; for dpkg LICENSE is empty); `licenses` then one block of
+//! `COPYRIGHT-FILE\tLICENSE` lines (one per `License:` field of a machine-readable Debian
+//! copyright file); per walked node `F` TYPE MODE USER:GROUP SIZE LINK-TARGET PATH; `hashes`
+//! then one block of `sha256sum` lines; `end`. [`super::parse_inventory`] reads it.
 
 use super::{IgnoreRules, Roots};
 
@@ -18,13 +24,20 @@ use super::{IgnoreRules, Roots};
 /// so that os-release's variables and `set --` stay out of the script around it, and it never
 /// stops that script: a missing tool leaves its part empty. Missing roots are skipped.
 const SNIPPET: &str = r#"( set +e
-printf '%s\0' strata-inventory 1
+printf '%s\0' strata-inventory 2
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
 printf '%s\0' os "${ID:-}" "${VERSION_ID:-}" packages
 if command -v dpkg-query >/dev/null 2>&1; then
-  dpkg-query -W -f '${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n'
+  dpkg-query -W -f '${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\t\n'
 elif command -v rpm >/dev/null 2>&1; then
-  rpm -qa --qf 'ii\t%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n'
+  rpm -qa --qf 'ii\t%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\t%{SOURCERPM}\t\t%{LICENSE}\n'
+fi
+printf '\0'
+printf '%s\0' licenses
+set -- /usr/share/doc/*/copyright
+if [ -e "$1" ] && command -v awk >/dev/null 2>&1; then
+  awk 'FNR == 1 { dep5 = ($0 ~ /^Format:/ && $0 ~ /copyright-format/) }
+    dep5 && /^License:[ \t]*[^ \t]/ { sub(/^License:[ \t]*/, ""); sub(/[ \t\r]+$/, ""); print FILENAME "\t" $0 }' "$@" 2>/dev/null
 fi
 printf '\0'
 set --

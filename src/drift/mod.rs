@@ -17,7 +17,9 @@ mod parse;
 pub use collect::collect_script;
 pub use compare::{Change, Compare, Finding, compare};
 pub use ignore::{DEFAULT_IGNORE, DEFAULT_ROOTS, IgnoreRules, Roots};
-pub use model::{FileEntry, FileType, Inventory, Manifest, Mode, OsRelease, Package};
+pub use model::{
+    FileEntry, FileType, Inventory, Manifest, Mode, OsRelease, Package, SourcePackage,
+};
 pub use parse::{INVENTORY_MAGIC, parse_inventory};
 
 #[derive(Debug, thiserror::Error)]

@@ -30,13 +30,30 @@ impl fmt::Display for OsRelease {
     }
 }
 
-/// An installed package, as dpkg or rpm names it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An installed package, as dpkg or rpm names it. Drift compares name, arch and version only:
+/// the source package and the licenses describe it (for an SBOM) and never make drift.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     /// `all`, `amd64`, `noarch`, `x86_64`…; empty when the package manager did not say.
     pub arch: String,
     /// With its epoch when it has one (`1:2.3-4`), as the package manager writes it.
+    pub version: String,
+    /// The source package it was built from (dpkg's `source:Package`/`source:Version`, rpm's
+    /// `SOURCERPM`); `None` in records older than it, and where the system did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourcePackage>,
+    /// The licenses the system states for it, as written there, sorted, once each: the
+    /// `License:` fields of a machine-readable Debian `copyright` file, or rpm's `LICENSE` tag.
+    /// Empty when it states none (or in older records): an SBOM says `NOASSERTION`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<String>,
+}
+
+/// A source package: name and version (rpm: `VERSION-RELEASE`, with the epoch when it has one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourcePackage {
+    pub name: String,
     pub version: String,
 }
 

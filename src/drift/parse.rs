@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{FileEntry, FileType, Inventory, Manifest, Mode, OsRelease, Package};
+use super::model::{
+    FileEntry, FileType, Inventory, Manifest, Mode, OsRelease, Package, SourcePackage,
+};
 use super::{DriftError, Roots};
 
 /// The first field of the snippet's output; the next one is the format version.
 pub const INVENTORY_MAGIC: &str = "strata-inventory";
-const FORMAT_VERSION: &[u8] = b"1";
+const FORMAT_VERSION: &[u8] = b"2";
 
 /// Parses the inventory in `output`, which may hold other text around it (the rest of a seal
 /// command's output): reading starts at [`INVENTORY_MAGIC`] and stops at its `end` field.
@@ -22,7 +24,7 @@ pub fn parse_inventory(output: &[u8], roots: &Roots) -> Result<Inventory, DriftE
     let version = fields.next()?;
     if version != FORMAT_VERSION {
         return Err(fields.error(format!(
-            "format version `{}`, not 1 (strata and the snippet disagree)",
+            "format version `{}`, not 2 (strata and the snippet disagree)",
             String::from_utf8_lossy(version)
         )));
     }
@@ -32,7 +34,16 @@ pub fn parse_inventory(output: &[u8], roots: &Roots) -> Result<Inventory, DriftE
     let os = (!id.is_empty())
         .then(|| OsRelease { id, version_id: (!version_id.is_empty()).then_some(version_id) });
     fields.expect(b"packages")?;
-    let packages = parse_packages(&mut fields)?;
+    let mut packages = parse_packages(&mut fields)?;
+    fields.expect(b"licenses")?;
+    let licenses = parse_licenses(&mut fields)?;
+    for package in &mut packages {
+        if let Some(stated) = licenses.get(package.name.as_str()) {
+            package.licenses.extend(stated.iter().cloned());
+            package.licenses.sort();
+            package.licenses.dedup();
+        }
+    }
     let mut entries = BTreeMap::new();
     let mut hashes = BTreeMap::new();
     loop {
@@ -127,8 +138,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// `STATUS\tNAME\tVERSION\tARCH` lines; packages dpkg knows but has not installed (removed with
-/// their configuration left, or never installed) are left out.
+/// `STATUS\tNAME\tVERSION\tARCH\tSOURCE\tSOURCE-VERSION\tLICENSE` lines (the last three may
+/// be missing); packages dpkg knows but has not installed (removed with their configuration
+/// left, or never installed) are left out.
 fn parse_packages(fields: &mut Fields<'_>) -> Result<Vec<Package>, DriftError> {
     let at = fields.pos;
     let block = fields.next()?;
@@ -138,20 +150,74 @@ fn parse_packages(fields: &mut Fields<'_>) -> Result<Vec<Package>, DriftError> {
             continue;
         }
         let parts: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
-        let [status, name, version, arch] = parts[..] else {
+        let (&[status, name, version, arch], rest) = parts.split_at(parts.len().min(4)) else {
             return Err(DriftError::Malformed {
                 offset: at,
                 what: format!("package line {} is not STATUS NAME VERSION ARCH", number + 1),
             });
         };
+        if rest.len() > 3 {
+            return Err(DriftError::Malformed {
+                offset: at,
+                what: format!("package line {} has more than 7 fields", number + 1),
+            });
+        }
         if matches!(status.get(1), Some(b'n' | b'c')) || name.is_empty() {
             continue;
         }
-        packages.push(Package { name: text(name), arch: text(arch), version: text(version) });
+        let field = |index: usize| rest.get(index).map(|bytes| text(bytes)).unwrap_or_default();
+        let (source, source_version, license) = (field(0), field(1), field(2));
+        let source = if source_version.is_empty() {
+            source_rpm(&source)
+        } else {
+            Some(SourcePackage { name: source, version: source_version })
+        };
+        let licenses =
+            if license.is_empty() || license == "(none)" { vec![] } else { vec![license] };
+        packages.push(Package {
+            name: text(name),
+            arch: text(arch),
+            version: text(version),
+            source,
+            licenses,
+        });
     }
     packages.sort();
     packages.dedup();
     Ok(packages)
+}
+
+/// The name and `VERSION-RELEASE` in an rpm's `SOURCERPM` (`openssl-3.0.7-24.el9.src.rpm`);
+/// `None` for `(none)`, empty, or a name of another shape.
+fn source_rpm(file: &str) -> Option<SourcePackage> {
+    let stem = file.strip_suffix(".src.rpm").or_else(|| file.strip_suffix(".nosrc.rpm"))?;
+    let (rest, release) = stem.rsplit_once('-')?;
+    let (name, version) = rest.rsplit_once('-')?;
+    if name.is_empty() || version.is_empty() || release.is_empty() {
+        return None;
+    }
+    Some(SourcePackage { name: name.to_owned(), version: format!("{version}-{release}") })
+}
+
+/// `/usr/share/doc/PACKAGE/copyright\tLICENSE` lines, to each package's licenses. Lines of
+/// another shape are skipped: a license is a description, never worth failing a seal.
+fn parse_licenses(fields: &mut Fields<'_>) -> Result<BTreeMap<String, Vec<String>>, DriftError> {
+    let block = fields.next()?;
+    let mut licenses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = text(line);
+        let Some((path, license)) = line.split_once('\t') else { continue };
+        let package =
+            path.strip_prefix("/usr/share/doc/").and_then(|p| p.strip_suffix("/copyright"));
+        let license = license.trim();
+        match package {
+            Some(package) if !package.contains('/') && !license.is_empty() => {
+                licenses.entry(package.to_owned()).or_default().push(license.to_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok(licenses)
 }
 
 /// `F` TYPE MODE USER:GROUP SIZE TARGET PATH, the `F` already read.

@@ -1,6 +1,8 @@
 //! Export: flatten a built stage's layer chain into standalone images (`qemu-img convert`), with
 //! their sha256 files, a `manifest.json`, and what OpenStack (`openstack`) and Proxmox VE
-//! (`proxmox`) need to use them. Every file is written under a temporary name and renamed.
+//! (`proxmox`) need to use them, and beside them what is inside (`NAME.spdx.json`) and how it
+//! was made (`NAME.intoto.jsonl`: SLSA provenance, signed when a key is given; see `sbom`).
+//! Every file is written under a temporary name and renamed.
 //! Must not build layers, nor write into the store.
 
 mod manifest;
@@ -71,6 +73,8 @@ pub enum ExportError {
     Unexpected { path: PathBuf, problem: String },
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
     #[error("failed to encode {path}")]
     Encode {
         path: PathBuf,
@@ -94,6 +98,8 @@ pub struct ExportOptions {
     pub output_dir: PathBuf,
     /// Replace files that are already there.
     pub force: bool,
+    /// Signs the provenance (a DSSE envelope); without one it is the bare Statement.
+    pub signer: Option<std::sync::Arc<dyn crate::sbom::dsse::Signer>>,
 }
 
 /// An export, resolved against the store: the layer to flatten and everything the files say.
@@ -112,6 +118,10 @@ pub struct ExportPlan {
     pub formats: Vec<ExportFormat>,
     pub compression: Compression,
     pub targets: Vec<ExportTarget>,
+    /// What the SBOM beside the images says.
+    pub contents: crate::sbom::Contents,
+    /// What the provenance names as the build's inputs.
+    pub inputs: crate::sbom::provenance::BuildInputs,
 }
 
 /// What the platform files say about one exported image.
@@ -166,6 +176,8 @@ pub fn resolve(
                 other => ExportError::Plan(other),
             },
         )?;
+    let contents = crate::sbom::Contents::of_built(definition, &built);
+    let inputs = crate::sbom::provenance::BuildInputs::collect(definition, shown, &built)?;
     let chain = built
         .chain
         .iter()
@@ -189,6 +201,8 @@ pub fn resolve(
         formats: selection.format.map_or_else(|| export.formats.clone(), |format| vec![format]),
         compression: export.compression,
         targets: selection.target.map_or_else(|| export.targets.clone(), |target| vec![target]),
+        contents,
+        inputs,
     })
 }
 
@@ -224,6 +238,18 @@ impl ExportPlan {
         format!("{}-{}", self.image, self.stage)
     }
 
+    /// `IMAGE-STAGE.spdx.json`: the SBOM.
+    #[must_use]
+    pub fn sbom_name(&self) -> String {
+        format!("{}.{}", self.base_name(), crate::sbom::Format::SpdxJson.extension())
+    }
+
+    /// `IMAGE-STAGE.intoto.jsonl`: the provenance.
+    #[must_use]
+    pub fn provenance_name(&self) -> String {
+        format!("{}.intoto.jsonl", self.base_name())
+    }
+
     #[must_use]
     pub fn artifact_name(&self, format: ExportFormat) -> String {
         format!("{}.{}", self.base_name(), image_format(format).name())
@@ -249,6 +275,8 @@ impl ExportPlan {
             names.push(artifact);
         }
         names.extend(self.targets.iter().filter_map(|target| self.target_file(*target)));
+        names.push(self.sbom_name());
+        names.push(self.provenance_name());
         names.push(MANIFEST_FILE.to_owned());
         names
     }
@@ -387,6 +415,9 @@ pub async fn export(
             files.push(path);
         }
     }
+    let (sbom, provenance) = write_sbom_and_provenance(plan, options, &artifacts, events)?;
+    files.push(sbom);
+    files.push(provenance);
     let manifest =
         manifest(plan, artifacts.into_iter().map(|(artifact, _)| artifact).collect(), targets);
     let manifest_path = dir.join(MANIFEST_FILE);
@@ -402,6 +433,47 @@ pub async fn export(
     });
     files.push(manifest_path.clone());
     Ok(ExportOutcome { manifest, manifest_path, files })
+}
+
+/// The SBOM, then the provenance naming the images and the SBOM by their digests.
+fn write_sbom_and_provenance(
+    plan: &ExportPlan,
+    options: &ExportOptions,
+    artifacts: &[(ArtifactRecord, ExportFormat)],
+    events: &Events,
+) -> Result<(PathBuf, PathBuf), ExportError> {
+    use crate::sbom::provenance::{self, Subject};
+    let dir = &options.output_dir;
+    let sbom_name = plan.sbom_name();
+    let sbom = crate::sbom::render(&plan.contents, crate::sbom::Format::SpdxJson)?;
+    write(dir, &sbom_name, &sbom, 0o644, options.force)?;
+    let sbom_sha256 = crate::layer::sha256_hex(&sbom);
+    events.emit(Event::ExportArtifact {
+        path: dir.join(&sbom_name),
+        format: "spdx-json".to_owned(),
+        bytes: sbom.len() as u64,
+        sha256: sbom_sha256.clone(),
+    });
+    let subjects: Vec<Subject> = artifacts
+        .iter()
+        .map(|(artifact, _)| Subject {
+            name: artifact.path.clone(),
+            sha256: artifact.sha256.clone(),
+        })
+        .collect();
+    let byproducts = [Subject { name: sbom_name.clone(), sha256: sbom_sha256 }];
+    let statement = provenance::statement(&plan.contents, &plan.inputs, &subjects, &byproducts);
+    let line = provenance::jsonl(&statement, options.signer.as_deref())?;
+    let provenance_name = plan.provenance_name();
+    write(dir, &provenance_name, &line, 0o644, options.force)?;
+    let format = if options.signer.is_some() { "provenance-dsse" } else { "provenance" };
+    events.emit(Event::ExportArtifact {
+        path: dir.join(&provenance_name),
+        format: format.to_owned(),
+        bytes: line.len() as u64,
+        sha256: crate::layer::sha256_hex(&line),
+    });
+    Ok((dir.join(sbom_name), dir.join(provenance_name)))
 }
 
 fn manifest(
@@ -687,7 +759,7 @@ pub(crate) mod tests {
         fixture.build().await;
         let plan = fixture.resolve(&Selection::default()).unwrap();
         assert_eq!(plan.stage, "top");
-        let options = ExportOptions { output_dir: fixture.out(), force: false };
+        let options = ExportOptions { output_dir: fixture.out(), force: false, signer: None };
         let recorder = std::sync::Arc::new(crate::events::Recorder::default());
         let events = Events::none().with(recorder.clone());
         let outcome = export(&plan, &options, &events).await.unwrap();
@@ -702,16 +774,18 @@ pub(crate) mod tests {
             names,
             [
                 "manifest.json",
+                "tiny-top.intoto.jsonl",
                 "tiny-top.openstack.json",
                 "tiny-top.proxmox.sh",
                 "tiny-top.qcow2",
                 "tiny-top.qcow2.sha256",
                 "tiny-top.raw",
                 "tiny-top.raw.sha256",
+                "tiny-top.spdx.json",
             ],
             "no temporary file is left"
         );
-        assert_eq!(outcome.files.len(), 7);
+        assert_eq!(outcome.files.len(), 9);
 
         // The manifest as written: layers, source, artifacts whose digests match their files.
         let manifest: Manifest =
@@ -811,7 +885,43 @@ pub(crate) mod tests {
         assert_eq!(last, Some((64 << 20, 64 << 20)));
         let exported =
             events.iter().filter(|event| matches!(event, Event::ExportArtifact { .. })).count();
-        assert_eq!(exported, 5, "two images, two target files, the manifest");
+        assert_eq!(exported, 7, "two images, two target files, SBOM, provenance, the manifest");
+
+        // The provenance names both images by their digests, the SBOM as a byproduct, the
+        // definition and the source.
+        let line = std::fs::read_to_string(out.join("tiny-top.intoto.jsonl")).unwrap();
+        assert_eq!(line.lines().count(), 1);
+        let statement: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+        assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+        for (subject, artifact) in
+            statement["subject"].as_array().unwrap().iter().zip(&manifest.artifacts)
+        {
+            assert_eq!(subject["name"], artifact.path.as_str());
+            assert_eq!(subject["digest"]["sha256"], artifact.sha256.as_str());
+        }
+        let predicate = &statement["predicate"];
+        let definition_sha =
+            crate::layer::sha256_hex(&std::fs::read(&fixture.definition.path).unwrap());
+        assert_eq!(
+            predicate["buildDefinition"]["externalParameters"]["definition"]["digest"]["sha256"],
+            definition_sha
+        );
+        assert_eq!(predicate["buildDefinition"]["externalParameters"]["stage"], "top");
+        assert_eq!(
+            predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"],
+            source_sha
+        );
+        assert_eq!(
+            predicate["runDetails"]["builder"]["version"]["strata"],
+            env!("CARGO_PKG_VERSION")
+        );
+        let (sbom_sha, _, _) = crate::layer::hash_file(&out.join("tiny-top.spdx.json")).unwrap();
+        assert_eq!(predicate["runDetails"]["byproducts"][0]["digest"]["sha256"], sbom_sha);
+        let sbom: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("tiny-top.spdx.json")).unwrap())
+                .unwrap();
+        assert_eq!(sbom["packages"][0]["checksums"][0]["checksumValue"], source_sha);
     }
 
     #[tokio::test]
@@ -825,11 +935,20 @@ pub(crate) mod tests {
             ..Selection::default()
         };
         let plan = fixture.resolve(&selection).unwrap();
-        assert_eq!(plan.output_names(), ["tiny-top.raw.sha256", "tiny-top.raw", "manifest.json"]);
+        assert_eq!(
+            plan.output_names(),
+            [
+                "tiny-top.raw.sha256",
+                "tiny-top.raw",
+                "tiny-top.spdx.json",
+                "tiny-top.intoto.jsonl",
+                "manifest.json"
+            ]
+        );
         let out = fixture.out();
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("manifest.json"), b"someone else's").unwrap();
-        let options = ExportOptions { output_dir: out.clone(), force: false };
+        let options = ExportOptions { output_dir: out.clone(), force: false, signer: None };
         let error = export(&plan, &options, &Events::none()).await.unwrap_err();
         assert!(
             matches!(&error, ExportError::Exists { path } if path.ends_with("manifest.json")),
@@ -839,7 +958,7 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), b"someone else's");
         assert!(!out.join("tiny-top.raw").exists(), "nothing was converted");
 
-        let forced = ExportOptions { output_dir: out.clone(), force: true };
+        let forced = ExportOptions { output_dir: out.clone(), force: true, signer: None };
         export(&plan, &forced, &Events::none()).await.unwrap();
         let manifest: Manifest =
             serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
@@ -847,6 +966,6 @@ pub(crate) mod tests {
         assert!(manifest.targets.is_empty());
         // Again, forced, over its own files.
         export(&plan, &forced, &Events::none()).await.unwrap();
-        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 5);
     }
 }

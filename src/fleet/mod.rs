@@ -3,23 +3,25 @@
 //! inventory with drift's one command, comparing it with a layer's record, many servers at
 //! once with bounded concurrency, and the summary (DESIGN §7, `strata drift`).
 //!
-//! Owns connections to servers strata did not build; the build's own guest connection is
-//! `communicator`'s and is not used here. Sits above `layer` and `drift` (it is handed a
-//! layer's inventory) and below `cli`; it must not print, read definitions or open the store.
+//! Owns connections to servers strata did not build (`connection`) and auditing them
+//! (`audit`); the build's own guest connection is `communicator`'s, of which it uses only how
+//! a command is started over SSH (`communicator::start_command`). Sits above `drift` (it is
+//! handed a layer's inventory, never the layer) and below `cli`; it must not print, read
+//! definitions or open the store.
 
-mod check;
+mod audit;
+mod connection;
 mod host;
 mod known_hosts;
-mod session;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use check::{
+pub use audit::{
     Baseline, CONCURRENCY, HostOutcome, HostReport, Summary, Verdict, check_fleet, check_host,
 };
+pub use connection::{COLLECT_TIMEOUT, Login};
 pub use host::{HostSpec, SSH_PORT, read_hosts_file};
-pub use session::{COLLECT_TIMEOUT, Login};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -75,7 +77,7 @@ pub enum FleetError {
     #[error("{host}: the server refused every key for user `{user}` (tried: {}); give the right one with --identity FILE or ssh-agent, or the user as USER@HOST", if tried.is_empty() { "none found: no --identity, no ssh-agent, no ~/.ssh/id_ed25519, id_ecdsa or id_rsa".to_owned() } else { tried.join(", ") })]
     AuthRefused { host: String, user: String, tried: Vec<String> },
     #[error("{host}: the connection failed while trying to {action}")]
-    Session {
+    Connection {
         host: String,
         action: &'static str,
         #[source]

@@ -104,15 +104,35 @@ pub fn compute(
 }
 
 /// Bumped when what a source's saved first boot holds changes for the same inputs.
-const BOOT_KEY_FORMAT: u32 = 1;
+/// 2: the machine's shape ([`machine_shape`]: cpus, memory, extra args) is part of the key.
+const BOOT_KEY_FORMAT: u32 = 2;
 
-/// The key of a source's saved first boot (`boots/KEY/`, see `boot_restore.rs`), resumed by a
+/// The shape of the machine a guest is saved from and resumed into: what the definition and
+/// the stage decide of it (cpus, memory, firmware, network, communicator, extra QEMU
+/// arguments). The one definition of a saved guest's identity besides its disk: part of a
+/// saved first boot's key ([`boot_key`]) and of every restore point's fingerprint
+/// (`stage/restore.rs`), which is checked before QEMU starts. What only the host decides (the
+/// QEMU version, the accelerator) is in the fingerprint alone.
+#[must_use]
+pub fn machine_shape(definition: &ImageDefinition, stage: &Stage) -> Value {
+    let machine = &definition.machine;
+    json!({
+        "cpus": machine.cpus,
+        "memory_mib": machine.memory.mebibytes(),
+        "firmware": machine.firmware.name(),
+        "network": stage.network,
+        "communicator": format!("{:?}", definition.communicator.kind),
+        "extra_args": machine.extra_args,
+    })
+}
+
+/// The key of a source's saved first boot (`boots/KEY/`, see `restore_points.rs`), resumed by a
 /// later build of a first stage `stage` instead of booting: the source, and everything that
 /// shaped that boot up to the first step. That is the seed as rendered for `stage` (with
 /// placeholder keys, as the real ones are made per build; any use of the image's or the
-/// stage's name in a template changes it), the user, firmware, disk size, network and
-/// communicator. Machine settings that only must match for the saved state to load (QEMU,
-/// accelerator, cpus, memory) are checked when it is resumed, as for a layer's restore point.
+/// stage's name in a template changes it), the user, the disk size and the machine's shape
+/// ([`machine_shape`]: a saved state loads only into the same cpus and memory, so another
+/// shape gets a first boot of its own rather than one that cannot load).
 /// `seed_template` is the stage's template text ([`super::seed_template`]). `None` when it cannot
 /// be rendered: the boot then says why.
 #[must_use]
@@ -135,10 +155,8 @@ pub fn boot_key(
         "key_format": KEY_FORMAT,
         "source_sha256": source_sha256,
         "disk_size": definition.machine.disk_size.map(crate::units::ByteSize::bytes),
-        "firmware": definition.machine.firmware.name(),
         "user": definition.communicator.user,
-        "communicator": format!("{:?}", definition.communicator.kind),
-        "network": stage.network,
+        "machine": machine_shape(definition, stage),
         "user_data_sha256": sha256_hex(user_data.as_bytes()),
         "hostname": input.hostname,
     });
@@ -516,9 +534,7 @@ mod tests {
         other.name = "another-image".into();
         other.stages[0].name = StageName::new("hardened").unwrap();
         other.stages[0].steps = vec![step(StepAction::Shell { command: "true".into() })];
-        other.machine.cpus = 4;
-        other.machine.memory = ByteSize(ByteSize::GIB);
-        assert_eq!(boot(&other), before, "steps, names, cpus and memory do not shape the boot");
+        assert_eq!(boot(&other), before, "steps and names do not shape the boot");
     }
 
     #[test]
@@ -541,6 +557,13 @@ mod tests {
         let mut network = fx.definition.clone();
         network.stages[0].network = false;
         changes.push(network);
+        // A saved state loads only into the machine it was saved from.
+        let mut cpus = fx.definition.clone();
+        cpus.machine.cpus = 4;
+        changes.push(cpus);
+        let mut memory = fx.definition.clone();
+        memory.machine.memory = ByteSize(ByteSize::GIB);
+        changes.push(memory);
         // A template that names the image renders differently for each image.
         let mut named = fx.definition.clone();
         let template = write_under(fx.dir.path(), "seed.j2", "#cloud-config\n# {{ image }}\n");

@@ -1,23 +1,26 @@
-//! The layer store: cache keys, layer folders (`layers/KEY/disk.qcow2` + `layer.json`), the
-//! per-key lock, commit by rename from `tmp/`, cheap verification, backing chains, and gc.
-//! Must not boot anything; it only reads and moves files.
+//! The layer store: cache keys (`key`, with the identity of saved guests: `boot_key`,
+//! `machine_shape`), the plan (which stages are cached, `--stage`, `--rebuild`, `plan`), layer
+//! folders (`layers/KEY/disk.qcow2` + `layer.json`, `store`), the per-key lock, commit by
+//! rename from `tmp/`, cheap verification, backing chains, saved guests on disk (restore
+//! points and sources' first boots, and their cap: `restore_points`), comparing layers'
+//! records (`diff`) and gc. Must not boot anything; it only reads and moves files.
 
-mod boot_restore;
+pub mod diff;
 pub mod gc;
 mod key;
 pub mod plan;
-mod restore_cap;
+mod restore_points;
 mod store;
 
-pub use boot_restore::{BOOT_RECORD_FILE, BootRecord, SavedBoot};
 pub use key::{
-    Foundation, KeyInputs, LayerKey, ansible_document, boot_key, compute as compute_key, sha256_hex,
+    Foundation, KeyInputs, LayerKey, ansible_document, boot_key, compute as compute_key,
+    machine_shape, sha256_hex,
 };
 pub use plan::{
-    BuiltStage, Plan, PlanError, PlanOptions, PlannedStage, Status, built_stage, plan,
-    plan_from_store, seed_template, selected_stages, source_file_name,
+    BuiltStage, Plan, PlanError, PlanOptions, PlannedStage, Status, built_stage, first_boot_key,
+    plan, plan_from_store, seed_template, selected_stages, source_file_name,
 };
-pub use restore_cap::RestorePoint;
+pub use restore_points::{BOOT_RECORD_FILE, BootRecord, RestorePoint, SavedBoot};
 pub use store::{
     CHECKS_FILE, DISK_FILE, Layer, LayerMetadata, LayerStore, Lookup, METADATA_FILE, RESTORE_DIR,
     RESTORE_META_FILE, WorkDir, backing_for, hash_file, now_secs,

@@ -106,6 +106,20 @@ pub fn seed_template(stage: &Stage) -> Result<String, LayerError> {
     }
 }
 
+/// The key of the source's saved first boot that the first stage `stage` would resume: its
+/// [`super::boot_key`] on `source`, its template read as a build reads it. `None` when the
+/// template cannot be read or rendered (the boot then says why). Builds and `strata layers`
+/// both ask this.
+#[must_use]
+pub fn first_boot_key(
+    definition: &ImageDefinition,
+    stage: &Stage,
+    source: &FetchedSource,
+) -> Option<super::LayerKey> {
+    let template = seed_template(stage).ok()?;
+    super::boot_key(definition, stage, source.digest.hex(), &template)
+}
+
 /// The stages to consider, parents first: all of them, or the chain under `stop_at`.
 pub fn selected_stages<'a>(
     definition: &'a ImageDefinition,

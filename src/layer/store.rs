@@ -84,6 +84,7 @@ fn packages_old_or_new<'de, D: serde::Deserializer<'de>>(
                     name: name.to_owned(),
                     arch: String::new(),
                     version: version.to_owned(),
+                    ..crate::drift::Package::default()
                 }
             }
         })
@@ -101,14 +102,14 @@ impl Layer {
     /// Its restore point folder, if it has one.
     #[must_use]
     pub fn restore_point(&self) -> Option<PathBuf> {
-        restore_point_in(&self.dir)
+        super::restore_points::restore_point_in(&self.dir)
     }
 
     /// What its restore point takes on disk: the allocated blocks of its files (saved state,
     /// overlay, seed, record); 0 without one.
     #[must_use]
     pub fn restore_bytes(&self) -> u64 {
-        self.restore_point().map_or(0, |dir| tree_allocated_bytes(&dir))
+        self.restore_point().map_or(0, |dir| super::restore_points::tree_allocated_bytes(&dir))
     }
 
     #[must_use]
@@ -354,60 +355,6 @@ impl LayerStore {
         Ok(removed)
     }
 
-    /// `key`'s restore point folder, if it has one.
-    #[must_use]
-    pub fn restore_point(&self, key: &LayerKey) -> Option<PathBuf> {
-        restore_point_in(&self.dir(key))
-    }
-
-    /// Blocks until nobody replaces `key`'s restore point; many may read it at once. Hold it
-    /// while a guest loads the restore point.
-    pub fn lock_restore_point_shared(&self, key: &LayerKey) -> Result<fs::File, LayerError> {
-        Ok(self.store.lock_shared(&format!("restore-{key}"))?)
-    }
-
-    /// Moves the restore point saved in `saved` (a folder in `tmp/`) into `key`'s folder,
-    /// replacing any there: its files and folder are fsynced first, and the swap is made under
-    /// the restore point's exclusive lock, so no build is loading the old one meanwhile.
-    pub fn install_restore_point(
-        &self,
-        key: &LayerKey,
-        saved: &Path,
-    ) -> Result<PathBuf, LayerError> {
-        let target = self.dir(key).join(RESTORE_DIR);
-        self.install_saved(key, saved, &target)?;
-        Ok(target)
-    }
-
-    /// Moves the folder `saved` to `target` (whose parent exists), replacing any there: its
-    /// files and folder fsynced first, the swap made under the restore point lock of `key`.
-    pub(super) fn install_saved(
-        &self,
-        key: &LayerKey,
-        saved: &Path,
-        target: &Path,
-    ) -> Result<(), LayerError> {
-        let write_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| LayerError::Write { path, source }
-        };
-        for entry in fs::read_dir(saved).map_err(write_err(saved))? {
-            let path = entry.map_err(write_err(saved))?.path();
-            fs::File::open(&path).and_then(|file| file.sync_all()).map_err(write_err(&path))?;
-        }
-        sync_dir(saved).map_err(write_err(saved))?;
-        let _exclusive = self.store.lock(&format!("restore-{key}"))?;
-        match fs::remove_dir_all(target) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(LayerError::Write { path: target.to_owned(), source: error });
-            }
-            _ => {}
-        }
-        fs::rename(saved, target).map_err(write_err(target))?;
-        let parent = target.parent().unwrap_or(target);
-        sync_dir(parent).map_err(write_err(parent))
-    }
-
     /// Blocks until this process alone may build `key`.
     pub fn lock(&self, key: &LayerKey) -> Result<fs::File, LayerError> {
         Ok(self.store.lock(&format!("layer-{key}"))?)
@@ -416,23 +363,6 @@ impl LayerStore {
     fn try_lock(&self, key: &LayerKey) -> Result<Option<fs::File>, LayerError> {
         Ok(self.store.try_lock(&format!("layer-{key}"))?)
     }
-}
-
-/// The allocated blocks of the files in `dir` (a restore point's: state, overlay, seed,
-/// records); 0 when it cannot be read.
-#[must_use]
-pub fn tree_allocated_bytes(dir: &Path) -> u64 {
-    fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .filter_map(|entry| entry.metadata().ok())
-            .fold(0u64, |sum, meta| sum.saturating_add(meta.blocks().saturating_mul(512)))
-    })
-}
-
-fn restore_point_in(layer_dir: &Path) -> Option<PathBuf> {
-    let dir = layer_dir.join(RESTORE_DIR);
-    dir.join(RESTORE_META_FILE).is_file().then_some(dir)
 }
 
 /// What a lookup found.
@@ -508,6 +438,14 @@ mod tests {
         assert_eq!(new["packages"][0]["name"], "htop");
         let again: LayerMetadata = serde_json::from_value(new).unwrap();
         assert_eq!(again, old);
+        // Packages recorded before source packages and licenses were: neither.
+        let mut record = serde_json::to_value(LayerMetadata::default()).unwrap();
+        record["packages"] =
+            serde_json::json!([{ "name": "bash", "arch": "amd64", "version": "5.2.15-2+b2" }]);
+        let old: LayerMetadata = serde_json::from_value(record).unwrap();
+        assert_eq!((old.packages[0].source.as_ref(), old.packages[0].licenses.len()), (None, 0));
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("licenses") && !text.contains("source"), "{text}");
     }
 
     #[test]

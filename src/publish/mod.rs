@@ -118,7 +118,7 @@ impl PublishError {
 }
 
 /// What to publish and where.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublishRequest {
     /// The definition's path as the user typed it, for messages.
     pub shown: PathBuf,
@@ -134,6 +134,8 @@ pub struct PublishRequest {
     pub keep: Option<u32>,
     /// Where the export is (or is written).
     pub output_dir: PathBuf,
+    /// Signs the export's provenance when the stage is exported (`--sign-key`).
+    pub signer: Option<Arc<dyn crate::sbom::dsse::Signer>>,
 }
 
 /// An image deleted by this run, and why.
@@ -289,7 +291,11 @@ pub async fn publish(
             // Replacing an older export of the same image and stage is what publishing it
             // again means; anything else in the folder stays (the export refuses it).
             let ours = crate::export::find_previous(&plan, dir);
-            let options = ExportOptions { output_dir: dir.clone(), force: ours };
+            let options = ExportOptions {
+                output_dir: dir.clone(),
+                force: ours,
+                signer: request.signer.clone(),
+            };
             let work = async { Ok(crate::export::export(&plan, &options, events).await?) };
             (unless_cancelled(cancel, work).await?.manifest, false)
         }
@@ -671,6 +677,8 @@ mod tests {
             name: "p".into(),
             arch: arch.into(),
             version: "1".into(),
+            source: None,
+            licenses: Vec::new(),
         };
         let packages = vec![package("amd64"), package("all"), package("amd64"), package("i386")];
         assert_eq!(architecture(&packages), Some("x86_64"));

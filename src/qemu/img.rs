@@ -433,10 +433,7 @@ mod tests {
     /// partial cluster at the range's start stays whole.
     #[tokio::test]
     async fn discard_drops_whole_clusters_of_an_overlay_and_keeps_the_rest() {
-        if std::process::Command::new(QEMU_IO).arg("--version").output().is_err() {
-            eprintln!("skipped: qemu-io is not installed here");
-            return;
-        }
+        crate::process::require_tool(QEMU_IO, "apt-get install qemu-utils");
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.qcow2");
         let top = dir.path().join("top.qcow2");

@@ -21,6 +21,14 @@ pub(super) fn line(event: &Event) -> Option<String> {
         Event::CacheUnavailable { registry, message } => {
             format!("warning: the shared cache {registry} is not used: {message}")
         }
+        Event::CacheRefused { kind, stage, key, message, .. } => format!(
+            "warning: the shared cache's {} is refused, nothing of it is used: {message}",
+            what(kind, stage.as_deref(), key)
+        ),
+        Event::CacheUnsigned { registry } => format!(
+            "warning: --cache-unsigned: what comes from {registry} is used without checking \
+             its signatures; anyone who can push there decides what this runner builds"
+        ),
         _ => return None,
     };
     Some(text)

@@ -207,7 +207,10 @@ impl Observer for Human {
                 bar.set_position(0);
                 bar.set_message(super::cache::line(event).unwrap_or_default());
             }
-            Event::CacheTransferFinished { .. } | Event::CacheUnavailable { .. } => {
+            Event::CacheTransferFinished { .. }
+            | Event::CacheUnavailable { .. }
+            | Event::CacheRefused { .. }
+            | Event::CacheUnsigned { .. } => {
                 if let Some(bar) = state.download.take() {
                     bar.finish_and_clear();
                 }

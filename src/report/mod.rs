@@ -218,18 +218,16 @@ pub fn table<const N: usize>(format: LogFormat, rows: &[[String; N]], json: &ser
     }
 }
 
-/// Findings (`strata diff`): a table on a terminal, or one JSON object per line per finding;
-/// a line saying there are none when `objects` is empty.
+/// Findings (`strata diff`; `strata sbom --package`, one row per stage): a table on a
+/// terminal, or one JSON object per line per finding; a line saying there are none when
+/// `objects` is empty.
 pub fn findings<const N: usize>(
     format: LogFormat,
     rows: &[[String; N]],
     objects: &[serde_json::Value],
 ) {
     if format == LogFormat::Json {
-        let mut out = std::io::stdout().lock();
-        for object in objects {
-            let _ = writeln!(out, "{object}");
-        }
+        json_lines(objects);
         return;
     }
     if objects.is_empty() {
@@ -237,6 +235,19 @@ pub fn findings<const N: usize>(
         return;
     }
     table(format, rows, &serde_json::Value::Null);
+}
+
+/// A document (an SBOM) on stdout, as it is.
+pub fn document(bytes: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(bytes);
+}
+
+/// One JSON object per line on stdout.
+fn json_lines(objects: &[serde_json::Value]) {
+    let mut out = std::io::stdout().lock();
+    for object in objects {
+        let _ = writeln!(out, "{object}");
+    }
 }
 
 #[cfg(test)]

@@ -91,7 +91,13 @@ fn short(key: &str) -> &str {
 
 impl Observer for Plain {
     fn observe(&self, event: &Event) {
-        let is_warning = matches!(event, Event::Warning { .. } | Event::CacheUnavailable { .. });
+        let is_warning = matches!(
+            event,
+            Event::Warning { .. }
+                | Event::CacheUnavailable { .. }
+                | Event::CacheRefused { .. }
+                | Event::CacheUnsigned { .. }
+        );
         if self.quiet && !is_warning {
             return;
         }

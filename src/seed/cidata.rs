@@ -84,15 +84,16 @@ mod tests {
 
     use super::*;
 
-    fn run(program: &str, args: &[&str]) -> Option<std::process::Output> {
-        match Command::new(program).args(args).output() {
-            Ok(output) => Some(output),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                eprintln!("note: {program} is not installed; that check was skipped");
-                None
-            }
-            Err(error) => panic!("{program}: {error}"),
-        }
+    /// Runs one of the tools that judge the image (dosfstools, util-linux, mtools); a missing
+    /// one fails the test with its install line.
+    fn run(program: &str, args: &[&str]) -> std::process::Output {
+        let package = match program {
+            "fsck.vfat" => "dosfstools",
+            "blkid" => "util-linux",
+            _ => "mtools",
+        };
+        crate::process::require_tool(program, &format!("apt-get install {package}"));
+        Command::new(program).args(args).output().unwrap()
     }
 
     fn files(network: bool) -> SeedFiles {
@@ -115,15 +116,18 @@ mod tests {
         assert_eq!(meta.len(), MIB);
         let image = path.to_str().unwrap();
 
-        if let Some(out) = run("fsck.vfat", &["-n", image]) {
+        {
+            let out = run("fsck.vfat", &["-n", image]);
             assert!(out.status.success(), "fsck.vfat: {}", String::from_utf8_lossy(&out.stdout));
         }
-        if let Some(out) = run("blkid", &["-o", "export", image]) {
+        {
+            let out = run("blkid", &["-o", "export", image]);
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("LABEL=CIDATA\n"), "{text}");
             assert!(text.contains("TYPE=vfat\n"), "{text}");
         }
-        if let Some(out) = run("mdir", &["-b", "-i", image, "::"]) {
+        {
+            let out = run("mdir", &["-b", "-i", image, "::"]);
             let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
             for name in ["::/user-data", "::/meta-data", "::/network-config"] {
                 assert!(text.contains(name), "{text}");
@@ -135,7 +139,8 @@ mod tests {
             ("::meta-data", &expected.meta_data),
             ("::network-config", expected.network_config.as_ref().unwrap()),
         ] {
-            if let Some(out) = run("mtype", &["-i", image, name]) {
+            {
+                let out = run("mtype", &["-i", image, name]);
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 assert_eq!(String::from_utf8_lossy(&out.stdout), content.as_str());
             }
@@ -167,10 +172,12 @@ mod tests {
         big.user_data = "#".repeat(3 * MIB as usize + 17);
         write_cidata(&path, &big).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * MIB);
-        if let Some(out) = run("fsck.vfat", &["-n", path.to_str().unwrap()]) {
+        {
+            let out = run("fsck.vfat", &["-n", path.to_str().unwrap()]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
         }
-        if let Some(out) = run("mtype", &["-i", path.to_str().unwrap(), "::user-data"]) {
+        {
+            let out = run("mtype", &["-i", path.to_str().unwrap(), "::user-data"]);
             assert_eq!(out.stdout.len(), big.user_data.len());
         }
     }

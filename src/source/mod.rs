@@ -365,10 +365,9 @@ impl Net {
 
 async fn lock(store: &Store, url: &SourceUrl) -> Result<fs::File, SourceError> {
     let name = http::lock_name(&http::url_key(url));
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.lock(&name))
+    store
+        .lock_async(&name, crate::store::LockMode::Exclusive)
         .await
-        .map_err(|source| SourceError::Task { source })?
         .map_err(|source| SourceError::Lock { url: url.to_string(), source })
 }
 

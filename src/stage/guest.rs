@@ -19,6 +19,9 @@ pub struct GuestFacts {
     /// Where the ext4 journals on the build disk lie, in bytes, but for each one's first block
     /// (see [`JOURNALS`]).
     pub journals: Vec<crate::qemu::img::ByteRange>,
+    /// Why the inventory could not be read, when it could not (the layer is still good, only
+    /// its record is short): [`super::finish_disk`] warns with it.
+    pub inventory_unreadable: Option<String>,
 }
 
 /// Makes the layer a valid cloud template again (the README's "clean cloud template"): cloud-init forgets this
@@ -169,13 +172,13 @@ pub fn link<'a>(vm: &'a Vm, stage: &str) -> Result<&'a Link, StageError> {
 }
 
 /// Reads the inventory and the facts from what the seal printed: drift's inventory (an
-/// unreadable one is logged and left empty: the layer is still good, only its record is short),
+/// unreadable one is left empty, with why in `inventory_unreadable`),
 /// then the lines [`FACTS`] printed; other lines are ignored.
 pub(super) fn parse_facts(stdout: &str, drift: &Drift) -> GuestFacts {
     let mut facts = GuestFacts::default();
     match crate::drift::parse_inventory(stdout.as_bytes(), &drift.roots) {
         Ok(inventory) => facts.inventory = inventory,
-        Err(error) => tracing::warn!("the layer records no packages or files: {error}"),
+        Err(error) => facts.inventory_unreadable = Some(crate::events::error_chain(&error)),
     }
     for line in stdout.lines() {
         let (kind, value) = line.split_once(' ').unwrap_or((line, ""));
@@ -284,7 +287,7 @@ impl<'a> SysprepFor<'a> {
 /// The inventory runs before sysprep: what sysprep changes under the roots (machine-id, host
 /// keys) is in drift's default ignore list.
 pub(super) fn sysprep_script(sysprep: SysprepFor<'_>) -> String {
-    let user = crate::communicator::shell::quote(sysprep.user);
+    let user = crate::process::shell_quote(sysprep.user);
     let inventory = sysprep.drift.collect_script();
     let caches = if sysprep.keep_package_caches { "" } else { PACKAGE_CACHES };
     let script = SYSPREP.replace("KEPT", KEPT).replace("@PACKAGE_CACHES@", caches);
@@ -392,14 +395,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("fs.img");
         std::fs::File::create(&image).unwrap().set_len(256 << 20).unwrap();
+        crate::process::require_tool("mkfs.ext4", "apt-get install e2fsprogs");
+        crate::process::require_tool("debugfs", "apt-get install e2fsprogs");
         let made = std::process::Command::new("mkfs.ext4")
             .args(["-q", "-F", "-b", "4096"])
             .arg(&image)
-            .status();
-        if !made.is_ok_and(|status| status.success()) {
-            eprintln!("skipped: mkfs.ext4 is not installed here");
-            return;
-        }
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfs.ext4 failed on {}", image.display());
         let script = format!(
             "printf 'stats -h\\nstat <8>\\n' | debugfs -f - {} 2>/dev/null",
             image.display()

@@ -1,7 +1,10 @@
-//! One stage, from overlay to a disk ready to commit: create the overlay on the parent, seed,
-//! boot, wait for the communicator and cloud-init, run the steps, collect facts, sysprep, power
-//! off, check the disk. Must not decide what is cached, nor write into `layers/` (that is
-//! `layer/`'s, through `build`).
+//! Stages in a guest, from overlay to a disk ready to commit: create the overlay on the parent,
+//! seed, boot (or resume a saved guest, `restore`), wait for the communicator and cloud-init,
+//! run the steps, collect facts, sysprep, then either power off or, when the next stage goes
+//! on in the same guest, cut the layer from the running guest (`session`: one boot for many
+//! stages), and check the disk. Also chooses the accelerator for every boot ([`machine_spec`])
+//! and boots the throwaway guests `instance` hands out. Must not decide what is cached, nor
+//! when to save or resume, nor write into `layers/` (that is `layer/`'s, through `build`).
 
 // StageError carries the console's and the step's last lines so a failure explains itself; it
 // only travels the failure path, where its size costs nothing worth boxing it for.
@@ -28,7 +31,7 @@ use crate::events::{Event, Events};
 use crate::qemu::accel::{BOOT_WATCHDOG, start_with_fallback};
 use crate::qemu::firmware::Ovmf;
 use crate::qemu::machine::Machine;
-use crate::qemu::spec::{Accel, CacheMode, MachineFirmware, MachineSpec, Network};
+use crate::qemu::spec::{CacheMode, MachineFirmware, MachineSpec, Network};
 use crate::qemu::{self, QemuError, img};
 use crate::seed::{self, SeedError, SeedFiles, SeedInput};
 
@@ -83,6 +86,12 @@ pub enum StageError {
         what: &'static str,
         #[source]
         source: QemuError,
+    },
+    #[error("stage `{stage}`: failed to save the guest's state")]
+    SaveState {
+        stage: String,
+        #[source]
+        source: restore::SaveStateError,
     },
     #[error("stage `{stage}`: {what}{}", console_section(console))]
     Communicator {
@@ -149,7 +158,6 @@ pub struct StageJob<'a> {
     pub parent_disk: PathBuf,
     /// `[machine] disk_size`, for the first layer only.
     pub grow_to: Option<u64>,
-    pub accel: Accel,
     /// `logs/BUILD/STAGE/`: console.log, qemu.stderr.
     pub log_dir: PathBuf,
     pub events: &'a Events,
@@ -372,7 +380,8 @@ pub(crate) fn machine_spec(
     let machine = &job.definition.machine;
     let mut spec =
         MachineSpec::new(&format!("strata-{}-{stage}", job.definition.name), &job.disk, run_dir);
-    spec.accel = job.accel;
+    // The one place the accelerator is chosen: every boot and resume comes through here.
+    spec.accel = qemu::accel::detect(machine.accel).accel;
     spec.cpus = machine.cpus;
     spec.memory_mib = machine.memory.mebibytes();
     spec.disk.cache = if job.snapshot { CacheMode::Writeback } else { CacheMode::Unsafe };
@@ -443,12 +452,7 @@ impl LastLines {
 pub fn write_login_files(vm: &Vm, key_path: &Path, known_hosts: &Path) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let private = vm
-        .target
-        .client_key
-        .private()
-        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-        .map_err(std::io::Error::other)?;
+    let private = vm.target.client_key.private_openssh().map_err(std::io::Error::other)?;
     let mut file =
         std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(key_path)?;
     file.write_all(private.as_bytes())?;

@@ -15,18 +15,21 @@ use serde_json::{Value, json};
 use super::Link;
 use super::{Session, StageError, StageJob, Vm, machine_spec};
 use crate::communicator::{
-    ClientKey, GuestAgentCommunicator, Held, HostKey, SshCommunicator, SshTarget, shell,
+    ClientKey, GuestAgentCommunicator, Held, HostKey, SshCommunicator, SshTarget,
 };
 use crate::events::Event;
 use crate::qemu::machine::Machine;
-use crate::qemu::spec::{MachineFirmware, MachineSpec, Network};
+use crate::qemu::spec::MachineSpec;
 
 const STATE_FILE: &str = "state.zst";
 const OVERLAY_FILE: &str = "overlay.qcow2";
 const SEED_FILE: &str = "seed.img";
+/// What zstd said while saving, removed once the save succeeded.
+const ZSTD_STDERR_FILE: &str = "zstd.stderr";
 use crate::layer::RESTORE_META_FILE as META_FILE;
-/// Bumped when what a restore point holds changes. 2: machines have a vmgenid device.
-const FORMAT: u32 = 2;
+/// Bumped when what a restore point holds changes. 2: machines have a vmgenid device. 3: the
+/// fingerprint is the QEMU version, the accelerator and `layer::machine_shape`.
+const FORMAT: u32 = 3;
 /// Bytes per second: far above what zstd can take, so never the limit.
 const UNLIMITED_BANDWIDTH: u64 = 1 << 40;
 const MIGRATE_WITHIN: Duration = Duration::from_secs(300);
@@ -38,11 +41,28 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 const RECONNECT_WITHIN: Duration = Duration::from_secs(45);
 const CLOCK_WITHIN: Duration = Duration::from_secs(30);
 
+/// Why the guest's state could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveStateError {
+    /// zstd, which writes the state file, failed and said why (a full disk: "No space left on
+    /// device"); QEMU's own error follows.
+    #[error("zstd could not write {}: {said}", path.display())]
+    Writer {
+        path: std::path::PathBuf,
+        said: String,
+        #[source]
+        source: crate::qemu::QemuError,
+    },
+    #[error(transparent)]
+    Qemu(crate::qemu::QemuError),
+}
+
 /// What `restore.json` records: what a resume needs, and what it must match.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreMeta {
     pub format: u32,
-    /// The machine it was saved under (QEMU version, accelerator, cpus, memory, devices).
+    /// The machine it was saved under: QEMU version, accelerator and the machine's shape
+    /// (`layer::machine_shape`: cpus, memory, devices).
     pub machine: Value,
     pub user: String,
     pub client_key: String,
@@ -52,17 +72,20 @@ pub struct RestoreMeta {
     pub save_seconds: f64,
 }
 
-/// What must be equal for a saved state to load: the QEMU that runs it and the machine's shape.
-fn fingerprint(spec: &MachineSpec, qemu_version: &str) -> Value {
+/// What must be equal for a saved state to load: the QEMU that runs it (`qemu`, known once it
+/// runs) and the machine (`accel` and the shape the definition gives it, the one definition in
+/// [`crate::layer::machine_shape`]), which are known before it starts.
+fn fingerprint(job: &StageJob<'_>, spec: &MachineSpec, qemu_version: &str) -> Value {
+    let mut value = machine_fingerprint(job, spec);
+    value["qemu"] = json!(qemu_version);
+    value
+}
+
+/// The fingerprint but the QEMU version: what a resume checks before it starts QEMU.
+fn machine_fingerprint(job: &StageJob<'_>, spec: &MachineSpec) -> Value {
     json!({
-        "qemu": qemu_version,
         "accel": spec.accel.name(),
-        "cpus": spec.cpus,
-        "memory_mib": spec.memory_mib,
-        "firmware": matches!(spec.firmware, MachineFirmware::Uefi { .. }),
-        "network": matches!(spec.network, Network::User { .. }),
-        "guest_agent": spec.guest_agent_socket.is_some(),
-        "extra_args": spec.extra_args,
+        "machine": crate::layer::machine_shape(job.definition, job.stage),
     })
 }
 
@@ -98,7 +121,13 @@ impl Session {
         let state = into.join(STATE_FILE);
         let qmp = self.vm.machine.qmp();
         qmp.execute("stop", None).await.map_err(qemu("failed to pause the guest"))?;
-        let uri = format!("exec:zstd -q -1 -o {}", shell::quote(&state.to_string_lossy()));
+        // zstd's stderr goes to a file: when the save fails (a full disk), it says why.
+        let zstd_stderr = into.join(ZSTD_STDERR_FILE);
+        let uri = format!(
+            "exec:zstd -q -1 -o {} 2>{}",
+            crate::process::shell_quote(&state.to_string_lossy()),
+            crate::process::shell_quote(&zstd_stderr.to_string_lossy())
+        );
         let saved = async {
             // QEMU caps migration at 128 MiB/s by default, meant for a network shared with
             // running guests; into a local pipe that cap is most of the save's time.
@@ -114,7 +143,16 @@ impl Session {
                 .and_then(|_| fs::copy(self.seed_path(), into.join(SEED_FILE)))
         });
         qmp.execute("cont", None).await.map_err(qemu("failed to resume the guest"))?;
-        saved.map_err(qemu("failed to save the guest's state"))?;
+        if let Err(source) = saved {
+            let said = fs::read_to_string(&zstd_stderr).unwrap_or_default().trim().to_owned();
+            let source = if said.is_empty() {
+                SaveStateError::Qemu(source)
+            } else {
+                SaveStateError::Writer { path: state.clone(), said, source }
+            };
+            return Err(StageError::SaveState { stage, source });
+        }
+        let _ = fs::remove_file(&zstd_stderr);
         copied.unwrap_or(Ok(0)).map_err(io(into))?;
         for file in [STATE_FILE, OVERLAY_FILE, SEED_FILE] {
             private_file(&into.join(file)).map_err(io(into))?;
@@ -122,7 +160,7 @@ impl Session {
         let keys = |source| StageError::Keys { stage: stage.clone(), source };
         let meta = RestoreMeta {
             format: FORMAT,
-            machine: fingerprint(self.vm.machine.spec(), &qemu_version(&self.vm.machine)),
+            machine: fingerprint(next, self.vm.machine.spec(), &qemu_version(&self.vm.machine)),
             user: self.vm.target.user.clone(),
             client_key: self.vm.target.client_key.private_openssh().map_err(keys)?,
             host_key: self.vm.host_key.private_openssh().map_err(keys)?,
@@ -156,18 +194,29 @@ impl Session {
         let port = crate::qemu::free_local_port().map_err(|error| error.to_string())?;
         let mut spec =
             machine_spec(job, run_dir.path(), &seed, port).map_err(|error| error.to_string())?;
+        // The machine's shape is known before QEMU starts: a mismatch costs no start.
+        let then = &meta.machine;
+        let now = machine_fingerprint(job, &spec);
+        if now["accel"] != then["accel"] || now["machine"] != then["machine"] {
+            return Err(format!(
+                "it was saved under other machine settings ({now} now, {then} then)"
+            ));
+        }
         let state = restore.join(STATE_FILE);
-        spec.incoming = Some(format!("exec:zstd -dc {}", shell::quote(&state.to_string_lossy())));
+        spec.incoming = Some(format!(
+            "exec:zstd -dc {}",
+            crate::process::shell_quote(&state.to_string_lossy())
+        ));
         let stage = job.stage.name.to_string();
         let machine =
             Machine::start(spec, job.events, &stage).await.map_err(|error| error.to_string())?;
         tracing::debug!("resume: qemu answers after {:?}", started.elapsed());
-        let now = fingerprint(machine.spec(), &qemu_version(&machine));
+        let now = fingerprint(job, machine.spec(), &qemu_version(&machine));
         if now != meta.machine {
             let _ = machine.kill().await;
             return Err(format!(
-                "it was saved under other machine settings ({} now, {} then)",
-                now, meta.machine
+                "it was saved under another QEMU ({} now, {} then)",
+                now["qemu"], meta.machine["qemu"]
             ));
         }
         let sysprep =
@@ -310,5 +359,32 @@ async fn wait_incoming(machine: &Machine) -> Result<(), String> {
             return Err("the saved state did not load in time".to_owned());
         }
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_that_cannot_be_saved_names_its_cause() {
+        let qemu = crate::qemu::QemuError::QmpCommand {
+            command: "migrate".into(),
+            class: "failed".into(),
+            desc: "Unable to write to command: Broken pipe".into(),
+        };
+        let error = StageError::SaveState {
+            stage: "app".into(),
+            source: SaveStateError::Writer {
+                path: "/store/tmp/k.restore/state.zst".into(),
+                said: "zstd: error 70 : Write error : cannot write block : No space left on device"
+                    .into(),
+                source: qemu,
+            },
+        };
+        let chain = crate::events::error_chain(&error);
+        assert!(chain.starts_with("stage `app`: failed to save the guest's state"), "{chain}");
+        assert!(chain.contains("No space left on device"), "{chain}");
+        assert!(chain.contains("Broken pipe"), "{chain}");
     }
 }

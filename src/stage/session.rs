@@ -409,6 +409,9 @@ pub async fn finish_disk(
     in_use: bool,
 ) -> Result<StageOutput, StageError> {
     let stage = job.stage.name.to_string();
+    if let Some(why) = &facts.inventory_unreadable {
+        job.events.warn(format!("stage `{stage}`: the layer records no packages or files: {why}"));
+    }
     job.events.emit(Event::Committing { stage: stage.clone() });
     let qemu_err = |what| {
         let stage = stage.clone();

@@ -110,8 +110,18 @@ fn the_snippet_lists_an_odd_tree_and_the_comparison_finds_each_change() {
         assert_eq!(plain.owner, "root:root");
     }
     assert_eq!(before.files.roots, [root_text.clone(), missing]);
-    if Path::new("/usr/bin/dpkg-query").exists() {
-        assert!(before.packages.iter().any(|p| p.name == "dpkg" && !p.arch.is_empty()));
+    // The project's hosts are Debian or Ubuntu (scripts/install-host-deps.sh).
+    crate::process::require_tool("dpkg-query", "a Debian or Ubuntu host");
+    assert!(before.packages.iter().any(|p| p.name == "dpkg" && !p.arch.is_empty()));
+    // Source packages for all; the licenses of machine-readable copyright files.
+    assert!(before.packages.iter().all(|p| p.source.is_some()), "dpkg names every source");
+    let libc = before.packages.iter().find(|p| p.name == "libc6");
+    let libc_source = libc.and_then(|p| p.source.as_ref()).map(|s| s.name.as_str());
+    assert_eq!(libc_source, Some("glibc"));
+    if Path::new("/usr/share/doc/dpkg/copyright").exists() {
+        let dpkg = before.packages.iter().find(|p| p.name == "dpkg");
+        let licenses = dpkg.map(|p| p.licenses.clone()).unwrap_or_default();
+        assert!(licenses.contains(&"GPL-2+".to_owned()), "{licenses:?}");
     }
     assert!(before.os.is_some(), "this host has /etc/os-release");
 
@@ -153,11 +163,10 @@ fn the_snippet_runs_under_set_eu_in_sh_and_bash() {
     let roots = Roots::new(&["/nonexistent/strata", "/etc/ssh"]).unwrap_or_else(|e| panic!("{e}"));
     let ignore = IgnoreRules::new::<&str>(&[]).unwrap_or_else(|e| panic!("{e}"));
     for shell in ["/bin/sh", "/bin/bash"] {
-        if Path::new(shell).exists() {
-            let inventory = run_snippet_in(shell, "set -eu\nset -- a b\n", &roots, &ignore);
-            let keys = inventory.files.entries.iter().filter(|e| e.path.contains("ssh_host_"));
-            assert_eq!(keys.count(), 0, "{shell}: host keys are pruned");
-        }
+        assert!(Path::new(shell).exists(), "{shell} is missing");
+        let inventory = run_snippet_in(shell, "set -eu\nset -- a b\n", &roots, &ignore);
+        let keys = inventory.files.entries.iter().filter(|e| e.path.contains("ssh_host_"));
+        assert_eq!(keys.count(), 0, "{shell}: host keys are pruned");
     }
 }
 
@@ -171,10 +180,11 @@ fn roots_and_patterns_are_quoted_for_the_shell() {
 }
 
 /// How long the snippet takes over this host's /etc: `cargo test --lib drift -- --ignored
-/// --nocapture time_on_host_etc`.
+/// --nocapture measure_snippet_on_host_etc` (left out of scripts/test.sh's run, as every
+/// `measure_` test is).
 #[test]
 #[ignore = "a measurement, not a check"]
-fn time_on_host_etc() {
+fn measure_snippet_on_host_etc() {
     let roots = Roots::new(&["/etc"]).unwrap_or_else(|e| panic!("{e}"));
     let ignore = IgnoreRules::new::<&str>(&[]).unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..3 {

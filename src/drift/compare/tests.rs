@@ -29,7 +29,12 @@ fn symlink(path: &str, target: &str) -> FileEntry {
 }
 
 fn package(name: &str, version: &str) -> Package {
-    Package { name: name.to_owned(), arch: "amd64".to_owned(), version: version.to_owned() }
+    Package {
+        name: name.to_owned(),
+        arch: "amd64".to_owned(),
+        version: version.to_owned(),
+        ..Package::default()
+    }
 }
 
 fn inventory(packages: Vec<Package>, entries: Vec<FileEntry>) -> Inventory {
@@ -238,4 +243,17 @@ fn findings_serialize_with_stable_kind_names() -> Result<(), serde_json::Error> 
         r#"{"kind":"file_added","path":"/opt/x","type":"other"}"#
     );
     Ok(())
+}
+
+#[test]
+fn source_packages_and_licenses_never_make_drift() {
+    // A layer recorded by an older strata has neither; the live server states both.
+    let mut described = base();
+    for package in &mut described.packages {
+        package.source =
+            Some(crate::drift::SourcePackage { name: "src".into(), version: "9".into() });
+        package.licenses = vec!["GPL-2+".into()];
+    }
+    assert_eq!(run(&base(), &described), vec![]);
+    assert_eq!(run(&described, &base()), vec![]);
 }

@@ -23,7 +23,7 @@ fn encode(inventory: &Inventory) -> Vec<u8> {
         out.push(0);
     };
     field(INVENTORY_MAGIC);
-    field("1");
+    field("2");
     field("os");
     let os = inventory.os.as_ref();
     field(os.map_or("", |os| os.id.as_str()));
@@ -32,9 +32,22 @@ fn encode(inventory: &Inventory) -> Vec<u8> {
     let packages: String = inventory
         .packages
         .iter()
-        .map(|p| format!("ii \t{}\t{}\t{}\n", p.name, p.version, p.arch))
+        .map(|p| {
+            let (source, source_version) =
+                p.source.as_ref().map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
+            format!("ii \t{}\t{}\t{}\t{source}\t{source_version}\t\n", p.name, p.version, p.arch)
+        })
         .collect();
     field(&packages);
+    field("licenses");
+    let licenses: String = inventory
+        .packages
+        .iter()
+        .flat_map(|p| {
+            p.licenses.iter().map(|l| format!("/usr/share/doc/{}/copyright\t{l}\n", p.name))
+        })
+        .collect();
+    field(&licenses);
     let mut hashes = String::new();
     for entry in &inventory.files.entries {
         field("F");
@@ -80,6 +93,8 @@ fn reads_an_inventory_amid_other_output() -> Result<(), DriftError> {
             name: "bash".into(),
             arch: "amd64".into(),
             version: "5.2".into(),
+            source: Some(SourcePackage { name: "bash".into(), version: "5.2".into() }),
+            licenses: vec!["BSD-4-clause-UC".into(), "GPL-3+".into()],
         }],
         files: Manifest {
             roots: vec!["/etc".into(), "/opt".into()],
@@ -111,6 +126,45 @@ fn packages_not_installed_are_left_out() -> Result<(), DriftError> {
 }
 
 #[test]
+fn sources_and_stated_licenses_are_read() -> Result<(), DriftError> {
+    let mut output = encode(&Inventory::default());
+    let block = "ii \tlibssl3\t3.0.15-1~deb12u1\tamd64\topenssl\t3.0.15-1~deb12u1\t\n\
+                 ii \tbare\t1\tall\n\
+                 ii \topenssl-libs\t1:3.0.7-24.el9\tx86_64\topenssl-3.0.7-24.el9.src.rpm\t\tApache-2.0\n\
+                 ii \tgpg-pubkey\t1-2\t(none)\t(none)\t\t(none)\n";
+    let at = find(&output, b"packages\0").unwrap_or_else(|| unreachable!()) + 9;
+    output.splice(at..at, block.bytes());
+    let licenses = "/usr/share/doc/libssl3/copyright\tApache-2.0\n\
+                    /usr/share/doc/libssl3/copyright\tApache-2.0\n\
+                    /usr/share/doc/libssl3/copyright\t GPL-2+ \n\
+                    not a line\n/usr/share/doc/a/b/copyright\tX\n";
+    let at = find(&output, b"licenses\0").unwrap_or_else(|| unreachable!()) + 9;
+    output.splice(at..at, licenses.bytes());
+    let packages = parse_inventory(&output, &roots())?.packages;
+    let ssl = &packages[2];
+    assert_eq!(ssl.name, "libssl3");
+    let source = ssl.source.as_ref().map(|s| (s.name.as_str(), s.version.as_str()));
+    assert_eq!(source, Some(("openssl", "3.0.15-1~deb12u1")));
+    assert_eq!(ssl.licenses, ["Apache-2.0", "GPL-2+"]);
+    let bare = &packages[0];
+    assert_eq!((bare.source.as_ref(), bare.licenses.len()), (None, 0));
+    let rpm = &packages[3];
+    let source = rpm.source.as_ref().map(|s| (s.name.as_str(), s.version.as_str()));
+    assert_eq!(source, Some(("openssl", "3.0.7-24.el9")));
+    assert_eq!(rpm.licenses, ["Apache-2.0"]);
+    let key = &packages[1];
+    assert_eq!(
+        (key.name.as_str(), key.source.as_ref(), key.licenses.len()),
+        ("gpg-pubkey", None, 0)
+    );
+    let mut extra = encode(&Inventory::default());
+    let at = find(&extra, b"packages\0").unwrap_or_else(|| unreachable!()) + 9;
+    extra.splice(at..at, b"ii \ta\t1\tall\t\t\t\t\n".iter().copied());
+    assert!(parse_inventory(&extra, &roots()).is_err(), "8 fields");
+    Ok(())
+}
+
+#[test]
 fn a_file_without_a_hash_line_has_no_hash() -> Result<(), DriftError> {
     let inventory = Inventory {
         files: Manifest { roots: vec![], entries: vec![entry("/etc/gone", FileType::File)] },
@@ -131,13 +185,13 @@ fn odd_output_is_an_error_not_a_panic() {
     for cut in 0..whole.len() {
         assert!(parse_inventory(&whole[..cut], &roots()).is_err(), "cut at {cut}");
     }
-    let head = ["strata-inventory", "1", "os", "", "", "packages"];
+    let head = ["strata-inventory", "2", "os", "", "", "packages", "", "licenses"];
     let hash = format!("{}  /x\n", "a".repeat(64));
     let file = |mode: &'static str, size: &'static str, path: &'static str| {
         vec!["", "F", "f", mode, "r", size, "", path, "end"]
     };
     for tail in [
-        vec!["nonsense\n", "end"],
+        vec!["", "nonsense\n", "end"],
         file("999", "1", "/x"),
         file("644", "-1", "/x"),
         file("644", "1", "relative"),
@@ -148,7 +202,7 @@ fn odd_output_is_an_error_not_a_panic() {
         let bad = nul_joined(head.iter().chain(&tail));
         assert!(parse_inventory(&bad, &roots()).is_err(), "{}", String::from_utf8_lossy(&bad));
     }
-    for bad in [nul_joined(&["strata-inventory", "2"]), nul_joined(&["xstrata-inventory", "1"])] {
+    for bad in [nul_joined(&["strata-inventory", "1"]), nul_joined(&["xstrata-inventory", "2"])] {
         assert!(parse_inventory(&bad, &roots()).is_err(), "{}", String::from_utf8_lossy(&bad));
     }
 }
@@ -198,11 +252,12 @@ fn file_entry() -> impl Strategy<Value = FileEntry> {
 
 fn inventory() -> impl Strategy<Value = Inventory> {
     let os = proptest::option::of((no_tab(1), proptest::option::of(no_tab(1))));
-    let package = (no_tab(1), no_tab(0), no_tab(0)).prop_map(|(name, arch, version)| Package {
-        name,
-        arch,
-        version,
-    });
+    let source = proptest::option::of((no_tab(1), no_tab(1)))
+        .prop_map(|source| source.map(|(name, version)| SourcePackage { name, version }));
+    let package =
+        (no_tab(1), no_tab(0), no_tab(0), source).prop_map(|(name, arch, version, source)| {
+            Package { name, arch, version, source, licenses: vec![] }
+        });
     let packages = proptest::collection::btree_set(package, 0..6);
     let entries = proptest::collection::vec(file_entry(), 0..12);
     (os, packages, entries).prop_map(|(os, packages, entries)| {
@@ -237,7 +292,7 @@ proptest! {
             0..24,
         )
     ) {
-        let mut bytes = b"strata-inventory\x001\0os\0a\0b\0packages\0".to_vec();
+        let mut bytes = b"strata-inventory\x002\0os\0a\0b\0packages\0".to_vec();
         for field in fields {
             bytes.extend_from_slice(field.as_bytes());
             bytes.push(0);
