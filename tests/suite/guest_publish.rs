@@ -204,6 +204,7 @@ fn boot_and_serve(image: &Path, work: &Path) {
 
 /// Starts `strata publish` with its events on a pipe, and reads them until an upload's
 /// progress passes `bytes`; returns the child (still uploading) and the events read.
+#[allow(clippy::zombie_processes)] // the caller signals and waits for the child it gets
 fn publish_until_progress(
     cloud: &OpenStack,
     demo: &BuiltDemo,
