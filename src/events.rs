@@ -275,6 +275,44 @@ pub enum Event {
         done_bytes: u64,
         total_bytes: u64,
     },
+    /// `strata publish`: the exported image `path` starts its way into `cloud`'s image service
+    /// as `name`.
+    PublishStarted {
+        cloud: String,
+        image: String,
+        stage: String,
+        name: String,
+        path: PathBuf,
+        format: String,
+        bytes: u64,
+    },
+    /// `strata publish`: how much of the image's file has been sent.
+    PublishProgress {
+        name: String,
+        done_bytes: u64,
+        total_bytes: u64,
+    },
+    /// `strata publish`: an image was deleted from the cloud. `reason`: `leftover` (an earlier
+    /// upload that never finished), `failed` (this run's, after an error or a stop signal),
+    /// `rotation` (older than the `--keep` newest).
+    PublishImageDeleted {
+        cloud: String,
+        id: String,
+        name: String,
+        reason: String,
+    },
+    /// `strata publish`: the image is active in the cloud and Glance's sha512 is the file's.
+    /// `bytes` were sent by this run: 0 with `reused`, when an active image of the same layer
+    /// key and sha256 was there already; `size` is the image's.
+    Published {
+        cloud: String,
+        id: String,
+        name: String,
+        bytes: u64,
+        size: u64,
+        seconds: f64,
+        reused: bool,
+    },
 }
 
 impl Event {

@@ -8,7 +8,8 @@
 //!   that leave the machine), `gc` (what the store can let go), `fleet` (live servers against
 //!   a layer: `strata drift`), `cache` (the shared cache in an OCI registry: push, pull, and
 //!   verification before anything pulled enters the store), `sbom` (what a built stage
-//!   contains, and an export's provenance).
+//!   contains, and an export's provenance), `publish` (an exported stage into a cloud's
+//!   image service: Keystone and Glance).
 //! - `trust`: signing keys, trusted keys, and cosign-format signatures (§9).
 //! - `stage`: stages in a guest, from overlay to a disk ready to commit.
 //! - what a stage uses: `qemu` (the machine), `communicator` (talking to the guest), `check`
@@ -33,6 +34,7 @@ pub mod gc;
 pub mod instance;
 pub mod layer;
 pub mod process;
+pub mod publish;
 pub mod qemu;
 pub mod report;
 pub mod sbom;

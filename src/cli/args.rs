@@ -47,6 +47,10 @@ Synopsis:
       e.g. strata sbom images/demo.toml --format cyclonedx-json -o demo.cdx.json
   strata sbom --package NAME DEF...     which built stages hold a package, at which version
       e.g. strata sbom --package openssl images/*.toml
+  strata publish DEF [--stage NAME] --to openstack [--cloud NAME] [--name NAME] [--visibility V]
+                   [--property K=V]... [--format qcow2|raw] [--keep N] [-o DIR]
+                                        the exported stage into the cloud's image service
+      e.g. strata publish images/demo.toml --to openstack --cloud prod --keep 3
 
 Exit codes: 0 success, 1 the work failed, 2 the input is invalid, 3 `drift` found drift,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP).";
@@ -256,6 +260,66 @@ pub enum Command {
     ///
     /// Example: strata sbom images/demo.toml --stage base -o demo-base.spdx.json
     Sbom(SbomArgs),
+    /// Publish a built stage into a cloud's image service (OpenStack Glance).
+    ///
+    /// Exports the stage for OpenStack into -o DIR (an export of the same layer already there is
+    /// reused), logs in as every OpenStack tool does (clouds.yaml: --cloud or OS_CLOUD, in
+    /// OS_CLIENT_CONFIG_FILE, ./, ~/.config/openstack/, /etc/openstack/, with secure.yaml; or the
+    /// OS_* variables; Keystone v3 password or application credential), finds the image service
+    /// in the catalog (the cloud's interface and region), deletes what an interrupted upload
+    /// left, and uploads the image with its properties unless an active image of the same layer
+    /// key and sha256 is there. Waits for `active` and compares Glance's sha512 with the file's.
+    /// An image this run created is deleted again when anything fails or on Ctrl-C/SIGTERM.
+    /// Prints the image's ID on stdout.
+    ///
+    /// Example (CI, default branch): strata publish images/web.toml --to openstack --cloud prod --keep 3
+    Publish(PublishArgs),
+}
+
+/// Where `strata publish` sends the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishTarget {
+    /// OpenStack's image service (Glance v2), found through Keystone v3
+    Openstack,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[arg(value_name = "DEF")]
+    pub definition: PathBuf,
+    /// The stage to publish [default: the last]
+    #[arg(long, value_name = "NAME")]
+    pub stage: Option<String>,
+    /// The platform (Proxmox VE: `strata export --target proxmox` and its qm lines)
+    #[arg(long, value_enum, value_name = "PLATFORM")]
+    pub to: PublishTarget,
+    /// The cloud in clouds.yaml [default: OS_CLOUD, else the OS_* variables]
+    #[arg(long, value_name = "NAME")]
+    pub cloud: Option<String>,
+    /// The image's name [default: IMAGE-STAGE]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Who may see the image [default: the cloud's, `shared` in Glance]
+    #[arg(long, value_enum, value_name = "V")]
+    pub visibility: Option<crate::publish::Visibility>,
+    /// An image property to add or override (repeatable), e.g. hw_disk_bus=scsi
+    #[arg(long = "property", value_name = "K=V", value_parser = parse_property)]
+    pub properties: Vec<crate::publish::PropertyOverride>,
+    /// The disk format: qcow2, or raw for Ceph-backed clouds (copy-on-write clones need raw)
+    #[arg(long, value_enum, value_name = "F", default_value = "qcow2")]
+    pub format: crate::publish::DiskFormat,
+    /// Keep the N newest images of this definition and stage (this one counts), delete older
+    /// ones; protected images are never deleted
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// Where the export is, or is written
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+}
+
+/// Checked while parsing, so that a bad `--property` is an argument error (exit 2).
+fn parse_property(value: &str) -> Result<crate::publish::PropertyOverride, String> {
+    crate::publish::PropertyOverride::parse(value)
 }
 
 #[derive(Debug, Args)]

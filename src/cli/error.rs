@@ -5,8 +5,8 @@
 use crate::{
     build::BuildError, cache::CacheError, definition::DefinitionError, export::ExportError,
     fleet::FleetError, gc::GcError, instance::InstanceError, layer::LayerError, layer::PlanError,
-    layer::diff::DiffError, process::ProcessError, sbom::SbomError, source::SourceError,
-    store::StoreError,
+    layer::diff::DiffError, process::ProcessError, publish::PublishError, sbom::SbomError,
+    source::SourceError, store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,8 @@ pub enum Error {
     #[error(transparent)]
     Fleet(#[from] Box<FleetError>),
     #[error(transparent)]
+    Publish(#[from] Box<PublishError>),
+    #[error(transparent)]
     Sbom(#[from] SbomError),
     /// `strata drift` found drift on every server it could check (and checked them all): exit 3.
     /// Not an error to print: the findings and the summary were shown already.
@@ -92,6 +94,12 @@ impl From<DefinitionError> for Error {
     }
 }
 
+impl From<PublishError> for Error {
+    fn from(error: PublishError) -> Self {
+        Error::Publish(Box::new(error))
+    }
+}
+
 impl From<FleetError> for Error {
     fn from(error: FleetError) -> Self {
         Error::Fleet(Box::new(error))
@@ -130,6 +138,7 @@ impl Error {
                 2
             }
             Error::Fleet(error) if error.is_invalid_input() => 2,
+            Error::Publish(error) if error.is_invalid_input() => 2,
             Error::Sbom(error) if error.is_invalid_input() => 2,
             Error::Export(ExportError::Sbom(error)) if error.is_invalid_input() => 2,
             Error::Key(error) if error.is_invalid_input() => 2,

@@ -12,6 +12,7 @@ mod fetch;
 mod gc;
 mod key;
 mod layers;
+mod publish;
 mod run;
 mod sbom;
 mod test;
@@ -106,6 +107,7 @@ async fn run_other(command: Command, global: &GlobalArgs) -> Result<(), Error> {
             diff::run(&definition, from.as_deref(), to.as_deref(), global)
         }
         Command::Drift(args) => interruptible(drift::run(&args, global)).await,
+        Command::Publish(args) => publish::run(&args, global).await,
         Command::Sbom(args) => sbom::run(&args, global),
     }
 }

@@ -303,6 +303,50 @@ impl ExportPlan {
     }
 }
 
+/// The export of `plan` already in `dir`, when there is one to reuse: its `manifest.json` is of
+/// the same layer, with an artifact of each of the plan's formats (same compression) whose file
+/// has the recorded size, and each of the plan's target files with its recorded sha256. `None`
+/// means export again. Reads only the manifest and the small target files.
+#[must_use]
+pub fn find_existing(plan: &ExportPlan, dir: &Path) -> Option<Manifest> {
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE)).ok()?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
+    let same_layer = manifest.image == plan.image
+        && manifest.stage == plan.stage
+        && manifest.layers.last().is_some_and(|layer| layer.key == plan.layer.metadata.key);
+    if !same_layer {
+        return None;
+    }
+    for format in &plan.formats {
+        let name = plan.artifact_name(*format);
+        let compression = compression_of(*format, plan.compression).map(|c| c.name().to_owned());
+        let artifact = manifest.artifacts.iter().find(|artifact| artifact.path == name)?;
+        let size = std::fs::metadata(dir.join(&name)).ok()?.len();
+        if artifact.compression != compression || size != artifact.file_bytes {
+            return None;
+        }
+    }
+    for target in &plan.targets {
+        let Some(name) = plan.target_file(*target) else { continue };
+        let record = manifest.targets.iter().find(|record| record.path == name)?;
+        let bytes = std::fs::read(dir.join(&name)).ok()?;
+        if crate::layer::sha256_hex(&bytes) != record.sha256 {
+            return None;
+        }
+    }
+    Some(manifest)
+}
+
+/// Whether `dir` holds an export of the same image and stage (of any layer): replacing it is
+/// what exporting that stage again means.
+#[must_use]
+pub fn find_previous(plan: &ExportPlan, dir: &Path) -> bool {
+    std::fs::read(dir.join(MANIFEST_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
+        .is_some_and(|manifest| manifest.image == plan.image && manifest.stage == plan.stage)
+}
+
 /// Writes the plan's images, their sha256 files, the platform files and `manifest.json` into
 /// the output folder. Nothing there is replaced without `force`; checked before any work.
 pub async fn export(

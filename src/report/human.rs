@@ -190,7 +190,8 @@ impl Observer for Human {
                 bar.set_position(0);
                 bar.set_message(path.display().to_string());
             }
-            Event::ExportConvertProgress { done_bytes, total_bytes, .. } => {
+            Event::ExportConvertProgress { done_bytes, total_bytes, .. }
+            | Event::PublishProgress { done_bytes, total_bytes, .. } => {
                 let bar = self.download_bar(&mut state, Some(*total_bytes));
                 bar.set_position(*done_bytes);
             }
@@ -214,6 +215,19 @@ impl Observer for Human {
                     bar.finish_and_clear();
                 }
                 self.println(&super::cache::line(event).unwrap_or_default());
+            }
+            Event::PublishStarted { bytes, name, .. } => {
+                self.println(&super::publish::line(event).unwrap_or_default());
+                let bar = self.download_bar(&mut state, Some(*bytes));
+                bar.set_prefix("upload");
+                bar.set_position(0);
+                bar.set_message(name.clone());
+            }
+            Event::PublishImageDeleted { .. } | Event::Published { .. } => {
+                if let Some(bar) = state.download.take() {
+                    bar.finish_and_clear();
+                }
+                self.println(&super::publish::line(event).unwrap_or_default());
             }
             Event::Error { message } => {
                 let why = if message == "interrupted" { "interrupted" } else { "failed" };

@@ -6,6 +6,7 @@ mod cache;
 pub mod diagnostic;
 mod human;
 mod plain;
+pub mod publish;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;

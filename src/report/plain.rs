@@ -76,6 +76,9 @@ impl Plain {
                 format!("{stage}: resumed a saved guest instead of booting ({seconds:.1}s)")
             }
             Event::RestorePointRemoved { .. } => super::restore_removed_line(event)?,
+            Event::PublishStarted { .. }
+            | Event::PublishImageDeleted { .. }
+            | Event::Published { .. } => super::publish::line(event)?,
             _ => return super::cache::line(event),
         };
         Some(text)

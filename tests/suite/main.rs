@@ -33,6 +33,7 @@ mod guest_check;
 mod guest_drift;
 mod guest_export;
 mod guest_faults;
+mod guest_publish;
 mod guest_sbom;
 mod guest_screen;
 mod guest_trust;

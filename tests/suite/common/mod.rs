@@ -11,6 +11,7 @@
 pub mod demo;
 pub mod instance;
 pub mod judges;
+pub mod openstack;
 pub mod project;
 pub mod registry;
 pub mod sshd;
