@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, GlobalArgs, PublishArgs, PublishTarget, StopSignal};
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 use crate::publish::{Environment, PublishError, PublishRequest};
 
 pub async fn run(args: &PublishArgs, global: &GlobalArgs) -> Result<(), Error> {
     let PublishTarget::Openstack = args.to;
     let definition = crate::definition::load(&args.definition)?;
     let store = global.open_store()?;
-    let layers = LayerStore::new(store.clone());
+    let layers = Layers::new(store.clone());
     // The provenance of a new export is signed with --sign-key (STRATA_SIGN_KEY) when given.
     let signer =
         match &global.sign_key {

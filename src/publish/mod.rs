@@ -32,7 +32,7 @@ use crate::definition::{ExportTarget, ImageDefinition};
 use crate::events::{Event, Events};
 use crate::export::openstack::GlanceImage;
 use crate::export::{ExportError, ExportOptions, Selection};
-use crate::layer::LayerStore;
+use crate::layer::Layers;
 use properties::{Origin, STRATA_IMAGE, STRATA_KEY, STRATA_SHA256, STRATA_STAGE};
 
 /// How long Glance may take to make an uploaded image `active`.
@@ -262,7 +262,7 @@ fn architecture(packages: &[crate::drift::Package]) -> Option<&'static str> {
 /// SIGTERM): an image this run created is deleted first, then [`PublishError::Interrupted`].
 pub async fn publish(
     definition: &ImageDefinition,
-    layers: &LayerStore,
+    layers: &Layers,
     request: &PublishRequest,
     env: &Environment,
     events: &Events,
