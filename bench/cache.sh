@@ -21,23 +21,9 @@ registry_pid=
 cleanup() { [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry-data
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-registry_pid=$!
-for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-cache=oci+http://127.0.0.1:$port/strata/bench
+. "$repo/bench/registry.sh"
+start_registry "$work"
+cache=oci+http://127.0.0.1:$registry_port/strata/bench
 # Every runner signs with one fleet key and trusts it: the figures include signing and
 # verifying (issue 27).
 "$bin" key generate "$work/fleet.key" >/dev/null 2>&1
