@@ -188,72 +188,6 @@ impl SshCommunicator {
             source: Box::new(source),
         }
     }
-
-    /// Sends `bytes` (a tar stream) to `tar -x` in `dir` as root; `what` names the upload in
-    /// errors.
-    async fn untar(
-        &self,
-        dir: &str,
-        chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-        local: &str,
-        remote: &str,
-    ) -> Result<(), CommunicatorError> {
-        let quoted = crate::process::shell_quote(dir);
-        let script =
-            format!("mkdir -p -- {quoted} && exec tar -x --no-same-owner -f - -C {quoted}");
-        let command = crate::process::root_shell_command(self.login_is_root(), &script);
-        let mut channel = self.start(command, false, "start tar").await?;
-        let mut writer = channel.make_writer();
-        let send = async move {
-            let mut chunks = chunks;
-            while let Some(chunk) = chunks.recv().await {
-                let chunk = chunk?;
-                writer.write_all(&chunk).await?;
-            }
-            writer.shutdown().await
-        };
-        let mut stderr = String::new();
-        let mut on_output = |stream: Stream, line: &str| {
-            if stream == Stream::Stderr {
-                stderr.push_str(line);
-                stderr.push('\n');
-            }
-        };
-        // Send and read together; when tar ends early, what is left unsent does not matter.
-        let (sent, code) = {
-            let received = collect(&mut channel, &mut on_output);
-            tokio::pin!(send, received);
-            let mut sent = None;
-            let (code, _) = loop {
-                tokio::select! {
-                    result = &mut send, if sent.is_none() => sent = Some(result),
-                    outcome = &mut received => break outcome,
-                }
-            };
-            (sent, code)
-        };
-        let code = code.unwrap_or(-1);
-        let sent = sent.unwrap_or_else(|| {
-            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "tar ended before the upload"))
-        });
-        if let Err(error) = sent {
-            // A local read error is ours; a write error means tar ended early, and its
-            // stderr says why.
-            if code == 0 || stderr.is_empty() {
-                return Err(CommunicatorError::ReadLocal { path: local.into(), source: error });
-            }
-        }
-        if code != 0 {
-            return Err(CommunicatorError::Upload {
-                guest: self.describe(),
-                local: local.to_owned(),
-                remote: remote.to_owned(),
-                code,
-                stderr: stderr.trim_end().to_owned(),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// Which step of starting a command over SSH failed (see [`start_command`]).
@@ -558,6 +492,8 @@ impl tar::Untar for SshCommunicator {
         CHUNK
     }
 
+    /// Sends the tar stream from `chunks` to `tar -x` in `dir` as root; `local` and `remote`
+    /// name the upload in errors.
     async fn extract(
         &self,
         dir: &str,
@@ -565,7 +501,61 @@ impl tar::Untar for SshCommunicator {
         local: &str,
         remote: &str,
     ) -> Result<(), CommunicatorError> {
-        self.untar(dir, chunks, local, remote).await
+        let quoted = crate::process::shell_quote(dir);
+        let script =
+            format!("mkdir -p -- {quoted} && exec tar -x --no-same-owner -f - -C {quoted}");
+        let command = crate::process::root_shell_command(self.login_is_root(), &script);
+        let mut channel = self.start(command, false, "start tar").await?;
+        let mut writer = channel.make_writer();
+        let send = async move {
+            let mut chunks = chunks;
+            while let Some(chunk) = chunks.recv().await {
+                let chunk = chunk?;
+                writer.write_all(&chunk).await?;
+            }
+            writer.shutdown().await
+        };
+        let mut stderr = String::new();
+        let mut on_output = |stream: Stream, line: &str| {
+            if stream == Stream::Stderr {
+                stderr.push_str(line);
+                stderr.push('\n');
+            }
+        };
+        // Send and read together; when tar ends early, what is left unsent does not matter.
+        let (sent, code) = {
+            let received = collect(&mut channel, &mut on_output);
+            tokio::pin!(send, received);
+            let mut sent = None;
+            let (code, _) = loop {
+                tokio::select! {
+                    result = &mut send, if sent.is_none() => sent = Some(result),
+                    outcome = &mut received => break outcome,
+                }
+            };
+            (sent, code)
+        };
+        let code = code.unwrap_or(-1);
+        let sent = sent.unwrap_or_else(|| {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "tar ended before the upload"))
+        });
+        if let Err(error) = sent {
+            // A local read error is ours; a write error means tar ended early, and its
+            // stderr says why.
+            if code == 0 || stderr.is_empty() {
+                return Err(CommunicatorError::ReadLocal { path: local.into(), source: error });
+            }
+        }
+        if code != 0 {
+            return Err(CommunicatorError::Upload {
+                guest: self.describe(),
+                local: local.to_owned(),
+                remote: remote.to_owned(),
+                code,
+                stderr: stderr.trim_end().to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -421,61 +421,6 @@ impl GuestAgentCommunicator {
         }
     }
 
-    /// Writes the tar stream from `chunks` to a temp file in the guest, then extracts it into
-    /// `dir` as root and removes it.
-    async fn untar(
-        &self,
-        dir: &str,
-        chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-        local: &str,
-        remote: &str,
-    ) -> Result<(), CommunicatorError> {
-        let temp = format!("/tmp/strata-upload-{}.tar", random_suffix());
-        let open = qapi_qga::guest_file_open { path: temp.clone(), mode: Some("w".to_owned()) };
-        let action = format!("upload {local} to {remote}");
-        let handle = self.call(&open).await.map_err(|error| self.agent_error(&action, error))?;
-        let written = self.write_chunks(handle, chunks, local).await;
-        let closed = self.call(&qapi_qga::guest_file_close { handle }).await;
-        let quoted_temp = crate::process::shell_quote(&temp);
-        if let Err(error) = written {
-            let _ = self.spawn(&format!("rm -f -- {quoted_temp}"), CALL_TIMEOUT).await;
-            return Err(error);
-        }
-        closed.map_err(|error| self.agent_error(&action, error))?;
-        let quoted = crate::process::shell_quote(dir);
-        let script = format!(
-            "mkdir -p -- {quoted} && tar -x --no-same-owner -f {quoted_temp} -C {quoted}; \
-             rc=$?; rm -f -- {quoted_temp}; exit $rc"
-        );
-        let env = BTreeMap::new();
-        let spec = ExecSpec {
-            command: &script,
-            env: &env,
-            timeout: Duration::from_secs(3600),
-            as_root: true,
-            guest_timeout: true,
-        };
-        let mut stderr = String::new();
-        let exit = self
-            .run(spec, &mut |stream, line| {
-                if stream == Stream::Stderr {
-                    stderr.push_str(line);
-                    stderr.push('\n');
-                }
-            })
-            .await?;
-        if !exit.success() {
-            return Err(CommunicatorError::Upload {
-                guest: self.describe(),
-                local: local.to_owned(),
-                remote: remote.to_owned(),
-                code: exit.code,
-                stderr: stderr.trim_end().to_owned(),
-            });
-        }
-        Ok(())
-    }
-
     /// Writes the chunks to `handle`, [`WRITES_IN_FLIGHT`] requests per round trip.
     async fn write_chunks(
         &self,
@@ -704,6 +649,8 @@ impl tar::Untar for GuestAgentCommunicator {
         self.upload_chunk
     }
 
+    /// Writes the tar stream from `chunks` to a temp file in the guest, then extracts it into
+    /// `dir` as root and removes it.
     async fn extract(
         &self,
         dir: &str,
@@ -711,7 +658,50 @@ impl tar::Untar for GuestAgentCommunicator {
         local: &str,
         remote: &str,
     ) -> Result<(), CommunicatorError> {
-        self.untar(dir, chunks, local, remote).await
+        let temp = format!("/tmp/strata-upload-{}.tar", random_suffix());
+        let open = qapi_qga::guest_file_open { path: temp.clone(), mode: Some("w".to_owned()) };
+        let action = format!("upload {local} to {remote}");
+        let handle = self.call(&open).await.map_err(|error| self.agent_error(&action, error))?;
+        let written = self.write_chunks(handle, chunks, local).await;
+        let closed = self.call(&qapi_qga::guest_file_close { handle }).await;
+        let quoted_temp = crate::process::shell_quote(&temp);
+        if let Err(error) = written {
+            let _ = self.spawn(&format!("rm -f -- {quoted_temp}"), CALL_TIMEOUT).await;
+            return Err(error);
+        }
+        closed.map_err(|error| self.agent_error(&action, error))?;
+        let quoted = crate::process::shell_quote(dir);
+        let script = format!(
+            "mkdir -p -- {quoted} && tar -x --no-same-owner -f {quoted_temp} -C {quoted}; \
+             rc=$?; rm -f -- {quoted_temp}; exit $rc"
+        );
+        let env = BTreeMap::new();
+        let spec = ExecSpec {
+            command: &script,
+            env: &env,
+            timeout: Duration::from_secs(3600),
+            as_root: true,
+            guest_timeout: true,
+        };
+        let mut stderr = String::new();
+        let exit = self
+            .run(spec, &mut |stream, line| {
+                if stream == Stream::Stderr {
+                    stderr.push_str(line);
+                    stderr.push('\n');
+                }
+            })
+            .await?;
+        if !exit.success() {
+            return Err(CommunicatorError::Upload {
+                guest: self.describe(),
+                local: local.to_owned(),
+                remote: remote.to_owned(),
+                code: exit.code,
+                stderr: stderr.trim_end().to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
