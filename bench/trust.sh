@@ -11,5 +11,5 @@ registry_pid=
 trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT INT TERM
 . bench/registry.sh
 start_registry "$work"
-cargo run --quiet --example trust_bench -- "oci+http://127.0.0.1:$registry_port/strata/cache"
+cargo run --quiet --release --example trust_bench -- "oci+http://127.0.0.1:$registry_port/strata/cache"
 echo "load: $(uptime | sed 's/.*load average: //')"

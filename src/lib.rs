@@ -17,8 +17,9 @@
 //!   guests), `source` (the base image), `seed` (cloud-init).
 //! - leaves: `definition` (what to build, parsed and validated), `drift` (inventories and
 //!   their comparison), `store` (the store's folders and locks), `process` (every child
-//!   process, and shell text), `units` (sizes and durations), `events` (the only way the
-//!   engine tells the outside world anything), `report` (the only code that prints).
+//!   process, and shell text), `tls` (the TLS crypto provider), `units` (sizes and
+//!   durations), `events` (the only way the engine tells the outside world anything),
+//!   `report` (the only code that prints).
 
 pub mod build;
 pub mod cache;
@@ -42,6 +43,7 @@ pub mod seed;
 pub mod source;
 pub mod stage;
 pub mod store;
+pub mod tls;
 pub mod trust;
 pub mod units;
 

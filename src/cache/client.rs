@@ -134,6 +134,7 @@ impl Cache {
                 super::PASSWORD_ENV
             ),
         };
+        crate::tls::install_crypto_provider();
         let cache = Cache {
             url: url.clone(),
             client: oci_client::Client::new(config),

@@ -229,6 +229,7 @@ fn http_client(cloud: &Cloud) -> Result<reqwest::Client, PublishError> {
             .map_or_else(|| "none".to_owned(), |path| path.display().to_string()),
         source,
     };
+    crate::tls::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_WITHIN)

@@ -52,6 +52,7 @@ const MAX_TEXT: usize = 16 << 20;
 const CHANNEL_DEPTH: usize = 64;
 
 pub(crate) fn client() -> Result<reqwest::Client, SourceError> {
+    crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)

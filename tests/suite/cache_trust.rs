@@ -317,12 +317,12 @@ async fn every_attackers_move_is_refused_and_nothing_enters_the_store() {
     cache.pull_layer(&victim, &key_of("one"), None, "one").await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_replaced_restore_point_is_refused_and_never_installed() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None);
+/// A registry where runner A pushed the layer `base` and its restore point, signed by
+/// `ours`, and the attacker then moved the restore point's tag onto an unsigned one of its own.
+async fn registry_with_a_replaced_restore_point(dir: &Path) -> (Registry, Arc<SigningKey>) {
+    let registry = Registry::start(dir, None);
     let ours = Arc::new(SigningKey::random(Algorithm::Ed25519).unwrap());
-    let a = layer_store(&dir.path().join("a"));
+    let a = layer_store(&dir.join("a"));
     make_layer(&a, "base", None, 1);
     let strata::layer::Lookup::Hit(layer) = a.lookup(&key_of("base"), false).unwrap() else {
         panic!()
@@ -336,7 +336,7 @@ async fn a_replaced_restore_point_is_refused_and_never_installed() {
     pusher.push_restore(&layer).await.unwrap();
 
     // The attacker swaps the restore point: a different tar under the same tag, unsigned.
-    let evil = layer_store(&dir.path().join("evil"));
+    let evil = layer_store(&dir.join("evil"));
     make_layer(&evil, "base", None, 1);
     let strata::layer::Lookup::Hit(evil_layer) = evil.lookup(&key_of("base"), false).unwrap()
     else {
@@ -356,12 +356,24 @@ async fn a_replaced_restore_point_is_refused_and_never_installed() {
     registry.copy_tag("evil/cache", &restore_tag);
     let (_, evil_digest) = registry.manifest(&restore_tag).unwrap();
     assert_ne!(honest_digest, evil_digest);
+    (registry, ours)
+}
 
-    let b = layer_store(&dir.path().join("b"));
+/// A fresh store for runner B, with the tiny source its layers stand on.
+fn runner_b(dir: &Path) -> Layers {
+    let b = layer_store(dir);
     run(Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
         .arg(b.store().sources_dir().join("sha256-0000.qcow2"))
         .arg("64M"));
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_restore_point_is_refused_and_never_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, ours) = registry_with_a_replaced_restore_point(dir.path()).await;
+    let b = runner_b(&dir.path().join("b"));
     let recorder = Arc::new(Recorder::default());
     let events = Events::none().with(recorder.clone());
     let cache = client(&registry, policy(None, &[ours.public_key()]), &events).await;
@@ -370,4 +382,68 @@ async fn a_replaced_restore_point_is_refused_and_never_installed() {
     assert!(error.is_refused(), "{error}");
     assert!(!pulled.dir.join("restore").exists(), "a refused restore point was installed");
     assert_eq!(refusals(&recorder), vec![("restore".to_owned(), "unsigned".to_owned(), None)]);
+}
+
+/// What a build does with that restore point (`--cache-restore`), for the stage `top` that
+/// stands on `base`: passes it over, so the stage boots as with none (exit 0 in guest_trust's
+/// terms), or, under `--cache-required`, fails. Never installed either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_passes_over_a_refused_restore_point_unless_the_cache_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, ours) = registry_with_a_replaced_restore_point(dir.path()).await;
+    let b = runner_b(&dir.path().join("b"));
+    let verifying = policy(None, &[ours.public_key()]);
+    let base = client(&registry, verifying.clone(), &Events::none())
+        .await
+        .pull_layer(&b, &key_of("base"), None, "base")
+        .await
+        .unwrap();
+    let stage = |name: &str, parent: Option<&str>| strata::definition::Stage {
+        name: strata::definition::StageName::new(name).unwrap(),
+        parent: parent.and_then(strata::definition::StageName::new),
+        user_data: None,
+        refresh: None,
+        network: true,
+        keep_package_caches: false,
+        steps: Vec::new(),
+    };
+    let plan = [
+        strata::layer::PlannedStage {
+            stage: stage("base", None),
+            key: key_of("base"),
+            inputs: serde_json::json!({}),
+            parent: None,
+            status: strata::layer::Status::Cached(Box::new(base.clone())),
+        },
+        strata::layer::PlannedStage {
+            stage: stage("top", Some("base")),
+            key: key_of("top"),
+            inputs: serde_json::json!({}),
+            parent: Some(key_of("base")),
+            status: strata::layer::Status::Missing,
+        },
+    ];
+    for required in [false, true] {
+        let recorder = Arc::new(Recorder::default());
+        let events = Events::none().with(recorder.clone());
+        let options = strata::build::CacheOptions {
+            required,
+            push: false,
+            restore: true,
+            policy: verifying.clone(),
+        };
+        let shared =
+            strata::build::connect_cache(&registry.url(), options, &events).await.unwrap().unwrap();
+        let result = shared.pull_restore_points(&plan, &b, &events).await;
+        if required {
+            assert!(result.unwrap_err().is_refused(), "--cache-required: the refusal fails it");
+        } else {
+            result.unwrap();
+            let gave_up =
+                recorder.events().iter().any(|e| matches!(e, Event::CacheUnavailable { .. }));
+            assert!(!gave_up, "a refusal is not the registry failing: the cache stays in use");
+        }
+        assert_eq!(refusals(&recorder), vec![("restore".to_owned(), "unsigned".to_owned(), None)]);
+        assert!(!base.dir.join("restore").exists(), "a refused restore point was installed");
+    }
 }

@@ -8,6 +8,10 @@
 //! one killed by SIGKILL halfway is deleted by the next run, which succeeds; `--keep 1` after an
 //! app change leaves exactly the new image, and never deletes a protected one.
 //!
+//! One test, so that Keystone and Glance start once (about 30 s under load): the interrupted
+//! uploads come first, and the run that cleans up after them is the publish every later part
+//! checks.
+//!
 //! Run with `--ignored` under the guest lock (the demo's build and the boot start QEMU), after
 //! `scripts/install-test-venv.sh`. Timings go to stderr.
 
@@ -72,8 +76,14 @@ fn manifest(out: &Path) -> Value {
 
 #[test]
 #[ignore = "boots a guest: run by scripts/test.sh"]
-fn publishes_the_demo_and_it_boots_back_from_glance() {
-    let cloud = OpenStack::start();
+fn publishes_the_demo_after_interrupted_uploads_and_it_boots_back_from_glance() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    // One Keystone and Glance for every part. Uploads go through a proxy at 2 MiB/s at first:
+    // the upload of the demo (140+ MiB) takes over a minute, long enough to stop it halfway
+    // even on a loaded machine.
+    let cloud = OpenStack::start_throttled(2 << 20);
     let demo = built_demo();
     let out = demo.path("out");
 
@@ -92,15 +102,38 @@ fn publishes_the_demo_and_it_boots_back_from_glance() {
     assert!(!shown.contains(&cloud.member_password), "clouds.yaml's is not shown: {shown}");
     assert!(cloud.all_images().is_empty(), "no image is left: {:?}", cloud.all_images());
 
-    // The real publish.
+    // SIGTERM halfway: strata deletes the image it created, then exits 143.
+    let (mut child, _) = publish_until_progress(&cloud, &demo, &out, 16 << 20);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
+    assert!(cloud.all_images().is_empty(), "no image after SIGTERM: {:?}", cloud.all_images());
+
+    // SIGKILL halfway: nothing can clean up; the image stays unfinished…
+    let (mut child, _) = publish_until_progress(&cloud, &demo, &out, 16 << 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = statuses(&cloud);
+    assert_eq!(left.len(), 1, "the killed upload's image: {left:?}");
+    assert_ne!(left[0], "active");
+
+    // …and the next run, at full speed, deletes it and succeeds: the real publish.
+    cloud.throttle.as_ref().unwrap().store(0, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let output = publish(&cloud, &demo, &out, &[]);
     let took = started.elapsed().as_secs_f64();
     let event = published(&output);
     let events = parse_events(&output.stdout);
+    let deleted = named(&events, "publish_image_deleted");
+    assert_eq!(deleted.len(), 1, "{events:?}");
+    assert_eq!(deleted[0]["reason"], "leftover");
+    let images = cloud.all_images();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["ID"], event["id"]);
+    assert_eq!(images[0]["Status"], "active");
     assert_eq!(event["reused"], false);
-    let manifest = manifest(&out);
-    let artifact = &manifest["artifacts"][0];
+    let exported = manifest(&out);
+    let artifact = &exported["artifacts"][0];
     let file = out.join(artifact["path"].as_str().unwrap());
     assert_eq!(event["bytes"], artifact["file_bytes"], "the whole file was sent");
     assert_eq!(named(&events, "publish_started").len(), 1);
@@ -123,7 +156,7 @@ fn publishes_the_demo_and_it_boots_back_from_glance() {
     let virtual_gib = artifact["virtual_bytes"].as_u64().unwrap().div_ceil(1 << 30);
     assert_eq!(show["min_disk"], virtual_gib, "{show}");
     let properties = &show["properties"];
-    let layer_key = manifest["layers"].as_array().unwrap().last().unwrap()["key"].clone();
+    let layer_key = exported["layers"].as_array().unwrap().last().unwrap()["key"].clone();
     for (key, value) in [
         ("hw_disk_bus", json!("virtio")),
         ("hw_firmware_type", json!("bios")),
@@ -158,6 +191,57 @@ fn publishes_the_demo_and_it_boots_back_from_glance() {
     assert_success(&output, "openstack image save");
     assert_eq!(file_sha512(&downloaded), os_hash, "the download matches os_hash_value");
     boot_and_serve(&downloaded, work.path());
+
+    // The app changes; the old image is protected: --keep 1 keeps it anyway, with a warning.
+    let script = demo.path("scripts/install-app.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, format!("{text}\n# a change to the app's install\n")).unwrap();
+    let started = Instant::now();
+    let output = demo
+        .strata()
+        .args(["--log-format", "json", "build"])
+        .arg(demo.definition())
+        .output()
+        .unwrap();
+    assert_success(&output, "strata build after the app change");
+    eprintln!("app-only rebuild: {:.1}s", started.elapsed().as_secs_f64());
+    let output = cloud.openstack("admin", &["image", "set", "--protected", &id]);
+    assert_success(&output, "openstack image set --protected");
+    let output = publish(&cloud, &demo, &out, &["--keep", "1"]);
+    let second = published(&output);
+    assert_eq!(second["reused"], false, "a new layer is a new image");
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    assert_ne!(second_id, id);
+    let events = parse_events(&output.stdout);
+    assert!(named(&events, "publish_image_deleted").is_empty(), "a protected image stays");
+    let warnings: Vec<String> =
+        named(&events, "warning").iter().map(|w| w["message"].to_string()).collect();
+    assert!(warnings.iter().any(|w| w.contains(&id) && w.contains("protected")), "{warnings:?}");
+    assert_eq!(cloud.all_images().len(), 2);
+
+    // Unprotected, it goes: exactly the new image is left.
+    let output = cloud.openstack("admin", &["image", "set", "--unprotected", &id]);
+    assert_success(&output, "openstack image set --unprotected");
+    let output = publish(&cloud, &demo, &out, &["--keep", "1"]);
+    let third = published(&output);
+    assert_eq!(third["reused"], true);
+    assert_eq!(third["id"], second_id.as_str());
+    let events = parse_events(&output.stdout);
+    let deleted = named(&events, "publish_image_deleted");
+    assert_eq!(deleted.len(), 1, "{events:?}");
+    assert_eq!(
+        (deleted[0]["id"].as_str(), deleted[0]["reason"].as_str()),
+        (Some(id.as_str()), Some("rotation"))
+    );
+    let images = cloud.all_images();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["ID"], second_id.as_str());
+    let show = cloud.openstack_json("member", &["image", "show", &second_id]);
+    assert_ne!(show["properties"]["strata_key"], layer_key, "the new image is the new layer's");
+    assert_eq!(
+        show["properties"]["strata_key"],
+        manifest(&out)["layers"].as_array().unwrap().last().unwrap()["key"]
+    );
 }
 
 /// Boots `image` as Nova would (virtio disk, a config drive labelled config-2) and checks that
@@ -241,101 +325,4 @@ fn publish_until_progress(
 
 fn statuses(cloud: &OpenStack) -> Vec<String> {
     cloud.all_images().iter().map(|image| image["Status"].as_str().unwrap().to_owned()).collect()
-}
-
-#[test]
-#[ignore = "boots a guest: run by scripts/test.sh"]
-fn an_interrupted_upload_leaves_no_image_and_keep_rotates() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-
-    // 2 MiB/s towards Glance: the upload of the demo (140+ MiB) takes over a minute, long
-    // enough to stop it halfway even on a loaded machine.
-    let cloud = OpenStack::start_throttled(2 << 20);
-    let demo = built_demo();
-    let out = demo.path("out");
-
-    // SIGTERM halfway: strata deletes the image it created, then exits 143.
-    let (mut child, _) = publish_until_progress(&cloud, &demo, &out, 16 << 20);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
-    assert!(cloud.all_images().is_empty(), "no image after SIGTERM: {:?}", cloud.all_images());
-
-    // SIGKILL halfway: nothing can clean up; the image stays unfinished…
-    let (mut child, _) = publish_until_progress(&cloud, &demo, &out, 16 << 20);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let left = statuses(&cloud);
-    assert_eq!(left.len(), 1, "the killed upload's image: {left:?}");
-    assert_ne!(left[0], "active");
-
-    // …and the next run deletes it and succeeds.
-    cloud.throttle.as_ref().unwrap().store(0, std::sync::atomic::Ordering::Relaxed);
-    let output = publish(&cloud, &demo, &out, &[]);
-    let first = published(&output);
-    let events = parse_events(&output.stdout);
-    let deleted = named(&events, "publish_image_deleted");
-    assert_eq!(deleted.len(), 1, "{events:?}");
-    assert_eq!(deleted[0]["reason"], "leftover");
-    let images = cloud.all_images();
-    assert_eq!(images.len(), 1, "{images:?}");
-    assert_eq!(images[0]["ID"], first["id"]);
-    assert_eq!(images[0]["Status"], "active");
-    let first_id = first["id"].as_str().unwrap().to_owned();
-    let first_key = manifest(&out)["layers"].as_array().unwrap().last().unwrap()["key"].clone();
-
-    // The app changes; the old image is protected: --keep 1 keeps it anyway, with a warning.
-    let script = demo.path("scripts/install-app.sh");
-    let text = std::fs::read_to_string(&script).unwrap();
-    std::fs::write(&script, format!("{text}\n# a change to the app's install\n")).unwrap();
-    let started = Instant::now();
-    let output = demo
-        .strata()
-        .args(["--log-format", "json", "build"])
-        .arg(demo.definition())
-        .output()
-        .unwrap();
-    assert_success(&output, "strata build after the app change");
-    eprintln!("app-only rebuild: {:.1}s", started.elapsed().as_secs_f64());
-    let output = cloud.openstack("admin", &["image", "set", "--protected", &first_id]);
-    assert_success(&output, "openstack image set --protected");
-    let output = publish(&cloud, &demo, &out, &["--keep", "1"]);
-    let second = published(&output);
-    assert_eq!(second["reused"], false, "a new layer is a new image");
-    let second_id = second["id"].as_str().unwrap().to_owned();
-    assert_ne!(second_id, first_id);
-    let events = parse_events(&output.stdout);
-    assert!(named(&events, "publish_image_deleted").is_empty(), "a protected image stays");
-    let warnings: Vec<String> =
-        named(&events, "warning").iter().map(|w| w["message"].to_string()).collect();
-    assert!(
-        warnings.iter().any(|w| w.contains(&first_id) && w.contains("protected")),
-        "{warnings:?}"
-    );
-    assert_eq!(cloud.all_images().len(), 2);
-
-    // Unprotected, it goes: exactly the new image is left.
-    let output = cloud.openstack("admin", &["image", "set", "--unprotected", &first_id]);
-    assert_success(&output, "openstack image set --unprotected");
-    let output = publish(&cloud, &demo, &out, &["--keep", "1"]);
-    let third = published(&output);
-    assert_eq!(third["reused"], true);
-    assert_eq!(third["id"], second_id.as_str());
-    let events = parse_events(&output.stdout);
-    let deleted = named(&events, "publish_image_deleted");
-    assert_eq!(deleted.len(), 1, "{events:?}");
-    assert_eq!(
-        (deleted[0]["id"].as_str(), deleted[0]["reason"].as_str()),
-        (Some(first_id.as_str()), Some("rotation"))
-    );
-    let images = cloud.all_images();
-    assert_eq!(images.len(), 1, "{images:?}");
-    assert_eq!(images[0]["ID"], second_id.as_str());
-    let show = cloud.openstack_json("member", &["image", "show", &second_id]);
-    assert_ne!(show["properties"]["strata_key"], first_key, "the new image is the new layer's");
-    assert_eq!(
-        show["properties"]["strata_key"],
-        manifest(&out)["layers"].as_array().unwrap().last().unwrap()["key"]
-    );
 }

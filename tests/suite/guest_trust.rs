@@ -4,11 +4,15 @@
 //! work (exit 2); with `--cache-unsigned` one pulls and is warned; with `--trust` one pulls all
 //! three layers verified without a guest. Then the attacker, who can push to the registry but
 //! holds no trusted key, replaces the final layer (64 KiB of its disk changed, its record
-//! rewritten to match) and app-base's restore point: B refuses both, builds `final` itself
-//! (booting instead of resuming), exit 0, and its final layer is not the poisoned one. The other
-//! moves (the poisoned layer signed by the attacker's key, a valid signature of another
-//! manifest, the signature deleted) are each refused by `strata pull` (exit 1, nothing stored),
-//! and `--cache-required` makes a refusal fail a build.
+//! rewritten to match) and app-base's restore point. B, holding base and app-base, refuses the
+//! layer and builds `final` itself from its own saved guest, exit 0, and its final layer is not
+//! the poisoned one. `--cache-required` makes a refusal fail a build before any guest: the
+//! layer's, and (with final gone from the registry) the restore point's, which is then not
+//! stored (that a build without it passes the refused restore point over, as if there were
+//! none, is `cache_trust::a_build_passes_over_a_refused_restore_point_unless_the_cache_is_required`;
+//! a stage with no restore point boots, as in every cold build). The other moves (the poisoned layer signed by the attacker's key, a valid signature
+//! of another manifest, the signature deleted) are each refused by `strata pull` (exit 1,
+//! nothing stored).
 //!
 //! Needs QEMU and the local base image; timings go to stderr.
 
@@ -272,27 +276,23 @@ fn guest_trust_a_poisoned_cache_is_refused_and_built_locally() {
     registry.copy_tag("evil/cache", &final_key);
     registry.copy_tag("evil/cache", &format!("{app_base_key}.restore"));
 
-    // B (fresh, trusting A) refuses both, builds final itself by booting, exit 0.
-    let b = fresh_runner();
+    // B (trusting A, holding base and app-base with its own restore point, but not final)
+    // refuses the poisoned final layer and builds final itself from its own saved guest.
+    let b = built_demo();
+    std::fs::remove_dir_all(b.store().join("layers").join(&final_key)).unwrap();
+    let definition_b = b.definition();
+    let definition = definition_b.to_str().unwrap();
     let (output, events, took) =
         cached_run(&b, &cache, &["--trust", trust, "build", definition, "--cache-restore"]);
     assert_success(&output, "runner B against the poisoned cache");
-    let mut seen = refused(&events);
-    seen.sort();
     assert_eq!(
-        seen,
-        [
-            ("layer".to_owned(), "final".to_owned(), "unsigned".to_owned()),
-            ("restore".to_owned(), "app-base".to_owned(), "unsigned".to_owned()),
-        ],
+        refused(&events),
+        [("layer".to_owned(), "final".to_owned(), "unsigned".to_owned())],
         "{}",
         stderr(&output)
     );
     assert_eq!(stages_of(&events, "layer_committed"), ["final"]);
-    assert!(
-        stages_of(&events, "restore_resumed").is_empty(),
-        "a refused restore point was resumed"
-    );
+    assert_eq!(stages_of(&events, "restore_resumed"), ["final"], "B resumed its own app-base");
     let built = sha256_of(&b.store().join("layers").join(&final_key).join("disk.qcow2"));
     assert_ne!(built, poisoned_sha, "B's final layer is the poisoned disk");
     eprintln!("MEASURE runner B, final refused and built locally: {took:.1}s");
@@ -308,6 +308,38 @@ fn guest_trust_a_poisoned_cache_is_refused_and_built_locally() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(named(&events, "qemu_started").is_empty());
     assert_eq!(refused(&events).len(), 1);
+
+    // The poisoned restore point, in a build: with final gone from the registry, a fresh runner
+    // pulls base and app-base verified, then refuses app-base's restore point; under
+    // --cache-required that fails the build before any guest (without it the stage boots, the
+    // path of every cold build), and nothing of it is stored.
+    let (_, poisoned_final) = registry.manifest(&final_key).unwrap();
+    registry.delete_manifest(&poisoned_final);
+    let e = fresh_runner();
+    let definition_e = e.definition();
+    let (output, events, _) = cached_run(
+        &e,
+        &cache,
+        &[
+            "--trust",
+            trust,
+            "build",
+            definition_e.to_str().unwrap(),
+            "--cache-restore",
+            "--cache-required",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(named(&events, "qemu_started").is_empty(), "a guest started");
+    assert_eq!(
+        refused(&events),
+        [("restore".to_owned(), "app-base".to_owned(), "unsigned".to_owned())],
+        "{}",
+        stderr(&output)
+    );
+    let app_base_in_e = e.store().join("layers").join(&app_base_key);
+    assert!(app_base_in_e.join("layer.json").is_file(), "app-base was pulled");
+    assert!(!app_base_in_e.join("restore").exists(), "the refused restore point was stored");
 
     // The other moves, each against a fresh `strata pull` (which needs every layer): refused,
     // exit 1, the final layer not stored.
