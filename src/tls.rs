@@ -75,11 +75,17 @@ mod tests {
         install_crypto_provider();
         let trusted = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
         let client = reqwest::Client::builder().add_root_certificate(trusted).build().unwrap();
-        let reply = client.get(format!("https://127.0.0.1:{port}/")).send().await;
+        // The whole reply is read before the server goes (its body ends when it closes).
+        let reply = async {
+            let reply = client.get(format!("https://127.0.0.1:{port}/")).send().await?;
+            let status = reply.status();
+            reply.text().await.map(|text| (status, text))
+        }
+        .await;
         let _ = server.kill();
         let _ = server.wait();
-        let reply = reply.unwrap();
-        assert!(reply.status().is_success(), "{}", reply.status());
-        assert!(reply.text().await.unwrap().contains("TLSv1.3"));
+        let (status, text) = reply.unwrap();
+        assert!(status.is_success(), "{status}");
+        assert!(text.contains("TLSv1.3"), "{text}");
     }
 }

@@ -5,7 +5,7 @@
 //! `../../sources/sha256-….qcow2`) stays right after the rename, and after the whole store moves.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -400,20 +400,82 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
-/// The file's sha256, size and mtime, read once.
+/// The file's sha256, size and mtime, read once. Holes are not read: the hash is fed zeros for
+/// them. A 4 GiB raw export is mostly holes, and reading one just written allocates a zeroed
+/// page-cache page for every page of hole (12 of 16 s of its hash here, against 3 s for the
+/// zeros themselves).
 pub fn hash_file(path: &Path) -> std::io::Result<(String, u64, i128)> {
     let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
+    let mut buffer = vec![0; HASH_CHUNK];
+    let mut offset = 0;
+    while offset < len {
+        let (data, end) = next_data(&file, offset, len)?;
+        hash_zeros(&mut hasher, data - offset, &mut buffer);
+        if data >= len {
             break;
         }
-        hasher.update(&buffer[..read]);
+        file.seek(SeekFrom::Start(data))?;
+        hash_range(&mut file, end - data, &mut hasher, &mut buffer)?;
+        offset = end;
     }
     let meta = file.metadata()?;
-    Ok((hex::encode(hasher.finalize()), meta.len(), mtime_ns(&meta)))
+    if meta.len() != len {
+        let changed = format!("{} changed size while it was hashed", path.display());
+        return Err(std::io::Error::other(changed));
+    }
+    Ok((hex::encode(hasher.finalize()), len, mtime_ns(&meta)))
+}
+
+const HASH_CHUNK: usize = 1 << 20;
+
+/// The next range of `file` at or after `offset` that holds data, as `(start, end)`; `start` is
+/// `len` when only a hole is left. Where the filesystem cannot say (no `SEEK_DATA`), all of it.
+fn next_data(file: &fs::File, offset: u64, len: u64) -> std::io::Result<(u64, u64)> {
+    use nix::unistd::{Whence, lseek};
+    let at = |value: u64| i64::try_from(value).map_err(std::io::Error::other);
+    let found = |value: i64| u64::try_from(value).map_err(std::io::Error::other);
+    let start = match lseek(file, at(offset)?, Whence::SeekData) {
+        Ok(start) => found(start)?.min(len),
+        Err(nix::errno::Errno::ENXIO) => return Ok((len, len)),
+        Err(nix::errno::Errno::EINVAL) => return Ok((offset, len)),
+        Err(errno) => return Err(errno.into()),
+    };
+    let end = match lseek(file, at(start)?, Whence::SeekHole) {
+        Ok(end) => found(end)?.clamp(start, len),
+        Err(errno) => return Err(errno.into()),
+    };
+    Ok((start, end))
+}
+
+/// Feeds `count` zero bytes to `hasher`. `buffer` is zeroed first.
+fn hash_zeros(hasher: &mut Sha256, mut count: u64, buffer: &mut [u8]) {
+    buffer.fill(0);
+    while count > 0 {
+        let step = usize::try_from(count).map_or(buffer.len(), |count| count.min(buffer.len()));
+        hasher.update(&buffer[..step]);
+        count -= step as u64;
+    }
+}
+
+/// Reads exactly `count` bytes from `file`'s position into `hasher`.
+fn hash_range(
+    file: &mut fs::File,
+    mut count: u64,
+    hasher: &mut Sha256,
+    buffer: &mut [u8],
+) -> std::io::Result<()> {
+    while count > 0 {
+        let want = usize::try_from(count).map_or(buffer.len(), |count| count.min(buffer.len()));
+        let read = file.read(&mut buffer[..want])?;
+        if read == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        hasher.update(&buffer[..read]);
+        count -= read as u64;
+    }
+    Ok(())
 }
 
 #[must_use]
@@ -425,6 +487,40 @@ pub fn now_secs() -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Holes are hashed as the zeros they read as: sparse files of every shape (data first or
+    /// last, holes between, all hole, no hole, empty, a size not a multiple of anything) hash
+    /// as their plain bytes do.
+    #[test]
+    fn a_sparse_file_hashes_as_its_bytes() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mib = 1u64 << 20;
+        let shapes: [(u64, &[(u64, usize)]); 7] = [
+            (0, &[]),
+            (5 * mib + 123, &[]),
+            (3 * mib, &[(0, 4096)]),
+            (9 * mib + 7, &[(0, 10), (2 * mib + 5, 70_000), (9 * mib, 7)]),
+            (4 * mib, &[(mib, 3 * mib as usize)]),
+            (mib + 1, &[(0, mib as usize + 1)]),
+            (64 * mib, &[(33 * mib + 4095, 2)]),
+        ];
+        for (index, (len, writes)) in shapes.into_iter().enumerate() {
+            let path = dir.path().join(format!("sparse-{index}"));
+            let mut file = fs::File::create(&path).unwrap();
+            file.set_len(len).unwrap();
+            for (at, count) in writes {
+                file.seek(SeekFrom::Start(*at)).unwrap();
+                let bytes: Vec<u8> = (0..*count).map(|i| (i % 251) as u8 + 1).collect();
+                file.write_all(&bytes).unwrap();
+            }
+            file.sync_all().unwrap();
+            let plain = fs::read(&path).unwrap();
+            let (sha256, size, _) = hash_file(&path).unwrap();
+            assert_eq!(size, len, "shape {index}");
+            assert_eq!(sha256, crate::layer::sha256_hex(&plain), "shape {index}");
+        }
+    }
 
     #[test]
     fn old_package_lines_and_a_record_without_files_still_load() {
