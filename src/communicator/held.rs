@@ -90,30 +90,30 @@ impl Held {
     }
 
     /// Reads output until a stdout line equals `marker`; on the command's end, returns its exit
-    /// status, stdout and stderr.
+    /// status, stdout and stderr. Bytes are kept until then and decoded once: SSH's packets
+    /// split the stream anywhere, also inside a character (a file name in the inventory, say).
     async fn read_until(&mut self, marker: &str) -> Result<(), (Option<u32>, String, String)> {
-        let mut stdout = String::new();
-        let mut stderr = String::new();
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
         let mut code = None;
         while let Some(message) = self.channel.wait().await {
             match message {
                 ChannelMsg::Data { data } => {
-                    stdout.push_str(&String::from_utf8_lossy(&data));
+                    stdout.extend_from_slice(&data);
                     if let Some(at) = marker_line(&stdout, marker) {
                         stdout.truncate(at);
-                        self.said = stdout;
+                        self.said = String::from_utf8_lossy(&stdout).into_owned();
                         return Ok(());
                     }
                 }
-                ChannelMsg::ExtendedData { data, .. } => {
-                    stderr.push_str(&String::from_utf8_lossy(&data));
-                }
+                ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
                 ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
                 ChannelMsg::Close => break,
                 _ => {}
             }
         }
-        Err((code, stdout, stderr))
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        Err((code, text(&stdout), text(&stderr)))
     }
 
     /// What the command wrote to stdout before it held.
@@ -138,13 +138,13 @@ impl Held {
         if sent.is_err() {
             return Err(self.failed(-1, "the held command's channel closed early"));
         }
-        let mut output = String::new();
+        let mut output = Vec::new();
         let mut code = None;
         let waited = tokio::time::timeout(within, async {
             while let Some(message) = self.channel.wait().await {
                 match message {
                     ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                        output.push_str(&String::from_utf8_lossy(&data));
+                        output.extend_from_slice(&data);
                     }
                     ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
                     ChannelMsg::Close => break,
@@ -156,7 +156,8 @@ impl Held {
         match (waited, code) {
             (Ok(()), Some(0)) => Ok(()),
             (Ok(()), code) => {
-                Err(self.failed(code.map_or(-1, |c| i32::try_from(c).unwrap_or(-1)), &output))
+                let code = code.map_or(-1, |c| i32::try_from(c).unwrap_or(-1));
+                Err(self.failed(code, &String::from_utf8_lossy(&output)))
             }
             (Err(_), _) => Err(CommunicatorError::Timeout {
                 guest: self.guest,
@@ -167,11 +168,11 @@ impl Held {
     }
 }
 
-/// Where the first whole line equal to `marker` starts in `text`.
-fn marker_line(text: &str, marker: &str) -> Option<usize> {
+/// Where the first whole line equal to `marker` starts in `output`.
+fn marker_line(output: &[u8], marker: &str) -> Option<usize> {
     let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        if line.ends_with('\n') && line.trim() == marker {
+    for line in output.split_inclusive(|&byte| byte == b'\n') {
+        if line.ends_with(b"\n") && line.trim_ascii() == marker.as_bytes() {
             return Some(at);
         }
         at += line.len();
@@ -185,10 +186,10 @@ mod tests {
 
     #[test]
     fn the_marker_must_be_a_whole_line() {
-        assert_eq!(marker_line("pkg a 1\nfrozen\n", "frozen"), Some(8));
-        assert_eq!(marker_line("frozen\n", "frozen"), Some(0));
-        assert_eq!(marker_line("not frozen\nfroz", "frozen"), None);
+        assert_eq!(marker_line(b"pkg a 1\nfrozen\n", "frozen"), Some(8));
+        assert_eq!(marker_line(b"frozen\n", "frozen"), Some(0));
+        assert_eq!(marker_line(b"not frozen\nfroz", "frozen"), None);
         // Not until its line has ended: more of it may still come.
-        assert_eq!(marker_line("x\nfrozen", "frozen"), None);
+        assert_eq!(marker_line(b"x\nfrozen", "frozen"), None);
     }
 }

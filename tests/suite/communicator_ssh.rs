@@ -382,6 +382,20 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     let gone = held.proceed("again", within).await.err().unwrap();
     assert!(gone.stdout.is_empty(), "{:?}", gone.stdout);
     assert!(!matches!(gone.error, CommunicatorError::Timeout { .. }), "{}", gone.error);
+
+    // What it said before its marker is decoded whole. SSH's packets split a long output
+    // anywhere, also inside a character (the seal's inventory lists file names such as
+    // ca-certificates' `NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem`): 100,000 times an ASCII
+    // byte and a two-byte character, so a boundary at a power of two falls inside one two times
+    // in three. A split character must not come out as two replacement characters.
+    let command = "yes xő | head -n 100000 | tr -d '\\n'; echo; echo ready; read -r _ || true";
+    let spec = ExecSpec { command, ..spec };
+    let held = ssh.hold(spec, "test", "ready", within).await.map_err(|e| e.error).unwrap();
+    let said = held.said().to_owned();
+    let split = said.matches('\u{fffd}').count();
+    assert_eq!(split, 0, "{split} replacement characters: a character was split");
+    assert_eq!(said, format!("{}\n", "xő".repeat(100_000)));
+    held.release(within).await.unwrap();
     ssh.close().await;
 }
 
