@@ -1,10 +1,22 @@
 //! The process's TLS cryptography: rustls on ring, the crypto SSH already brings (aws-lc, the
-//! default, cost a tenth of a clean compile for nothing ring lacks). Every HTTPS client (the
-//! source download, the shared cache, the clouds) calls [`install_crypto_provider`] before it is
-//! built, since reqwest then finds no provider of its own.
-//! Must not build clients, nor know what they are for.
+//! default, cost a tenth of a clean compile for nothing ring lacks), and where strata's own
+//! HTTP clients start: [`client_builder`] (the source download, the clouds). A client built
+//! elsewhere (oci-client's, for the shared cache) calls [`install_crypto_provider`] first,
+//! since reqwest finds no provider of its own.
+//! Must not finish building clients, nor know what they are for.
 
 use std::sync::Once;
+use std::time::Duration;
+
+/// A reqwest client builder with the provider installed, strata's user agent and the given
+/// timeouts; the caller adds what is its own (certificates) and builds it.
+pub fn client_builder(connect: Duration, read: Duration) -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect)
+        .read_timeout(read)
+}
 
 /// Makes ring the process's rustls provider, once; harmless when one is already installed.
 pub fn install_crypto_provider() {
@@ -71,10 +83,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
-        install_crypto_provider();
-        install_crypto_provider();
         let trusted = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
-        let client = reqwest::Client::builder().add_root_certificate(trusted).build().unwrap();
+        let within = Duration::from_secs(20);
+        let builder = client_builder(within, within).add_root_certificate(trusted);
+        let client = builder.build().unwrap();
         // The whole reply is read before the server goes (its body ends when it closes).
         let reply = async {
             let reply = client.get(format!("https://127.0.0.1:{port}/")).send().await?;

@@ -409,10 +409,11 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64, i128)> {
     let len = file.metadata()?.len();
     let mut hasher = Sha256::new();
     let mut buffer = vec![0; HASH_CHUNK];
+    let zeros = vec![0; HASH_CHUNK];
     let mut offset = 0;
     while offset < len {
         let (data, end) = next_data(&file, offset, len)?;
-        hash_zeros(&mut hasher, data - offset, &mut buffer);
+        hash_zeros(&mut hasher, data - offset, &zeros);
         if data >= len {
             break;
         }
@@ -449,14 +450,18 @@ fn next_data(file: &fs::File, offset: u64, len: u64) -> std::io::Result<(u64, u6
     Ok((start, end))
 }
 
-/// Feeds `count` zero bytes to `hasher`. `buffer` is zeroed first.
-fn hash_zeros(hasher: &mut Sha256, mut count: u64, buffer: &mut [u8]) {
-    buffer.fill(0);
+/// Feeds `count` zero bytes to `hasher`, from `zeros` (all zero).
+fn hash_zeros(hasher: &mut Sha256, mut count: u64, zeros: &[u8]) {
     while count > 0 {
-        let step = usize::try_from(count).map_or(buffer.len(), |count| count.min(buffer.len()));
-        hasher.update(&buffer[..step]);
+        let step = at_most(count, zeros.len());
+        hasher.update(&zeros[..step]);
         count -= step as u64;
     }
+}
+
+/// `count`, or `limit` when that is less.
+fn at_most(count: u64, limit: usize) -> usize {
+    usize::try_from(count).map_or(limit, |count| count.min(limit))
 }
 
 /// Reads exactly `count` bytes from `file`'s position into `hasher`.
@@ -467,7 +472,7 @@ fn hash_range(
     buffer: &mut [u8],
 ) -> std::io::Result<()> {
     while count > 0 {
-        let want = usize::try_from(count).map_or(buffer.len(), |count| count.min(buffer.len()));
+        let want = at_most(count, buffer.len());
         let read = file.read(&mut buffer[..want])?;
         if read == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));

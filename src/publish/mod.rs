@@ -229,11 +229,7 @@ fn http_client(cloud: &Cloud) -> Result<reqwest::Client, PublishError> {
             .map_or_else(|| "none".to_owned(), |path| path.display().to_string()),
         source,
     };
-    crate::tls::install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(CONNECT_WITHIN)
-        .read_timeout(READ_WITHIN);
+    let mut builder = crate::tls::client_builder(CONNECT_WITHIN, READ_WITHIN);
     if let Some(path) = &cloud.cacert {
         let pem = std::fs::read(path).map_err(|error| client_error(Box::new(error)))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)

@@ -52,11 +52,7 @@ const MAX_TEXT: usize = 16 << 20;
 const CHANNEL_DEPTH: usize = 64;
 
 pub(crate) fn client() -> Result<reqwest::Client, SourceError> {
-    crate::tls::install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
+    crate::tls::client_builder(CONNECT_TIMEOUT, READ_TIMEOUT)
         .build()
         .map_err(|source| SourceError::Client { source })
 }
