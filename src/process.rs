@@ -325,6 +325,7 @@ impl Command {
 
     /// Runs the child to completion (stdout captured) within `within`, whatever its exit status.
     pub async fn output_unchecked(self, within: Duration) -> Result<Output, ProcessError> {
+        let started = std::time::Instant::now();
         let mut child = self.stdout_piped().spawn()?;
         let mut stdout = child.take_stdout();
         let command = child.command.clone();
@@ -340,7 +341,11 @@ impl Command {
             Ok::<_, ProcessError>((status, captured))
         };
         match tokio::time::timeout(within, run).await {
-            Ok(Ok((status, stdout))) => Ok(Output { status, stdout, stderr: child.stderr_tail() }),
+            Ok(Ok((status, stdout))) => {
+                // Where a build's host-side seconds go (`STRATA_LOG=strata=debug`).
+                tracing::debug!("ran in {:?}: {}", started.elapsed(), child.command);
+                Ok(Output { status, stdout, stderr: child.stderr_tail() })
+            }
             Ok(Err(error)) => {
                 let _ = child.kill().await;
                 Err(error)

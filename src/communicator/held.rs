@@ -65,7 +65,18 @@ impl Held {
     /// Lets the command go on to its next held state: writes a line to its stdin, then waits up
     /// to `within` for a stdout line equal to `marker`, as [`SshCommunicator::hold`] does.
     pub async fn proceed(self, marker: &str, within: Duration) -> Result<Held, Box<NotHeld>> {
-        if self.channel.data(&b"go\n"[..]).await.is_err() {
+        self.proceed_with("go", marker, within).await
+    }
+
+    /// [`Held::proceed`], with `line` (one line, no newline) as what the command reads.
+    pub async fn proceed_with(
+        self,
+        line: &str,
+        marker: &str,
+        within: Duration,
+    ) -> Result<Held, Box<NotHeld>> {
+        let line = format!("{}\n", line.trim_end_matches('\n'));
+        if self.channel.data(line.as_bytes()).await.is_err() {
             return Err(NotHeld::silent(
                 self.failed(-1, "the held command's channel closed early"),
             ));

@@ -521,7 +521,7 @@ fn write(
 }
 
 /// Flattens the chain into one image under a temporary name, checks it (no backing file, no
-/// corruption, the right size), hashes it, and renames it into place.
+/// corruption, the right size) while it hashes it, and renames it into place.
 async fn convert_one(
     plan: &ExportPlan,
     format: ExportFormat,
@@ -562,6 +562,10 @@ async fn convert_one(
             source: Box::new(source),
         },
     )?;
+    // Hashed while qemu-img checks it: both only read the finished file, and the hash is most
+    // of what an export adds to the conversion. (A failed check drops the hash.)
+    let temp_path = temp.path().to_owned();
+    let hashing = tokio::task::spawn_blocking(move || crate::layer::hash_file(&temp_path));
     let info = img::info(temp.path())
         .await
         .map_err(|source| ExportError::Check { path: path.clone(), source: Box::new(source) })?;
@@ -585,11 +589,10 @@ async fn convert_one(
             source: Box::new(source),
         })?;
     }
-    let temp_path = temp.path().to_owned();
-    let hashed =
-        tokio::task::spawn_blocking(move || crate::layer::hash_file(&temp_path)).await.map_err(
-            |error| ExportError::Write { path: path.clone(), source: std::io::Error::other(error) },
-        )?;
+    let hashed = hashing.await.map_err(|error| ExportError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(error),
+    })?;
     let (sha256, file_bytes, _) =
         hashed.map_err(|source| ExportError::Write { path: path.clone(), source })?;
     temp.persist(&path, 0o644, options.force).map_err(|source| {

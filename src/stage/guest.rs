@@ -287,10 +287,25 @@ impl<'a> SysprepFor<'a> {
 /// The inventory runs before sysprep: what sysprep changes under the roots (machine-id, host
 /// keys) is in drift's default ignore list.
 pub(super) fn sysprep_script(sysprep: SysprepFor<'_>) -> String {
+    format!("mode={}\n{}", seal_mode(sysprep), sysprep_body(sysprep))
+}
+
+/// What a seal is told for a stage (`$mode` in [`sysprep_body`]): whether its package caches
+/// stay. A seal command that stands by across stages reads it as its go-ahead, so one command
+/// serves stages that differ in it.
+pub(super) fn seal_mode(sysprep: SysprepFor<'_>) -> &'static str {
+    if sysprep.keep_package_caches { KEEP_CACHES_MODE } else { "clean" }
+}
+
+const KEEP_CACHES_MODE: &str = "keep-caches";
+
+/// [`sysprep_script`] without the line that sets `$mode`: what the build user and `[drift]`
+/// decide, the same for every stage of a build.
+pub(super) fn sysprep_body(sysprep: SysprepFor<'_>) -> String {
     let user = crate::process::shell_quote(sysprep.user);
     let inventory = sysprep.drift.collect_script();
-    let caches = if sysprep.keep_package_caches { "" } else { PACKAGE_CACHES };
-    let script = SYSPREP.replace("KEPT", KEPT).replace("@PACKAGE_CACHES@", caches);
+    let caches = format!("if [ \"$mode\" != {KEEP_CACHES_MODE} ]; then\n{PACKAGE_CACHES}fi\n");
+    let script = SYSPREP.replace("KEPT", KEPT).replace("@PACKAGE_CACHES@", &caches);
     let facts = FACTS.replace("@JOURNALS@", JOURNALS);
     format!("STRATA_USER={user}\n{inventory}echo\n{facts}{script}")
 }
@@ -429,17 +444,39 @@ mod tests {
         let drift = drift();
         let default = SysprepFor { user: "debian", drift: &drift, keep_package_caches: false };
         let script = sysprep_script(default);
+        assert!(script.starts_with("mode=clean\n"), "{script}");
         assert!(script.contains(PACKAGE_CACHES), "{script}");
         assert!(!script.contains("@PACKAGE_CACHES@"));
         let kept = sysprep_script(SysprepFor { keep_package_caches: true, ..default });
-        assert!(!kept.contains("/var/lib/apt/lists"), "{kept}");
-        assert!(!kept.contains("/var/cache/dnf"), "{kept}");
-        assert!(!kept.contains("@PACKAGE_CACHES@"));
-        // The rest of sysprep is the same either way.
-        assert_eq!(kept, script.replace(PACKAGE_CACHES, ""));
+        assert!(kept.starts_with("mode=keep-caches\n"), "{kept}");
+        // The rest of sysprep is the same either way: the mode alone decides.
+        assert_eq!(kept.split_once('\n').unwrap().1, script.split_once('\n').unwrap().1);
         for script in [&script, &kept] {
             let parsed = std::process::Command::new("sh").args(["-n", "-c", script]).status();
             assert!(parsed.unwrap().success(), "sh -n rejects:\n{script}");
+        }
+    }
+
+    /// The caches' fragment as sysprep runs it, on a fake root, in either mode: only
+    /// `keep-caches` leaves the `.deb` there.
+    #[test]
+    fn the_mode_decides_whether_package_caches_go() {
+        let drift = drift();
+        let sysprep = SysprepFor { user: "debian", drift: &drift, keep_package_caches: false };
+        let body = sysprep_body(sysprep);
+        let start = body.find("if [ \"$mode\"").unwrap();
+        let end = start + body[start..].find("\nfi\n").unwrap() + "\nfi\n".len();
+        for (mode, kept) in [("clean", false), ("keep-caches", true)] {
+            let root = tempfile::tempdir().unwrap();
+            let deb = root.path().join("var/cache/apt/archives/x.deb");
+            std::fs::create_dir_all(deb.parent().unwrap()).unwrap();
+            std::fs::write(&deb, "x").unwrap();
+            let fragment =
+                body[start..end].replace("/var/", &format!("{}/var/", root.path().display()));
+            let script = format!("set -eu\nmode={mode}\ngone=\"\"\n{fragment}rm -rf $gone\n");
+            let status = std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap();
+            assert!(status.success(), "{script}");
+            assert_eq!(deb.exists(), kept, "mode {mode}");
         }
     }
 

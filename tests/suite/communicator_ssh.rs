@@ -344,8 +344,8 @@ async fn a_refused_client_key_is_retried_then_reported() {
     assert!(matches!(**last, AttemptError::AuthRejected { .. }), "{last}");
 }
 
-/// A held command over a real channel: it says its marker and waits; `proceed` lets it go on to
-/// the next marker, `release` lets it end. One that ended before being let go says so, with
+/// A held command over a real channel: it says its marker and waits; `proceed_with` lets it go
+/// on to the next marker, reading the line it is given, `release` lets it end. One that ended before being let go says so, with
 /// nothing said (how a seal started ahead learns that a reboot step ended it).
 #[tokio::test]
 async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
@@ -356,7 +356,7 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     let env = no_env();
     let marks = server.path("marks");
     let script = format!(
-        "echo one; echo ready; read -r _ || exit 0; echo two >> {m}; echo again; \
+        "echo one; echo ready; read -r said || exit 0; echo \"two $said\" >> {m}; echo again; \
          read -r _ || exit 0; echo three >> {m}",
         m = marks.display()
     );
@@ -371,10 +371,12 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     let held = ssh.hold(spec, "test", "ready", within).await.map_err(|e| e.error).unwrap();
     assert_eq!(held.said(), "one\n");
     assert!(!marks.exists(), "it waits at its first marker");
-    let held = held.proceed("again", within).await.map_err(|e| e.error).unwrap();
-    assert_eq!(fs::read_to_string(&marks).unwrap(), "two\n");
+    // What it reads is the line strata sends (how a seal standing by learns its stage's mode).
+    let held =
+        held.proceed_with("keep-caches", "again", within).await.map_err(|e| e.error).unwrap();
+    assert_eq!(fs::read_to_string(&marks).unwrap(), "two keep-caches\n");
     held.release(within).await.unwrap();
-    assert_eq!(fs::read_to_string(&marks).unwrap(), "two\nthree\n");
+    assert_eq!(fs::read_to_string(&marks).unwrap(), "two keep-caches\nthree\n");
 
     // Ended before it was let go (here, at once): `proceed` gets nothing from it.
     let spec = ExecSpec { command: "echo ready; exit 0", ..spec };

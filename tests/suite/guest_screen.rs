@@ -409,10 +409,7 @@ fn the_screen_shows_cached_built_and_failed_stages() {
     ] {
         assert!(screen.contains(expected), "the screen lacks `{expected}`:\n{screen}");
     }
-    assert!(
-        !screen.contains("the console's last lines:"),
-        "a resumed guest's empty console is not shown:\n{screen}"
-    );
+    common::assert_no_console_from_before_the_resume(&screen);
     let error_at = screen.find("error: ").unwrap_or_else(|| panic!("no error line:\n{screen}"));
     assert!(
         screen.rfind("logs: ").unwrap() > error_at,

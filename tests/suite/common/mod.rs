@@ -177,3 +177,16 @@ pub fn ssh_retrying(make: impl Fn() -> Command, within: Duration) -> Output {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// A failure's text (`strata build`'s stderr, or its screen) for a stage that resumed a saved
+/// guest: its console holds only what the guest printed since the resume. Usually nothing, and
+/// then no console section is shown; under emulation the kernel may say something about the
+/// pause (`hrtimer: interrupt took … ns`), which is shown. Never the boot before the save.
+pub fn assert_no_console_from_before_the_resume(text: &str) {
+    let Some(at) = text.find("the console's last lines:") else { return };
+    let console = &text[at..text[at..].find("logs: ").map_or(text.len(), |end| at + end)];
+    assert!(console.contains("| "), "an empty console section is shown:\n{text}");
+    for booted in ["Cloud-init", "login:", "Linux version"] {
+        assert!(!console.contains(booted), "the console before the resume is shown:\n{text}");
+    }
+}
