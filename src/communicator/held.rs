@@ -1,7 +1,8 @@
 //! A command that holds the guest in some state until strata lets go: it prints a marker line
-//! when it holds, and ends when strata writes a line to its stdin (or its stdin closes, so the
-//! guest never stays held when strata goes away). Used to keep filesystems frozen while QEMU
-//! takes a live snapshot.
+//! when it holds, and goes on when strata writes a line to its stdin, to its next marker or its
+//! end (its stdin's end lets it go too, so the guest never stays held when strata goes away).
+//! Used to keep filesystems frozen while QEMU takes a live snapshot, and to keep the seal
+//! command standing by between stages.
 
 use std::time::Duration;
 
@@ -9,9 +10,9 @@ use russh::{ChannelMsg, client};
 
 use super::{CommunicatorError, ExecSpec, SshCommunicator, shell};
 
-/// A command left running in the guest, waiting on its stdin until strata releases it (the
+/// A command left running in the guest, waiting on its stdin until strata lets it go on (the
 /// freeze that holds a guest's filesystems while a layer is cut is one). Dropping it closes the
-/// channel, which releases the guest too.
+/// channel, which lets the guest go too.
 pub struct Held {
     channel: russh::Channel<client::Msg>,
     guest: String,
@@ -139,42 +140,6 @@ impl Held {
             command: self.command.clone(),
             code,
             stderr: output.trim_end().to_owned(),
-        }
-    }
-
-    /// Writes a line to the command's stdin and waits up to `within` for it to exit 0.
-    pub async fn release(mut self, within: Duration) -> Result<(), CommunicatorError> {
-        let sent = self.channel.data(&b"go\n"[..]).await;
-        let _ = self.channel.eof().await;
-        if sent.is_err() {
-            return Err(self.failed(-1, "the held command's channel closed early"));
-        }
-        let mut output = Vec::new();
-        let mut code = None;
-        let waited = tokio::time::timeout(within, async {
-            while let Some(message) = self.channel.wait().await {
-                match message {
-                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                        output.extend_from_slice(&data);
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
-                    ChannelMsg::Close => break,
-                    _ => {}
-                }
-            }
-        })
-        .await;
-        match (waited, code) {
-            (Ok(()), Some(0)) => Ok(()),
-            (Ok(()), code) => {
-                let code = code.map_or(-1, |c| i32::try_from(c).unwrap_or(-1));
-                Err(self.failed(code, &String::from_utf8_lossy(&output)))
-            }
-            (Err(_), _) => Err(CommunicatorError::Timeout {
-                guest: self.guest,
-                command: self.command,
-                timeout: within,
-            }),
         }
     }
 }

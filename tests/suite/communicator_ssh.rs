@@ -345,10 +345,10 @@ async fn a_refused_client_key_is_retried_then_reported() {
 }
 
 /// A held command over a real channel: it says its marker and waits; `proceed_with` lets it go
-/// on to the next marker, reading the line it is given, `release` lets it end. One that ended before being let go says so, with
-/// nothing said (how a seal started ahead learns that a reboot step ended it).
+/// on to the next marker, reading the line it is given. One that ended before being let go says
+/// so, with nothing said (how a seal started ahead learns that a reboot step ended it).
 #[tokio::test]
-async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
+async fn held_commands_proceed_from_marker_to_marker_reading_the_line_they_are_sent() {
     require_sshd();
     let server = Server::new();
     let _sshd = server.start();
@@ -357,7 +357,7 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     let marks = server.path("marks");
     let script = format!(
         "echo one; echo ready; read -r said || exit 0; echo \"two $said\" >> {m}; echo again; \
-         read -r _ || exit 0; echo three >> {m}",
+         read -r _ || exit 0; echo three >> {m}; echo done",
         m = marks.display()
     );
     let spec = ExecSpec {
@@ -375,8 +375,9 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     let held =
         held.proceed_with("keep-caches", "again", within).await.map_err(|e| e.error).unwrap();
     assert_eq!(fs::read_to_string(&marks).unwrap(), "two keep-caches\n");
-    held.release(within).await.unwrap();
+    let held = held.proceed("done", within).await.map_err(|e| e.error).unwrap();
     assert_eq!(fs::read_to_string(&marks).unwrap(), "two keep-caches\nthree\n");
+    drop(held);
 
     // Ended before it was let go (here, at once): `proceed` gets nothing from it.
     let spec = ExecSpec { command: "echo ready; exit 0", ..spec };
@@ -397,7 +398,7 @@ async fn held_commands_proceed_from_marker_to_marker_and_end_when_released() {
     let split = said.matches('\u{fffd}').count();
     assert_eq!(split, 0, "{split} replacement characters: a character was split");
     assert_eq!(said, format!("{}\n", "xő".repeat(100_000)));
-    held.release(within).await.unwrap();
+    drop(held);
     ssh.close().await;
 }
 
